@@ -1,0 +1,68 @@
+# meetq: `make demo` runs the main job, `make test` runs everything (build, both backends, lint).
+# Both work on a fresh Debian machine as root: they install what they need.
+
+PYTHON ?= python3
+VENV := .venv
+TESTVENV := .venv-test
+PY := $(VENV)/bin/python
+TPY := $(TESTVENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: demo test system-deps venv dev wheel testenv test-native test-pure lint rust bench clean
+
+system-deps:
+	@if ! command -v redis-server >/dev/null 2>&1; then \
+		echo "installing redis-server"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; \
+	fi
+	@command -v cargo >/dev/null 2>&1 || { echo "cargo (Rust toolchain) is required"; exit 1; }
+
+$(VENV)/.stamp: requirements-dev.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt orjson "redis>=5,<6" hiredis uvloop
+	touch $@
+
+venv: $(VENV)/.stamp
+
+# In-place build for development: the extensions land in python/meetq/.
+dev: system-deps venv
+	$(PY) -m pip install -q --no-build-isolation -e .
+
+# The wheel that CI tests: Rust crate + Cython modules in one file.
+wheel: venv
+	rm -rf dist
+	$(PY) -m pip wheel -q --no-build-isolation --no-deps -w dist .
+
+# A fresh venv holding only the built wheel and the test tools: the suite runs against it.
+testenv: wheel
+	rm -rf $(TESTVENV)
+	$(PYTHON) -m venv $(TESTVENV)
+	$(TPY) -m pip install -q dist/meetq-*.whl -r requirements-dev.txt
+
+test-native: testenv
+	cd tests && MEETQ_BACKEND=native ../$(TPY) -m pytest -q -c ../pyproject.toml --rootdir .. $(PYTEST_ARGS) .
+
+test-pure: testenv
+	cd tests && MEETQ_BACKEND=pure ../$(TPY) -m pytest -q -c ../pyproject.toml --rootdir .. $(PYTEST_ARGS) .
+
+lint: venv
+	$(PY) -m ruff check python tests benchmarks
+	$(PY) -m ruff format --check python tests benchmarks
+	$(PY) -m mypy python/meetq
+
+rust:
+	cd rust && cargo clippy --release --features extension-module -- -D warnings
+	cd rust && cargo clippy --release --all-targets -- -D warnings
+	cd rust && cargo test --release
+
+test: system-deps lint rust test-native test-pure
+
+demo: system-deps dev
+	$(PY) -m meetq demo
+
+bench: system-deps testenv
+	cd benchmarks && MEETQ_BACKEND=native ../$(TPY) -m pytest -c ../pyproject.toml --rootdir .. . --benchmark-only
+
+clean:
+	rm -rf $(VENV) $(TESTVENV) build dist rust/target python/meetq/*.so native/*.c

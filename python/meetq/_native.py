@@ -1,0 +1,56 @@
+"""The one module that imports meetq's native extensions.
+
+Each native structure has a pure-Python twin with the same API and semantics. The backend
+is chosen once, at import: `MEETQ_BACKEND=pure` forces the twins, `MEETQ_BACKEND=native`
+makes a missing extension an error, and by default a missing extension falls back to the
+twins with one warning. Everything else in meetq imports these names from here.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any, Literal
+
+from meetq import _dispatch, _ring
+
+Backend = Literal["native", "pure"]
+
+_choice = os.environ.get("MEETQ_BACKEND", "").strip().lower() or "auto"
+if _choice not in ("auto", "native", "pure"):
+    raise ImportError(f"MEETQ_BACKEND must be 'native' or 'pure', not {_choice!r}")
+
+native_modules: dict[str, Any] | None = None
+if _choice != "pure":
+    try:
+        from meetq import _cy_dispatch, _meetq_rs
+
+        native_modules = {"rs": _meetq_rs, "dispatch": _cy_dispatch}
+    except ImportError as exc:
+        if _choice == "native":
+            raise
+        warnings.warn(
+            f"meetq native extensions unavailable ({exc}); using the pure-Python backend",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+
+BACKEND: Backend = "native" if native_modules else "pure"
+
+RingBuffer: Any
+LocalEvent: Any
+dispatch: Any
+
+if native_modules:
+    RingBuffer = native_modules["rs"].RingBuffer
+    LocalEvent = native_modules["rs"].LocalEvent
+    dispatch = native_modules["dispatch"].dispatch
+else:
+    RingBuffer = _ring.RingBuffer
+    LocalEvent = _ring.LocalEvent
+    dispatch = _dispatch.dispatch
+
+
+def backend() -> Backend:
+    """Which implementation of the native structures is active: "native" or "pure"."""
+    return BACKEND

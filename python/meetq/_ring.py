@@ -1,0 +1,155 @@
+"""Pure-Python twin of the native ring buffer (`rust/src/ring.rs`) and `LocalEvent`.
+
+Same API and observable behaviour: a bound of exactly `limit` items shared by `lanes`
+strict-priority lanes, capacity rounded up to a power of two, and a waker called once on the
+empty -> non-empty edge after `arm()`. A lock stands in for the native atomics.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+NORMAL = 1
+
+
+class LocalEvent:
+    """An in-process event: what `LocalEventBus` handlers receive."""
+
+    __slots__ = ("payload", "priority", "source", "timestamp", "type")
+
+    def __init__(
+        self,
+        type: str,
+        payload: Any = None,
+        source: Any = None,
+        timestamp: float | None = None,
+        priority: int = NORMAL,
+    ) -> None:
+        self.type = type
+        self.payload = {} if payload is None else payload
+        self.source = "" if source is None else source
+        self.timestamp = time.time() if timestamp is None else timestamp
+        self.priority = priority
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if hasattr(self, "timestamp"):
+            raise AttributeError("LocalEvent is immutable")
+        object.__setattr__(self, name, value)
+
+    def __repr__(self) -> str:
+        return (
+            f"LocalEvent(type={self.type!r}, source={self.source!r}, "
+            f"priority={self.priority}, payload={self.payload!r})"
+        )
+
+
+class RingBuffer:
+    """Bounded MPMC ring of Python objects with strict-priority lanes and edge wake-ups."""
+
+    def __init__(self, limit: int, lanes: int = 1) -> None:
+        if limit <= 0 or lanes <= 0:
+            raise ValueError("limit and lanes must be positive")
+        self._limit = limit
+        self._capacity = max(2, 1 << (limit - 1).bit_length())
+        self._lanes: list[deque[Any]] = [deque() for _ in range(lanes)]
+        self._len = 0
+        self._lock = threading.Lock()
+        self._armed = False
+        self._waker: Callable[[], Any] | None = None
+        self._accepted = 0
+        self._dropped = 0
+
+    def _push(self, lane: int, item: Any) -> bool:
+        with self._lock:
+            if self._len >= self._limit:
+                return False
+            self._lanes[min(max(lane, 0), len(self._lanes) - 1)].append(item)
+            self._len += 1
+            self._accepted += 1
+            woke = self._armed
+            self._armed = False
+        if woke and self._waker is not None:
+            try:
+                self._waker()
+            except Exception as exc:  # same policy as native: report, never raise into emit
+                import sys
+
+                sys.unraisablehook(sys.UnraisableHookArgs(  # type: ignore[attr-defined]
+                    type(exc), exc, exc.__traceback__, None, self._waker
+                ))
+        return True
+
+    def _push_event(self, event: LocalEvent) -> bool:
+        ok = self._push(event.priority, event)
+        if not ok:
+            self._dropped += 1
+        return ok
+
+    def try_push(self, item: Any, lane: int = 0) -> bool:
+        return self._push(lane, item)
+
+    def emit(self, event_type: str, payload: Any = None, source: Any = None) -> bool:
+        return self._push_event(LocalEvent(event_type, payload, source))
+
+    def emit_with_priority(
+        self, priority: int, event_type: str, payload: Any = None, source: Any = None
+    ) -> bool:
+        if not 0 <= priority <= 3:
+            raise ValueError(f"priority must be 0..3, got {priority}")
+        return self._push_event(LocalEvent(event_type, payload, source, priority=priority))
+
+    def pop(self) -> Any:
+        with self._lock:
+            for lane in reversed(self._lanes):
+                if lane:
+                    self._len -= 1
+                    return lane.popleft()
+        return None
+
+    def drain(self, max: int) -> list[Any]:
+        out: list[Any] = []
+        with self._lock:
+            for lane in reversed(self._lanes):
+                while lane and len(out) < max:
+                    out.append(lane.popleft())
+            self._len -= len(out)
+        return out
+
+    def arm(self) -> bool:
+        with self._lock:
+            self._armed = self._len == 0
+            return self._armed
+
+    def disarm(self) -> None:
+        with self._lock:
+            self._armed = False
+
+    def set_waker(self, waker: Callable[[], Any] | None) -> None:
+        self._waker = waker
+
+    def __len__(self) -> int:
+        return self._len
+
+    @property
+    def capacity(self) -> int:
+        return self._capacity
+
+    @property
+    def limit(self) -> int:
+        return self._limit
+
+    @property
+    def lanes(self) -> int:
+        return len(self._lanes)
+
+    @property
+    def accepted(self) -> int:
+        return self._accepted
+
+    @property
+    def dropped(self) -> int:
+        return self._dropped

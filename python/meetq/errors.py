@@ -1,0 +1,35 @@
+"""Every error meetq raises derives from `MeetqError`, so callers can catch one class."""
+
+from __future__ import annotations
+
+
+class MeetqError(Exception):
+    """Base of all meetq errors."""
+
+
+class QueueFullError(MeetqError):
+    """A bounded buffer had no room (scheduler submit, `emit_wait` past its timeout)."""
+
+
+class NoRouteError(MeetqError):
+    """A task type that no route names was dispatched."""
+
+
+class InvalidSessionError(MeetqError):
+    """A client task named a session that is not registered."""
+
+
+class TaskNotFoundError(MeetqError):
+    """A task id that this component has never seen (or has forgotten)."""
+
+
+class MessageTooLargeError(MeetqError):
+    """An encoded message is larger than the configured limit."""
+
+
+class MalformedMessageError(MeetqError):
+    """Stored bytes that do not decode to a valid message."""
+
+
+class MeetqConnectionError(MeetqError):
+    """A connection failed after its retry budget; `__cause__` keeps the underlying error."""

@@ -1,0 +1,251 @@
+//! Python face of the ring: `RingBuffer` of objects, with a fast path that builds and
+//! pushes a `LocalEvent` in one call (the bus's `emit`).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyString};
+
+use crate::ring::{Pushed, Ring};
+
+const NORMAL: i64 = 1;
+
+fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// An in-process event: what `LocalEventBus` handlers receive.
+#[pyclass(frozen, module = "meetq", name = "LocalEvent")]
+pub struct LocalEvent {
+    #[pyo3(get, name = "type")]
+    event_type: Py<PyString>,
+    #[pyo3(get)]
+    payload: PyObject,
+    #[pyo3(get)]
+    source: PyObject,
+    #[pyo3(get)]
+    timestamp: f64,
+    #[pyo3(get)]
+    priority: i64,
+}
+
+impl LocalEvent {
+    fn build(
+        py: Python<'_>,
+        event_type: Py<PyString>,
+        payload: Option<PyObject>,
+        source: Option<PyObject>,
+        priority: i64,
+    ) -> Self {
+        LocalEvent {
+            event_type,
+            payload: payload.unwrap_or_else(|| PyDict::new(py).into_any().unbind()),
+            source: source.unwrap_or_else(|| PyString::intern(py, "").into_any().unbind()),
+            timestamp: now(),
+            priority,
+        }
+    }
+}
+
+#[pymethods]
+impl LocalEvent {
+    #[new]
+    #[pyo3(signature = (r#type, payload=None, source=None, timestamp=None, priority=NORMAL))]
+    fn py_new(
+        py: Python<'_>,
+        r#type: Py<PyString>,
+        payload: Option<PyObject>,
+        source: Option<PyObject>,
+        timestamp: Option<f64>,
+        priority: i64,
+    ) -> Self {
+        let mut event = LocalEvent::build(py, r#type, payload, source, priority);
+        if let Some(ts) = timestamp {
+            event.timestamp = ts;
+        }
+        event
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        Ok(format!(
+            "LocalEvent(type={}, source={}, priority={}, payload={})",
+            self.event_type.bind(py).repr()?,
+            self.source.bind(py).repr()?,
+            self.priority,
+            self.payload.bind(py).repr()?,
+        ))
+    }
+}
+
+/// Bounded MPMC ring of Python objects with strict-priority lanes and edge wake-ups.
+#[pyclass(frozen, module = "meetq._meetq_rs")]
+pub struct RingBuffer {
+    ring: Ring<PyObject>,
+    /// Called (with no arguments) by the push that ends an armed wait.
+    waker: Mutex<Option<PyObject>>,
+    accepted: AtomicU64,
+    dropped: AtomicU64,
+}
+
+impl RingBuffer {
+    fn push(&self, py: Python<'_>, lane: usize, item: PyObject) -> bool {
+        match self.ring.push_lane(lane, item) {
+            Ok(pushed) => {
+                self.accepted.fetch_add(1, Ordering::Relaxed);
+                if pushed == Pushed::Woke {
+                    self.wake(py);
+                }
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// An `emit` that found the ring full is a drop; a refused `try_push` is not.
+    fn push_event(&self, py: Python<'_>, event: LocalEvent) -> PyResult<bool> {
+        let lane = event.priority as usize;
+        let ok = self.push(py, lane, Py::new(py, event)?.into_any());
+        if !ok {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(ok)
+    }
+
+    fn wake(&self, py: Python<'_>) {
+        let waker = self
+            .waker
+            .lock()
+            .map(|w| w.as_ref().map(|w| w.clone_ref(py)))
+            .unwrap_or(None);
+        if let Some(waker) = waker {
+            if let Err(err) = waker.call0(py) {
+                err.write_unraisable(py, Some(waker.bind(py)));
+            }
+        }
+    }
+}
+
+#[pymethods]
+impl RingBuffer {
+    #[new]
+    #[pyo3(signature = (limit, lanes=1))]
+    fn py_new(limit: usize, lanes: usize) -> PyResult<Self> {
+        if limit == 0 || lanes == 0 {
+            return Err(pyo3::exceptions::PyValueError::new_err(
+                "limit and lanes must be positive",
+            ));
+        }
+        Ok(RingBuffer {
+            ring: Ring::with_lanes(limit, lanes),
+            waker: Mutex::new(None),
+            accepted: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+        })
+    }
+
+    /// Stores `item` (in `lane`, clamped to the lanes there are); False when full.
+    #[pyo3(signature = (item, lane=0))]
+    fn try_push(&self, py: Python<'_>, item: PyObject, lane: usize) -> bool {
+        self.push(py, lane, item)
+    }
+
+    /// Builds a `LocalEvent` and pushes it: the bus's `emit` in one native call.
+    #[pyo3(signature = (event_type, payload=None, source=None))]
+    fn emit(
+        &self,
+        py: Python<'_>,
+        event_type: Py<PyString>,
+        payload: Option<PyObject>,
+        source: Option<PyObject>,
+    ) -> PyResult<bool> {
+        self.push_event(py, LocalEvent::build(py, event_type, payload, source, NORMAL))
+    }
+
+    /// `emit` into the lane of `priority` (0 = LOW .. 3 = CRITICAL).
+    #[pyo3(signature = (priority, event_type, payload=None, source=None))]
+    fn emit_with_priority(
+        &self,
+        py: Python<'_>,
+        priority: i64,
+        event_type: Py<PyString>,
+        payload: Option<PyObject>,
+        source: Option<PyObject>,
+    ) -> PyResult<bool> {
+        if !(0..=3).contains(&priority) {
+            return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                "priority must be 0..3, got {priority}"
+            )));
+        }
+        self.push_event(py, LocalEvent::build(py, event_type, payload, source, priority))
+    }
+
+    fn pop(&self) -> Option<PyObject> {
+        self.ring.pop()
+    }
+
+    /// Up to `max` items, highest lane first, oldest first within a lane.
+    fn drain<'py>(&self, py: Python<'py>, max: usize) -> PyResult<Bound<'py, PyList>> {
+        let mut out = Vec::with_capacity(max.min(self.ring.len()));
+        self.ring.drain_into(max, &mut out);
+        PyList::new(py, out)
+    }
+
+    /// Consumer is about to sleep: True = armed (the next push calls the waker),
+    /// False = items are already there.
+    fn arm(&self) -> bool {
+        self.ring.arm()
+    }
+
+    fn disarm(&self) {
+        self.ring.disarm()
+    }
+
+    #[pyo3(signature = (waker))]
+    fn set_waker(&self, waker: Option<PyObject>) {
+        if let Ok(mut slot) = self.waker.lock() {
+            *slot = waker;
+        }
+    }
+
+    fn __len__(&self) -> usize {
+        self.ring.len()
+    }
+
+    #[getter]
+    fn capacity(&self) -> usize {
+        self.ring.capacity()
+    }
+
+    #[getter]
+    fn limit(&self) -> usize {
+        self.ring.limit()
+    }
+
+    #[getter]
+    fn lanes(&self) -> usize {
+        self.ring.lanes()
+    }
+
+    /// Items ever accepted by a push.
+    #[getter]
+    fn accepted(&self) -> u64 {
+        self.accepted.load(Ordering::Relaxed)
+    }
+
+    /// Events `emit` refused because the ring was full.
+    #[getter]
+    fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<LocalEvent>()?;
+    m.add_class::<RingBuffer>()?;
+    Ok(())
+}

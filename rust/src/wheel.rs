@@ -1,0 +1,1 @@
+//! Hierarchical timer wheel (filled in by the scheduler work).

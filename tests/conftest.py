@@ -1,0 +1,82 @@
+"""Shared fixtures: a real redis-server per test, async tests on uvloop, deadline polls.
+
+Async tests are plain `async def` functions; the hook below runs each on a fresh uvloop
+loop, so no pytest-asyncio configuration is involved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import uvloop
+from helpers import RedisServer, free_port
+
+import meetq
+
+
+def pytest_report_header() -> list[str]:
+    return [f"meetq backend: {meetq.backend()} ({Path(meetq.__file__).parent})"]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    if not inspect.iscoroutinefunction(pyfuncitem.obj):
+        return None
+    names = pyfuncitem._fixtureinfo.argnames
+    kwargs = {name: pyfuncitem.funcargs[name] for name in names}
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(asyncio.wait_for(pyfuncitem.obj(**kwargs), timeout=120))
+    return True
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A fresh redis-server for one test (no persistence), stopped even when the test fails."""
+    with tempfile.TemporaryDirectory(prefix="meetq-redis-") as d:
+        server = RedisServer(port=free_port(), dir=Path(d))
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    return redis_server.url
+
+
+@pytest.fixture
+def redis_factory() -> Iterator[Callable[..., RedisServer]]:
+    """Starts servers with extra redis-server arguments (e.g. persistence); stops them all."""
+    started: list[RedisServer] = []
+    dirs: list[tempfile.TemporaryDirectory[str]] = []
+
+    def make(*extra: str) -> RedisServer:
+        d = tempfile.TemporaryDirectory(prefix="meetq-redis-")
+        dirs.append(d)
+        server = RedisServer(port=free_port(), dir=Path(d.name), extra=extra)
+        server.start()
+        started.append(server)
+        return server
+
+    try:
+        yield make
+    finally:
+        for server in started:
+            server.stop()
+        for d in dirs:
+            d.cleanup()
+
+
+@pytest.fixture(autouse=True)
+def _no_backend_override() -> None:
+    wanted = os.environ.get("MEETQ_BACKEND")
+    if wanted in ("native", "pure"):
+        assert meetq.backend() == wanted, f"asked for {wanted}, running {meetq.backend()}"
