@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 import uvloop
-from helpers import RedisServer, free_port
 
 import meetq
+from helpers import RedisServer, free_port
 
 
 def pytest_report_header() -> list[str]:

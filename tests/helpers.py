@@ -66,12 +66,18 @@ class RedisServer:
     def start(self) -> None:
         args = [
             REDIS_SERVER,
-            "--port", str(self.port),
-            "--bind", "127.0.0.1",
-            "--dir", str(self.dir),
-            "--save", "",
-            "--appendonly", "no",
-            "--protected-mode", "yes",
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.dir),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--protected-mode",
+            "yes",
             *self.extra,
         ]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -109,3 +115,13 @@ class RedisServer:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+
+def native_module(name: str) -> Any:
+    """The compiled extension `meetq.<name>`, or None when this build has none."""
+    import importlib
+
+    try:
+        return importlib.import_module(f"meetq.{name}")
+    except ImportError:
+        return None

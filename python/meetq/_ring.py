@@ -7,10 +7,13 @@ empty -> non-empty edge after `arm()`. A lock stands in for the native atomics.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
+import traceback
 from collections import deque
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 NORMAL = 1
@@ -21,6 +24,12 @@ class LocalEvent:
 
     __slots__ = ("payload", "priority", "source", "timestamp", "type")
 
+    type: str
+    payload: Any
+    source: Any
+    timestamp: float
+    priority: int
+
     def __init__(
         self,
         type: str,
@@ -29,22 +38,37 @@ class LocalEvent:
         timestamp: float | None = None,
         priority: int = NORMAL,
     ) -> None:
-        self.type = type
-        self.payload = {} if payload is None else payload
-        self.source = "" if source is None else source
-        self.timestamp = time.time() if timestamp is None else timestamp
-        self.priority = priority
+        init = object.__setattr__
+        init(self, "type", type)
+        init(self, "payload", {} if payload is None else payload)
+        init(self, "source", "" if source is None else source)
+        init(self, "timestamp", time.time() if timestamp is None else timestamp)
+        init(self, "priority", priority)
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if hasattr(self, "timestamp"):
-            raise AttributeError("LocalEvent is immutable")
-        object.__setattr__(self, name, value)
+        raise AttributeError("LocalEvent is immutable")
 
     def __repr__(self) -> str:
         return (
             f"LocalEvent(type={self.type!r}, source={self.source!r}, "
             f"priority={self.priority}, payload={self.payload!r})"
         )
+
+
+def _report_unraisable(exc: Exception, obj: object) -> None:
+    """What the native side does with `PyErr::write_unraisable`."""
+    if sys.unraisablehook is sys.__unraisablehook__:
+        print(f"Exception ignored in ring waker {obj!r}:", file=sys.stderr)
+        traceback.print_exception(exc, file=sys.stderr)
+        return
+    args = SimpleNamespace(
+        exc_type=type(exc),
+        exc_value=exc,
+        exc_traceback=exc.__traceback__,
+        err_msg="Exception ignored in ring waker",
+        object=obj,
+    )
+    sys.unraisablehook(args)
 
 
 class RingBuffer:
@@ -75,12 +99,8 @@ class RingBuffer:
         if woke and self._waker is not None:
             try:
                 self._waker()
-            except Exception as exc:  # same policy as native: report, never raise into emit
-                import sys
-
-                sys.unraisablehook(sys.UnraisableHookArgs(  # type: ignore[attr-defined]
-                    type(exc), exc, exc.__traceback__, None, self._waker
-                ))
+            except Exception as exc:  # as native: reported, never raised into the producer
+                _report_unraisable(exc, self._waker)
         return True
 
     def _push_event(self, event: LocalEvent) -> bool:

@@ -15,6 +15,7 @@ import inspect
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -63,6 +64,7 @@ class LocalEventBus:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
         self._tasks: list[asyncio.Task[None]] = []
+        self._slow: deque[Any] = deque()
         self._idle: asyncio.Future[None] | None = None
         self._room: asyncio.Future[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -164,6 +166,8 @@ class LocalEventBus:
         if discard:
             while batch := self._ring.drain(self.batch_size):
                 discarded += len(batch)
+            discarded += len(self._slow)
+            self._slow.clear()
         self._stopping = True
         self._wake()
         tasks, self._tasks = self._tasks, []
@@ -210,9 +214,15 @@ class LocalEventBus:
 
     async def _consume(self) -> None:
         ring = self._ring
+        slow = self._slow
         batch_size = self.batch_size
         on_error = self._on_error
         while True:
+            if slow:
+                # Events whose async / in-thread handlers are still to run come first, so at
+                # most one drained batch ever waits outside the ring.
+                await self._run_deferred(slow.popleft())
+                continue
             batch = ring.drain(batch_size)
             if batch:
                 if self._room is not None:
@@ -221,7 +231,8 @@ class LocalEventBus:
                 self._processed += processed
                 self._failed += failed
                 if deferred is not None:
-                    await self._run_deferred(deferred)
+                    slow.extend(deferred)
+                    self._wake()  # idle workers help with the deferred handlers
                 # Let producers and the other workers run between batches.
                 await asyncio.sleep(0)
                 continue
@@ -233,15 +244,14 @@ class LocalEventBus:
             if ring.arm():
                 await idle
 
-    async def _run_deferred(self, events: list[Any]) -> None:
-        for ev in events:
-            slow = self._table.get(ev.type, ((), ()))[1]
-            if len(slow) == 1:
-                fn, kind = slow[0]
-                await self._run_one(ev, fn, kind)
-            else:
-                await asyncio.gather(*(self._run_one(ev, fn, kind) for fn, kind in slow))
-            self._processed += 1
+    async def _run_deferred(self, ev: Any) -> None:
+        deferred = self._table.get(ev.type, ((), ()))[1]
+        if len(deferred) == 1:
+            fn, kind = deferred[0]
+            await self._run_one(ev, fn, kind)
+        else:
+            await asyncio.gather(*(self._run_one(ev, fn, kind) for fn, kind in deferred))
+        self._processed += 1
 
     async def _run_one(self, ev: Any, fn: Handler, kind: int) -> None:
         try:
@@ -250,8 +260,11 @@ class LocalEventBus:
                     await fn(ev)
                 else:
                     await self._run_in_thread(fn, ev)
-        except TimeoutError as exc:
-            self._failed += 1
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # the bus itself is being stopped
+            self._failed += 1  # the handler cancelled something of its own
             self._on_error(ev, fn, exc)
         except Exception as exc:
             self._failed += 1
@@ -265,7 +278,7 @@ class LocalEventBus:
     def _on_error(self, ev: Any, fn: Handler, exc: BaseException) -> None:
         name = getattr(fn, "__qualname__", repr(fn))
         if isinstance(exc, TimeoutError):
-            log.warning("handler %s for %r timed out after %ss", name, ev.type, self.handler_timeout)
+            log.warning("handler %s for %r timed out (%ss)", name, ev.type, self.handler_timeout)
         else:
             log.warning("handler %s for %r failed: %r", name, ev.type, exc)
 
@@ -278,7 +291,7 @@ class LocalEventBus:
             "processed_events": self._processed,
             "failed_events": self._failed,
             "dropped_events": ring.dropped,
-            "pending_events": len(ring),
+            "pending_events": len(ring) + len(self._slow),
             "buffer_size": self.buffer_size,
         }
 
