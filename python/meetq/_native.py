@@ -12,7 +12,7 @@ import os
 import warnings
 from typing import Any, Literal
 
-from meetq import _dispatch, _ring
+from meetq import _dispatch, _resp, _ring
 
 Backend = Literal["native", "pure"]
 
@@ -23,9 +23,9 @@ if _choice not in ("auto", "native", "pure"):
 native_modules: dict[str, Any] | None = None
 if _choice != "pure":
     try:
-        from meetq import _cy_dispatch, _meetq_rs
+        from meetq import _cy_dispatch, _cy_resp, _meetq_rs
 
-        native_modules = {"rs": _meetq_rs, "dispatch": _cy_dispatch}
+        native_modules = {"rs": _meetq_rs, "dispatch": _cy_dispatch, "resp": _cy_resp}
     except ImportError as exc:
         if _choice == "native":
             raise
@@ -40,15 +40,21 @@ BACKEND: Backend = "native" if native_modules else "pure"
 RingBuffer: Any
 LocalEvent: Any
 dispatch: Any
+encode_command: Any
+encode_commands: Any
 
 if native_modules:
     RingBuffer = native_modules["rs"].RingBuffer
     LocalEvent = native_modules["rs"].LocalEvent
     dispatch = native_modules["dispatch"].dispatch
+    encode_command = native_modules["resp"].encode_command
+    encode_commands = native_modules["resp"].encode_commands
 else:
     RingBuffer = _ring.RingBuffer
     LocalEvent = _ring.LocalEvent
     dispatch = _dispatch.dispatch
+    encode_command = _resp.encode_command
+    encode_commands = _resp.encode_commands
 
 
 def backend() -> Backend:
