@@ -17,6 +17,7 @@ from meetq.errors import (
 from meetq.local_bus import LocalEventBus, PriorityLocalEventBus
 from meetq.message import Message
 from meetq.priority import Priority
+from meetq.redis_queue import RedisMessageQueue
 
 __version__ = "0.1.0"
 
@@ -33,6 +34,7 @@ __all__ = [
     "Priority",
     "PriorityLocalEventBus",
     "QueueFullError",
+    "RedisMessageQueue",
     "TaskNotFoundError",
     "backend",
     "events",

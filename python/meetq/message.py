@@ -38,6 +38,12 @@ class Message:
     timeout: float = 30.0
     source: str = ""
     destination: str = ""
+    deliver_at: float = 0.0
+    """Epoch seconds before which the queue does not deliver the message (0: at once)."""
+    reply_to: str = ""
+    """A Redis list key; when set, the queue RPUSHes the outcome there (see `Reply`)."""
+    deliveries: int = field(default=0, compare=False)
+    """How many times the queue has handed this message out (set on delivery, not stored)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -51,6 +57,8 @@ class Message:
             "timeout": self.timeout,
             "source": self.source,
             "destination": self.destination,
+            "deliver_at": self.deliver_at,
+            "reply_to": self.reply_to,
         }
 
     @classmethod
@@ -75,6 +83,8 @@ class Message:
                 timeout=float(data.get("timeout", 30.0)),
                 source=str(data.get("source", "")),
                 destination=str(data.get("destination", "")),
+                deliver_at=float(data.get("deliver_at", 0.0)),
+                reply_to=str(data.get("reply_to", "")),
             )
         except MalformedMessageError:
             raise

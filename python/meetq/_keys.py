@@ -1,0 +1,64 @@
+"""The whole Redis key schema of one `RedisMessageQueue`, at a glance.
+
+Every key of queue Q carries the hash tag `{Q}`, so every script touches one slot and the
+same code runs on Redis Cluster (queues spread across shards).
+
+    meetq:{Q}:ready:3 .. ready:0   list   ids waiting, FIFO per priority (3 = CRITICAL)
+    meetq:{Q}:msg                  hash   id -> "<priority digit>" + encoded message
+    meetq:{Q}:inflight             zset   id -> lease deadline (Redis server time, ms)
+    meetq:{Q}:lease                hash   id -> lease token of the current delivery
+    meetq:{Q}:att                  hash   id -> deliveries so far
+    meetq:{Q}:retries              hash   id -> handler failures so far (Message.retry_count)
+    meetq:{Q}:delayed              zset   id -> due time (server ms): delays and retry backoff
+    meetq:{Q}:dlq                  zset   id -> time it died (server ms), oldest first
+    meetq:{Q}:dlqinfo              hash   id -> JSON {reason, time, deliveries, retries}
+    meetq:{Q}:stats                hash   published, processed, failed, retried,
+                                          dead_letter, seq (last lease token)
+    meetq:{Q}:wake                 list   doorbell: idle fetchers BLPOP it
+
+A live message id is in exactly one of ready/delayed/inflight/dlq; its body stays in `msg`
+until it is acked or purged. The priority digit in front of the body lets the scripts
+route a promoted id without decoding the message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+READY_LEVELS = (3, 2, 1, 0)
+"""Priorities from highest to lowest: the order the dequeue script pops them in."""
+
+
+@dataclass(frozen=True, slots=True)
+class QueueKeys:
+    """Key names of one queue; `all` is the KEYS list every script receives."""
+
+    queue: str
+
+    @property
+    def prefix(self) -> str:
+        return f"meetq:{{{self.queue}}}:"
+
+    def ready(self, priority: int) -> str:
+        return f"{self.prefix}ready:{priority}"
+
+    @property
+    def all(self) -> list[str]:
+        p = self.prefix
+        return [
+            *(self.ready(level) for level in READY_LEVELS),
+            p + "msg",
+            p + "inflight",
+            p + "lease",
+            p + "att",
+            p + "retries",
+            p + "delayed",
+            p + "dlq",
+            p + "dlqinfo",
+            p + "stats",
+            p + "wake",
+        ]
+
+    def named(self, name: str) -> str:
+        """One of the keys above by its short name (msg, inflight, dlq, wake, ...)."""
+        return self.prefix + name

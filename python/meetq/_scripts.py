@@ -1,0 +1,382 @@
+"""The Lua scripts of `RedisMessageQueue`: every state transition of a message is one script.
+
+Each script receives the whole key list of `_keys.QueueKeys.all` (all under one hash tag,
+so it is Cluster-safe) and reads the clock with `TIME`, so the clocks of workers never
+matter. A message moves ready -> inflight (dequeue) -> gone (ack) / delayed (retry) / dlq,
+and delayed -> ready, inflight -> ready (lease expired) are done lazily by every dequeue.
+
+Lease tokens: every delivery gets a fresh token from the `seq` counter, stored in `lease`
+while the message is in flight. Ack, fail, extend and release act only when the caller's
+token is the current one, so an ack from a worker whose lease expired (and whose message
+was delivered again) can never delete the new delivery.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import redis
+import redis.asyncio
+from redis.exceptions import NoScriptError
+
+_PRELUDE = """
+local K_MSG, K_INF, K_LEASE, K_ATT, K_RETRY = KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+local K_DELAYED, K_DLQ, K_DLQINFO = KEYS[10], KEYS[11], KEYS[12]
+local K_STATS, K_WAKE = KEYS[13], KEYS[14]
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- the ready list of a stored body: its first byte is the priority digit
+local function ready_key(body)
+  local p = tonumber(string.sub(body, 1, 1))
+  if p == nil or p < 0 or p > 3 then p = 1 end
+  return KEYS[4 - p]
+end
+
+local function ring()
+  if redis.call('LLEN', K_WAKE) == 0 then redis.call('RPUSH', K_WAKE, '1') end
+end
+
+local function chunked(cmd, key, list)
+  for i = 1, #list, 1000 do
+    redis.call(cmd, key, unpack(list, i, math.min(i + 999, #list)))
+  end
+end
+
+-- drops DLQ entries beyond the count bound and older than the age bound
+local function trim_dlq(now, dlq_max, dlq_age_ms)
+  local drop = {}
+  local n = redis.call('ZCARD', K_DLQ)
+  if dlq_max > 0 and n > dlq_max then
+    drop = redis.call('ZRANGE', K_DLQ, 0, n - dlq_max - 1)
+  end
+  if dlq_age_ms > 0 then
+    local old = redis.call('ZRANGEBYSCORE', K_DLQ, '-inf', now - dlq_age_ms, 'LIMIT', 0, 1000)
+    for _, id in ipairs(old) do drop[#drop + 1] = id end
+  end
+  if #drop > 0 then
+    chunked('ZREM', K_DLQ, drop)
+    chunked('HDEL', K_MSG, drop)
+    chunked('HDEL', K_ATT, drop)
+    chunked('HDEL', K_RETRY, drop)
+    chunked('HDEL', K_DLQINFO, drop)
+  end
+end
+
+-- moves an id that is in none of ready/delayed/inflight into the DLQ
+local function to_dlq(id, reason, now)
+  local att = tonumber(redis.call('HGET', K_ATT, id) or '0') or 0
+  local retries = tonumber(redis.call('HGET', K_RETRY, id) or '0') or 0
+  redis.call('HDEL', K_LEASE, id)
+  redis.call('ZADD', K_DLQ, now, id)
+  redis.call('HSET', K_DLQINFO, id, cjson.encode(
+    {reason = reason, time = now / 1000, deliveries = att, retries = retries}))
+  redis.call('HINCRBY', K_STATS, 'dead_letter', 1)
+end
+"""
+
+# ARGV: n, lease_ms, max_deliveries, dlq_max, dlq_age_ms, n_acks, (id, token) * n_acks
+# -> {acked, wait_ms (-1: nothing scheduled), more, (id, token, deliveries, retries, body)*}
+DEQUEUE = """
+local n, lease_ms, max_del = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local dlq_max, dlq_age = tonumber(ARGV[4]), tonumber(ARGV[5])
+local n_acks = tonumber(ARGV[6])
+local now = now_ms()
+local acked = 0
+
+if n_acks > 0 then
+  local ids, tokens = {}, {}
+  for i = 7, 6 + 2 * n_acks, 2 do
+    ids[#ids + 1] = ARGV[i]
+    tokens[#tokens + 1] = ARGV[i + 1]
+  end
+  local cur = redis.call('HMGET', K_LEASE, unpack(ids))
+  local done = {}
+  for i = 1, #ids do
+    if cur[i] == tokens[i] then done[#done + 1] = ids[i] end
+  end
+  if #done > 0 then
+    chunked('ZREM', K_INF, done)
+    chunked('HDEL', K_MSG, done)
+    chunked('HDEL', K_LEASE, done)
+    chunked('HDEL', K_ATT, done)
+    chunked('HDEL', K_RETRY, done)
+    redis.call('HINCRBY', K_STATS, 'processed', #done)
+    acked = #done
+  end
+end
+
+local died = false
+local due = redis.call('ZRANGEBYSCORE', K_DELAYED, '-inf', now, 'LIMIT', 0, 1000)
+if #due > 0 then
+  local bodies = redis.call('HMGET', K_MSG, unpack(due))
+  chunked('ZREM', K_DELAYED, due)
+  for i, id in ipairs(due) do
+    if bodies[i] then
+      redis.call('RPUSH', ready_key(bodies[i]), id)
+    else
+      to_dlq(id, 'missing body (delayed entry without a stored message)', now)
+      died = true
+    end
+  end
+end
+
+local expired = redis.call('ZRANGEBYSCORE', K_INF, '-inf', now, 'LIMIT', 0, 1000)
+if #expired > 0 then
+  chunked('ZREM', K_INF, expired)
+  chunked('HDEL', K_LEASE, expired)
+  for _, id in ipairs(expired) do
+    local body = redis.call('HGET', K_MSG, id)
+    local att = tonumber(redis.call('HGET', K_ATT, id) or '0') or 0
+    if not body then
+      to_dlq(id, 'missing body (leased entry without a stored message)', now)
+      died = true
+    elseif max_del > 0 and att >= max_del then
+      to_dlq(id, 'lease expired after ' .. att .. ' deliveries (worker lost or stuck)', now)
+      died = true
+    else
+      redis.call('LPUSH', ready_key(body), id)
+    end
+  end
+end
+
+local ids = {}
+for i = 1, 4 do
+  local want = n - #ids
+  if want <= 0 then break end
+  local got = redis.pcall('LPOP', KEYS[i], want)
+  if type(got) == 'table' and got.err == nil then
+    for _, id in ipairs(got) do ids[#ids + 1] = id end
+  end
+end
+
+local out = {acked, -1, 0}
+if #ids > 0 then
+  local bodies = redis.call('HMGET', K_MSG, unpack(ids))
+  local atts = redis.call('HMGET', K_ATT, unpack(ids))
+  local rets = redis.call('HMGET', K_RETRY, unpack(ids))
+  local seq = redis.call('HINCRBY', K_STATS, 'seq', #ids) - #ids
+  local deadline = now + lease_ms
+  local zargs, largs, aargs = {}, {}, {}
+  for i, id in ipairs(ids) do
+    local body = bodies[i]
+    if body then
+      local token = tostring(seq + i)
+      local att = (tonumber(atts[i] or '0') or 0) + 1
+      zargs[#zargs + 1] = deadline
+      zargs[#zargs + 1] = id
+      largs[#largs + 1] = id
+      largs[#largs + 1] = token
+      aargs[#aargs + 1] = id
+      aargs[#aargs + 1] = att
+      out[#out + 1] = id
+      out[#out + 1] = token
+      out[#out + 1] = att
+      out[#out + 1] = tonumber(rets[i] or '0') or 0
+      out[#out + 1] = string.sub(body, 2)
+    else
+      to_dlq(id, 'missing body (ready entry without a stored message)', now)
+      died = true
+    end
+  end
+  if #zargs > 0 then
+    chunked('ZADD', K_INF, zargs)
+    chunked('HSET', K_LEASE, largs)
+    chunked('HSET', K_ATT, aargs)
+  end
+end
+if died then trim_dlq(now, dlq_max, dlq_age) end
+
+if n > 0 and #ids >= n then
+  if redis.call('EXISTS', KEYS[1], KEYS[2], KEYS[3], KEYS[4]) > 0 then
+    out[3] = 1
+    ring()
+  end
+else
+  local best = -1
+  local d = redis.call('ZRANGE', K_DELAYED, 0, 0, 'WITHSCORES')
+  if d[2] then best = tonumber(d[2]) end
+  local f = redis.call('ZRANGE', K_INF, 0, 0, 'WITHSCORES')
+  if f[2] and (best < 0 or tonumber(f[2]) < best) then best = tonumber(f[2]) end
+  if best >= 0 then out[2] = math.max(0, best - now) end
+end
+return out
+"""
+
+# ARGV: (id, delay_ms, body) * n where body starts with its priority digit -> number stored
+PUBLISH = """
+local now = nil
+local new = 0
+local buckets = {{}, {}, {}, {}}
+for i = 1, #ARGV, 3 do
+  local id, delay, body = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
+  if redis.call('HSETNX', K_MSG, id, body) == 1 then
+    new = new + 1
+    if delay > 0 then
+      now = now or now_ms()
+      redis.call('ZADD', K_DELAYED, now + delay, id)
+    else
+      local p = tonumber(string.sub(body, 1, 1)) or 1
+      local b = buckets[4 - p]
+      b[#b + 1] = id
+    end
+  end
+end
+for i = 1, 4 do
+  if #buckets[i] > 0 then chunked('RPUSH', KEYS[i], buckets[i]) end
+end
+if new > 0 then
+  redis.call('HINCRBY', K_STATS, 'published', new)
+  ring()
+end
+return new
+"""
+
+# ARGV: id, token, max_retries (-1: straight to the DLQ), delay_ms, reason, dlq_max, dlq_age_ms
+# -> 1 retried, 0 dead-lettered, -1 stale token (someone else owns the message now)
+FAIL = """
+local id, token = ARGV[1], ARGV[2]
+local max_retries, delay = tonumber(ARGV[3]), tonumber(ARGV[4])
+if redis.call('HGET', K_LEASE, id) ~= token then return -1 end
+local now = now_ms()
+redis.call('ZREM', K_INF, id)
+redis.call('HDEL', K_LEASE, id)
+redis.call('HINCRBY', K_STATS, 'failed', 1)
+local r = redis.call('HINCRBY', K_RETRY, id, 1)
+if max_retries >= 0 and r <= max_retries then
+  redis.call('ZADD', K_DELAYED, now + delay, id)
+  redis.call('HINCRBY', K_STATS, 'retried', 1)
+  ring()
+  return 1
+end
+to_dlq(id, ARGV[5], now)
+trim_dlq(now, tonumber(ARGV[6]), tonumber(ARGV[7]))
+return 0
+"""
+
+# ARGV: lease_ms, (id, token) * n -> number of leases extended
+EXTEND = """
+local lease_ms = tonumber(ARGV[1])
+local ids, tokens = {}, {}
+for i = 2, #ARGV, 2 do
+  ids[#ids + 1] = ARGV[i]
+  tokens[#tokens + 1] = ARGV[i + 1]
+end
+if #ids == 0 then return 0 end
+local cur = redis.call('HMGET', K_LEASE, unpack(ids))
+local deadline = now_ms() + lease_ms
+local n = 0
+for i = 1, #ids do
+  if cur[i] == tokens[i] then
+    redis.call('ZADD', K_INF, 'XX', deadline, ids[i])
+    n = n + 1
+  end
+end
+return n
+"""
+
+# ARGV: (id, token) * n, in fetch order -> number returned to the front of their ready lists
+RELEASE = """
+local n = 0
+for i = #ARGV - 1, 1, -2 do
+  local id, token = ARGV[i], ARGV[i + 1]
+  if redis.call('HGET', K_LEASE, id) == token then
+    redis.call('ZREM', K_INF, id)
+    redis.call('HDEL', K_LEASE, id)
+    redis.call('HINCRBY', K_ATT, id, -1)
+    local body = redis.call('HGET', K_MSG, id)
+    if body then
+      redis.call('LPUSH', ready_key(body), id)
+      n = n + 1
+    end
+  end
+end
+if n > 0 then ring() end
+return n
+"""
+
+# ARGV: n -> number moved from the DLQ back to ready (oldest first, retry count reset)
+REQUEUE_DLQ = """
+local ids = redis.call('ZRANGE', K_DLQ, 0, tonumber(ARGV[1]) - 1)
+local moved = 0
+for _, id in ipairs(ids) do
+  local body = redis.call('HGET', K_MSG, id)
+  redis.call('ZREM', K_DLQ, id)
+  redis.call('HDEL', K_DLQINFO, id)
+  redis.call('HDEL', K_ATT, id)
+  redis.call('HDEL', K_RETRY, id)
+  if body then
+    redis.call('RPUSH', ready_key(body), id)
+    moved = moved + 1
+  end
+end
+if moved > 0 then ring() end
+return moved
+"""
+
+# -> number of DLQ entries removed (bodies included)
+PURGE_DLQ = """
+local ids = redis.call('ZRANGE', K_DLQ, 0, -1)
+if #ids > 0 then
+  chunked('HDEL', K_MSG, ids)
+  chunked('HDEL', K_ATT, ids)
+  chunked('HDEL', K_RETRY, ids)
+  redis.call('DEL', K_DLQ, K_DLQINFO)
+end
+return #ids
+"""
+
+# -> {len ready:3, :2, :1, :0, inflight, delayed, dlq, stats hash as a flat list}
+STATS = """
+return {
+  redis.call('LLEN', KEYS[1]), redis.call('LLEN', KEYS[2]),
+  redis.call('LLEN', KEYS[3]), redis.call('LLEN', KEYS[4]),
+  redis.call('ZCARD', K_INF), redis.call('ZCARD', K_DELAYED), redis.call('ZCARD', K_DLQ),
+  redis.call('HGETALL', K_STATS)
+}
+"""
+
+
+class Script:
+    """One Lua script called by EVALSHA, loaded again after NOSCRIPT (e.g. a Redis restart)."""
+
+    __slots__ = ("name", "sha", "source")
+
+    def __init__(self, name: str, body: str) -> None:
+        self.name = name
+        self.source = _PRELUDE + body
+        self.sha = hashlib.sha1(self.source.encode()).hexdigest()
+
+    async def __call__(
+        self, client: redis.asyncio.Redis, keys: Sequence[str], args: Sequence[Any]
+    ) -> Any:
+        run: Callable[..., Awaitable[Any]] = client.execute_command
+        try:
+            return await run("EVALSHA", self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            await run("SCRIPT", "LOAD", self.source)
+            return await run("EVALSHA", self.sha, len(keys), *keys, *args)
+
+    def call_sync(self, client: redis.Redis, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """The same call from a thread with a blocking client (the lease renewer)."""
+        run: Callable[..., Any] = client.execute_command
+        try:
+            return run("EVALSHA", self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            run("SCRIPT", "LOAD", self.source)
+            return run("EVALSHA", self.sha, len(keys), *keys, *args)
+
+
+dequeue = Script("dequeue", DEQUEUE)
+publish = Script("publish", PUBLISH)
+fail = Script("fail", FAIL)
+extend = Script("extend", EXTEND)
+release = Script("release", RELEASE)
+requeue_dlq = Script("requeue_dlq", REQUEUE_DLQ)
+purge_dlq = Script("purge_dlq", PURGE_DLQ)
+stats = Script("stats", STATS)

@@ -1,0 +1,747 @@
+"""`RedisMessageQueue`: the durable, prioritized, at-least-once queue between services.
+
+State lives in Redis (schema in `_keys.py`, transitions in `_scripts.py`). One process runs
+one fetcher task that feeds `workers` local handler slots:
+
+- The fetcher calls the dequeue script, which in one round trip applies the acks of the
+  handlers that finished since the last call, promotes due delayed messages and expired
+  leases, pops up to `capacity - held` ids in strict priority order and leases them. With
+  nothing ready it blocks on the queue's doorbell list (BLPOP on its own connection, capped
+  at `block_timeout` and at the next scheduled due time) and on a local future that
+  finishing handlers resolve, so a new message starts within milliseconds and acks still
+  go out while idle; it never sleep-polls.
+- Sync handlers run inline in the fetcher (no task, the fastest path); async handlers run
+  as tasks under `asyncio.timeout`; `in_thread=True` handlers run in an executor.
+- Leases of everything held locally are extended by a thread with its own blocking
+  connection, so a handler that hogs the event loop (even CPU-bound sync code) cannot let
+  its lease expire.
+- Failures retry through the delayed set with exponential backoff and jitter, then go to
+  the DLQ with the error text, the time and the delivery count. Unknown types and
+  undecodable entries go to the DLQ at once.
+- Replies: a message with `reply_to` set gets its outcome RPUSHed to that list key as JSON
+  `{"id", "status": "completed"|"failed", "result", "error", "processed_at"}`, and the key
+  expires after `result_ttl` seconds. A waiter simply BLPOPs the key.
+- Connection errors are retried with exponential backoff and jitter; publishers raise
+  `MeetqConnectionError` (cause attached) once `retry_budget` seconds are spent. Publishing
+  again after a lost reply is safe because publish deduplicates on the message id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, TypeVar
+
+import orjson
+import redis
+import redis.asyncio
+import redis.asyncio.connection
+import redis.connection
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from meetq import _scripts
+from meetq._keys import QueueKeys
+from meetq.errors import MalformedMessageError, MeetqConnectionError, MessageTooLargeError
+from meetq.message import DEFAULT_MAX_SIZE, Codec, Format, Message
+from meetq.priority import Priority
+
+log = logging.getLogger("meetq.redis_queue")
+
+Handler = Callable[[Message], Any]
+T = TypeVar("T")
+
+_SYNC, _ASYNC, _THREAD = 0, 1, 2
+_PREFIX = (b"0", b"1", b"2", b"3")
+_TRANSIENT = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError, TimeoutError)
+_ACK_CHUNK = 2000
+
+
+@dataclass(slots=True)
+class DeadLetter:
+    """One DLQ entry: the message (None when its bytes do not decode) and why it died."""
+
+    id: str
+    message: Message | None
+    raw: bytes | None
+    reason: str
+    failed_at: float
+    deliveries: int
+    retries: int
+
+
+def _backoff(attempt: int, base: float = 0.05, cap: float = 2.0) -> float:
+    """Exponential backoff with full jitter, for reconnects."""
+    return random.uniform(0.5, 1.0) * min(cap, base * 2.0 ** min(attempt, 30))
+
+
+class RedisMessageQueue:
+    """A reliable prioritized queue in Redis; see the module docstring for the mechanics."""
+
+    def __init__(
+        self,
+        redis_or_url: str | redis.asyncio.Redis,
+        queue_name: str,
+        workers: int = 4,
+        visibility_timeout: float = 30.0,
+        retry_backoff: float = 1.0,
+        *,
+        prefetch: int | None = None,
+        max_backoff: float = 300.0,
+        max_deliveries: int = 10,
+        dead_letter_max: int = 100_000,
+        dead_letter_max_age: float = 7 * 86400.0,
+        stop_grace: float = 10.0,
+        result_ttl: float = 3600.0,
+        block_timeout: float = 2.0,
+        retry_budget: float = 10.0,
+        serializer: Format = "json",
+        max_message_size: int = DEFAULT_MAX_SIZE,
+    ) -> None:
+        if workers <= 0:
+            raise ValueError("workers must be positive")
+        if visibility_timeout <= 0:
+            raise ValueError("visibility_timeout must be positive")
+        if not queue_name or "{" in queue_name or "}" in queue_name:
+            raise ValueError("queue_name must be non-empty and free of braces")
+        self.queue_name = queue_name
+        self.workers = workers
+        self.visibility_timeout = visibility_timeout
+        self.retry_backoff = retry_backoff
+        self.max_backoff = max_backoff
+        self.max_deliveries = max_deliveries
+        self.dead_letter_max = dead_letter_max
+        self.dead_letter_max_age = dead_letter_max_age
+        self.stop_grace = stop_grace
+        self.result_ttl = result_ttl
+        self.block_timeout = block_timeout
+        self.retry_budget = retry_budget
+        self.capacity = workers + (prefetch if prefetch is not None else max(64, 4 * workers))
+        self.codec = Codec(serializer, max_message_size)
+        self.keys = QueueKeys(queue_name)
+        self._keys = self.keys.all
+        self._wake_key = self.keys.named("wake")
+        self._lease_ms = int(visibility_timeout * 1000)
+        self._dlq_args = (dead_letter_max, int(dead_letter_max_age * 1000))
+
+        if isinstance(redis_or_url, str):
+            self._client: redis.asyncio.Redis = redis.asyncio.Redis.from_url(
+                redis_or_url, socket_connect_timeout=5, socket_keepalive=True
+            )
+            self._owns_client = True
+        else:
+            self._client = redis_or_url
+            self._owns_client = False
+
+        self._handlers: dict[str, tuple[Handler, int]] = {}
+        self._held: dict[str, str] = {}  # id -> lease token, for everything leased here
+        self._buffer: deque[Message] = deque()
+        self._tokens: dict[str, str] = {}
+        self._running = 0
+        self._acks: list[str] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._kick_fut: asyncio.Future[None] | None = None
+        self._fetcher: asyncio.Task[None] | None = None
+        self._blocking: redis.asyncio.Redis | None = None
+        self._sync: redis.Redis | None = None
+        self._renewer: threading.Thread | None = None
+        self._renew_stop = threading.Event()
+        self._executor: ThreadPoolExecutor | None = None
+        self._started = False
+        self._stopping = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def register_handler(self, msg_type: str, handler: Handler, in_thread: bool = False) -> None:
+        """handler(msg) -> dict | None, sync or async; `in_thread` runs a sync one off-loop."""
+        if inspect.iscoroutinefunction(handler):
+            kind = _ASYNC
+        elif in_thread:
+            kind = _THREAD
+        else:
+            kind = _SYNC
+        self._handlers[msg_type] = (handler, kind)
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        self._stopping = False
+        self._blocking = self._clone_async(socket_timeout=self.block_timeout + 5.0)
+        self._sync = self._clone_sync()
+        if any(kind == _THREAD for _, kind in self._handlers.values()):
+            self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="meetq-handler")
+        self._renew_stop.clear()
+        self._renewer = threading.Thread(
+            target=self._renew_loop, name=f"meetq-lease-{self.queue_name}", daemon=True
+        )
+        self._renewer.start()
+        self._fetcher = asyncio.get_running_loop().create_task(self._fetch_loop())
+
+    async def stop(self) -> None:
+        """Stop fetching, hand back unstarted messages, let running handlers finish within
+        `stop_grace`, then release what is left; close only connections opened here."""
+        if not self._started:
+            if self._owns_client:
+                await self._client.aclose()
+            return
+        self._stopping = True
+        self._kick()
+        if self._fetcher is not None:
+            # The fetcher exits at its next safe point; cancelling it mid-call could lose a
+            # dequeue reply (those leases would only come back after the visibility timeout).
+            done, _ = await asyncio.wait({self._fetcher}, timeout=self.block_timeout + 5.0)
+            if not done:
+                self._fetcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._fetcher
+            self._fetcher = None
+        unstarted = [m for m in self._buffer]
+        self._buffer.clear()
+        await self._release(unstarted)
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=self.stop_grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+        await self._flush_acks()
+        leftovers = [(mid, tok) for mid, tok in self._held.items()]
+        if leftovers:
+            await self._release_tokens(leftovers)
+        self._held.clear()
+        self._tokens.clear()
+        self._renew_stop.set()
+        if self._renewer is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._renewer.join, 10)
+            self._renewer = None
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+        if self._blocking is not None:
+            await self._blocking.aclose()
+            self._blocking = None
+        if self._sync is not None:
+            self._sync.close()
+            self._sync = None
+        if self._owns_client:
+            await self._client.aclose()
+        self._started = False
+
+    async def __aenter__(self) -> RedisMessageQueue:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    # ------------------------------------------------------------------ publishing
+
+    def _encode(self, msg: Message) -> list[Any]:
+        msg.stamp()
+        body = _PREFIX[int(msg.priority)] + self.codec.encode(msg)
+        delay_ms = 0
+        if msg.deliver_at:
+            delay_ms = max(0, int((msg.deliver_at - time.time()) * 1000))
+        return [msg.id, delay_ms, body]
+
+    async def publish(
+        self, msg: Message, *, delay: float = 0.0, deliver_at: float | None = None
+    ) -> str:
+        """Stores the message once (publishing an id twice is a no-op) and returns its id."""
+        if deliver_at is not None:
+            msg.deliver_at = deliver_at
+        elif delay > 0:
+            msg.deliver_at = time.time() + delay
+        args = self._encode(msg)
+        await self._retrying(lambda: _scripts.publish(self._client, self._keys, args))
+        return msg.id
+
+    async def publish_batch(self, msgs: Iterable[Message]) -> list[str]:
+        """Publishes many messages in one round trip (one pipeline of EVALSHA chunks)."""
+        chunks: list[list[Any]] = [[]]
+        ids: list[str] = []
+        for msg in msgs:
+            if len(chunks[-1]) >= 3000:
+                chunks.append([])
+            chunks[-1].extend(self._encode(msg))
+            ids.append(msg.id)
+        if not ids:
+            return ids
+        if len(chunks) == 1:
+            args = chunks[0]
+            await self._retrying(lambda: _scripts.publish(self._client, self._keys, args))
+        else:
+            await self._retrying(lambda: self._publish_pipelined(chunks))
+        return ids
+
+    async def _publish_pipelined(self, chunks: list[list[Any]]) -> None:
+        script = _scripts.publish
+        for attempt in range(2):
+            pipe = self._client.pipeline(transaction=False)
+            queue: Callable[..., Any] = pipe.execute_command
+            for args in chunks:
+                queue("EVALSHA", script.sha, len(self._keys), *self._keys, *args)
+            try:
+                await pipe.execute()
+                return
+            except redis.exceptions.NoScriptError:
+                if attempt:
+                    raise
+                run: Callable[..., Awaitable[Any]] = self._client.execute_command
+                await run("SCRIPT", "LOAD", script.source)
+
+    async def _retrying(self, call: Callable[[], Awaitable[T]]) -> T:
+        """Runs `call`, retrying transient connection errors within `retry_budget`."""
+        deadline = time.monotonic() + self.retry_budget
+        attempt = 0
+        while True:
+            try:
+                return await call()
+            except _TRANSIENT as exc:
+                pause = _backoff(attempt)
+                attempt += 1
+                if time.monotonic() + pause > deadline:
+                    raise MeetqConnectionError(
+                        f"redis unavailable for queue {self.queue_name!r}: {exc}"
+                    ) from exc
+                log.debug("queue %s: retrying after %r", self.queue_name, exc)
+                await asyncio.sleep(pause)
+
+    # ------------------------------------------------------------------ stats and DLQ
+
+    async def get_stats(self) -> dict[str, Any]:
+        r = await self._retrying(lambda: _scripts.stats(self._client, self._keys, []))
+        raw = r[7]
+        counters = {raw[i].decode(): int(raw[i + 1]) for i in range(0, len(raw), 2)}
+        ready = [int(x) for x in r[:4]]
+        return {
+            "total_published": counters.get("published", 0),
+            "total_processed": counters.get("processed", 0),
+            "total_failed": counters.get("failed", 0),
+            "total_retried": counters.get("retried", 0),
+            "total_dead_letter": counters.get("dead_letter", 0),
+            "queue_length": {
+                "critical": ready[0],
+                "high": ready[1],
+                "normal": ready[2],
+                "low": ready[3],
+                "total": sum(ready),
+            },
+            "processing_count": int(r[4]),
+            "delayed_count": int(r[5]),
+            "dead_letter_count": int(r[6]),
+            "workers": self.workers,
+        }
+
+    async def dead_letter_count(self) -> int:
+        key = self.keys.named("dlq")
+        n: int = await self._retrying(lambda: self._client.zcard(key))
+        return n
+
+    async def requeue_dead_letters(self, n: int = 100) -> int:
+        """Moves the `n` oldest DLQ entries back to ready with their retry count reset."""
+        if n <= 0:
+            return 0
+        moved: int = await self._retrying(
+            lambda: _scripts.requeue_dlq(self._client, self._keys, [n])
+        )
+        return moved
+
+    async def purge_dead_letters(self) -> int:
+        removed: int = await self._retrying(
+            lambda: _scripts.purge_dlq(self._client, self._keys, [])
+        )
+        return removed
+
+    async def dead_letters(self, count: int = 10, start: int = 0) -> list[DeadLetter]:
+        """Peeks at DLQ entries, oldest first, without moving them."""
+        ids: list[bytes] = await self._retrying(
+            lambda: self._client.zrange(self.keys.named("dlq"), start, start + count - 1)
+        )
+        if not ids:
+            return []
+
+        async def read() -> list[Any]:
+            pipe = self._client.pipeline(transaction=False)
+            pipe.hmget(self.keys.named("msg"), ids)
+            pipe.hmget(self.keys.named("dlqinfo"), ids)
+            result: list[Any] = await pipe.execute()
+            return result
+
+        bodies, infos = await self._retrying(read)
+        out = []
+        for raw_id, body, info in zip(ids, bodies, infos, strict=True):
+            meta: dict[str, Any] = {}
+            with contextlib.suppress(Exception):
+                meta = orjson.loads(info) if info else {}
+            msg = None
+            raw = body[1:] if body else None
+            if raw is not None:
+                with contextlib.suppress(MalformedMessageError, MessageTooLargeError):
+                    msg = self.codec.decode(raw)
+            out.append(
+                DeadLetter(
+                    id=raw_id.decode(),
+                    message=msg,
+                    raw=raw,
+                    reason=str(meta.get("reason", "")),
+                    failed_at=float(meta.get("time", 0.0)),
+                    deliveries=int(meta.get("deliveries", 0)),
+                    retries=int(meta.get("retries", 0)),
+                )
+            )
+        return out
+
+    # ------------------------------------------------------------------ fetching
+
+    def _kick(self) -> None:
+        fut = self._kick_fut
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    async def _fetch_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        blpop: asyncio.Task[Any] | None = None
+        attempt = 0
+        dequeue = _scripts.dequeue
+        head = [0, self._lease_ms, self.max_deliveries, *self._dlq_args, 0]
+        try:
+            while not self._stopping:
+                free = self.capacity - len(self._held)
+                if free <= 0 and not self._acks:
+                    self._kick_fut = loop.create_future()
+                    await self._kick_fut
+                    continue
+                acks = self._acks
+                if len(acks) > 2 * _ACK_CHUNK:
+                    self._acks = acks[2 * _ACK_CHUNK :]
+                    acks = acks[: 2 * _ACK_CHUNK]
+                else:
+                    self._acks = []
+                head[0] = max(free, 0)
+                head[5] = len(acks) // 2
+                try:
+                    reply = await dequeue(self._client, self._keys, head + acks)
+                except asyncio.CancelledError:
+                    self._acks = acks + self._acks
+                    raise
+                except Exception as exc:
+                    self._acks = acks + self._acks
+                    pause = _backoff(attempt)
+                    attempt += 1
+                    log.warning("queue %s: fetch failed (%r); retrying", self.queue_name, exc)
+                    await asyncio.sleep(pause)
+                    if blpop is not None:
+                        blpop.cancel()
+                        blpop = None
+                    continue
+                attempt = 0
+                got = (len(reply) - 3) // 5
+                if got:
+                    self._deliver(reply)
+                if reply[2] or (got and got >= free):
+                    continue
+                if free <= 0 or self._acks or self._stopping:
+                    continue
+                # Idle: wait for the doorbell, a finishing handler, or the next due time.
+                wait_ms = reply[1]
+                timeout = (
+                    self.block_timeout if wait_ms < 0 else min(self.block_timeout, wait_ms / 1000)
+                )
+                if blpop is None:
+                    blpop = loop.create_task(self._blpop())
+                self._kick_fut = fut = loop.create_future()
+                await asyncio.wait(
+                    (blpop, fut), timeout=max(timeout, 0.001), return_when=asyncio.FIRST_COMPLETED
+                )
+                self._kick_fut = None
+                if blpop.done():
+                    finished, blpop = blpop, None
+                    error = None if finished.cancelled() else finished.exception()
+                    if error is not None:
+                        log.warning("queue %s: wait failed (%r)", self.queue_name, error)
+                        await asyncio.sleep(_backoff(attempt))
+                        attempt += 1
+        finally:
+            if blpop is not None:
+                blpop.cancel()
+                with contextlib.suppress(BaseException):
+                    await blpop
+
+    async def _blpop(self) -> Any:
+        assert self._blocking is not None
+        run: Callable[..., Awaitable[Any]] = self._blocking.execute_command
+        return await run("BLPOP", self._wake_key, self.block_timeout)
+
+    def _deliver(self, reply: list[Any]) -> None:
+        """Decodes a dequeue reply and starts (or buffers) every message in it."""
+        held = self._held
+        tokens = self._tokens
+        decode = self.codec.decode
+        buffer = self._buffer
+        for i in range(3, len(reply), 5):
+            mid = reply[i].decode()
+            token = reply[i + 1].decode()
+            held[mid] = token
+            try:
+                msg = decode(reply[i + 4])
+            except (MalformedMessageError, MessageTooLargeError) as exc:
+                self._finish_failed(mid, token, None, f"malformed message: {exc}", dead=True)
+                continue
+            msg.id = mid
+            msg.deliveries = reply[i + 2]
+            msg.retry_count = reply[i + 3]
+            tokens[mid] = token
+            buffer.append(msg)
+        self._pump()
+
+    def _pump(self) -> None:
+        """Starts buffered messages while handler slots are free."""
+        buffer = self._buffer
+        while buffer and self._running < self.workers and not self._stopping:
+            msg = buffer.popleft()
+            token = self._tokens.pop(msg.id)
+            entry = self._handlers.get(msg.type)
+            if entry is None:
+                self._finish_failed(
+                    msg.id, token, msg, f"no handler for message type {msg.type!r}", dead=True
+                )
+                continue
+            fn, kind = entry
+            if kind == _SYNC:
+                self._run_inline(fn, msg, token)
+            else:
+                self._running += 1
+                task = asyncio.get_running_loop().create_task(self._run(fn, kind, msg, token))
+                self._tasks.add(task)
+                task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+
+    def _run_inline(self, fn: Handler, msg: Message, token: str) -> None:
+        t0 = time.monotonic()
+        try:
+            result = fn(msg)
+        except Exception as exc:
+            self._finish_failed(msg.id, token, msg, f"{type(exc).__name__}: {exc}")
+            return
+        if msg.timeout and time.monotonic() - t0 > msg.timeout:
+            self._finish_failed(msg.id, token, msg, f"handler timed out after {msg.timeout}s")
+            return
+        self._finish_ok(msg, token, result)
+
+    async def _run(self, fn: Handler, kind: int, msg: Message, token: str) -> None:
+        try:
+            try:
+                async with asyncio.timeout(msg.timeout if msg.timeout > 0 else None):
+                    if kind == _ASYNC:
+                        result = await fn(msg)
+                    else:
+                        loop = asyncio.get_running_loop()
+                        result = await loop.run_in_executor(self._executor, fn, msg)
+            except TimeoutError:
+                self._finish_failed(msg.id, token, msg, f"handler timed out after {msg.timeout}s")
+            except asyncio.CancelledError:
+                # stop() past its grace period: the lease is released, not failed.
+                raise
+            except Exception as exc:
+                self._finish_failed(msg.id, token, msg, f"{type(exc).__name__}: {exc}")
+            else:
+                self._finish_ok(msg, token, result)
+        finally:
+            self._running -= 1
+            self._pump()
+
+    # ------------------------------------------------------------------ outcomes
+
+    def _finish_ok(self, msg: Message, token: str, result: Any) -> None:
+        if msg.reply_to:
+            self._spawn(self._reply_then_ack(msg, token, result))
+            return
+        self._held.pop(msg.id, None)
+        self._acks += (msg.id, token)
+        self._kick()
+
+    async def _reply_then_ack(self, msg: Message, token: str, result: Any) -> None:
+        try:
+            await self._reply(msg, "completed", result, None)
+        except Exception as exc:
+            log.warning("queue %s: reply for %s failed (%r)", self.queue_name, msg.id, exc)
+        self._held.pop(msg.id, None)
+        self._acks += (msg.id, token)
+        self._kick()
+
+    async def _reply(self, msg: Message, status: str, result: Any, error: str | None) -> None:
+        try:
+            body = orjson.dumps(
+                {
+                    "id": msg.id,
+                    "status": status,
+                    "result": result,
+                    "error": error,
+                    "processed_at": time.time(),
+                }
+            )
+        except TypeError as exc:
+            body = orjson.dumps(
+                {
+                    "id": msg.id,
+                    "status": "failed",
+                    "result": None,
+                    "error": f"result is not serializable: {exc}",
+                    "processed_at": time.time(),
+                }
+            )
+
+        async def push() -> None:
+            pipe = self._client.pipeline(transaction=False)
+            pipe.rpush(msg.reply_to, body)
+            pipe.expire(msg.reply_to, max(1, int(self.result_ttl)))
+            await pipe.execute()
+
+        await self._retrying(push)
+
+    def _finish_failed(
+        self, mid: str, token: str, msg: Message | None, reason: str, dead: bool = False
+    ) -> None:
+        log.info("queue %s: message %s failed: %s", self.queue_name, mid, reason)
+        if dead or msg is None:
+            max_retries, delay = -1, 0
+        else:
+            max_retries = msg.max_retries
+            delay = min(self.max_backoff, self.retry_backoff * (2 ** min(msg.retry_count, 30)))
+            delay = int(delay * random.uniform(0.75, 1.25) * 1000)
+        self._spawn(self._fail(mid, token, msg, reason, max_retries, delay))
+
+    async def _fail(
+        self, mid: str, token: str, msg: Message | None, reason: str, max_retries: int, delay: int
+    ) -> None:
+        args = [mid, token, max_retries, delay, reason, *self._dlq_args]
+        try:
+            outcome = await self._retrying_forever(
+                lambda: _scripts.fail(self._client, self._keys, args)
+            )
+            if outcome == 0 and msg is not None and msg.reply_to:
+                await self._reply(msg, "failed", None, reason)
+        except Exception as exc:
+            log.warning("queue %s: could not record failure of %s (%r)", self.queue_name, mid, exc)
+        finally:
+            self._held.pop(mid, None)
+            self._kick()
+
+    async def _retrying_forever(self, call: Callable[[], Awaitable[T]]) -> T:
+        """Like `_retrying`, but keeps trying until stop(): a worker must not drop outcomes."""
+        attempt = 0
+        while True:
+            try:
+                return await call()
+            except _TRANSIENT as exc:
+                if self._stopping and attempt > 20:
+                    raise
+                log.debug("queue %s: retrying after %r", self.queue_name, exc)
+                await asyncio.sleep(_backoff(attempt))
+                attempt += 1
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    async def _flush_acks(self) -> None:
+        while self._acks:
+            acks = self._acks[: 2 * _ACK_CHUNK]
+            del self._acks[: 2 * _ACK_CHUNK]
+            args = [0, self._lease_ms, self.max_deliveries, *self._dlq_args, len(acks) // 2]
+            call = args + acks
+            try:
+                await self._retrying(lambda: _scripts.dequeue(self._client, self._keys, call))  # noqa: B023
+            except MeetqConnectionError as exc:
+                log.warning(
+                    "queue %s: final acks lost (%r); redelivery follows", self.queue_name, exc
+                )
+
+    async def _release(self, msgs: Sequence[Message]) -> None:
+        pairs = []
+        for msg in msgs:
+            token = self._tokens.pop(msg.id, None) or self._held.get(msg.id)
+            if token is not None:
+                pairs.append((msg.id, token))
+                self._held.pop(msg.id, None)
+        if pairs:
+            await self._release_tokens(pairs)
+
+    async def _release_tokens(self, pairs: Sequence[tuple[str, str]]) -> None:
+        args = [x for pair in pairs for x in pair]
+        try:
+            await self._retrying(lambda: _scripts.release(self._client, self._keys, args))
+        except MeetqConnectionError as exc:
+            log.warning(
+                "queue %s: could not release %d leases (%r); they expire instead",
+                self.queue_name,
+                len(pairs),
+                exc,
+            )
+
+    # ------------------------------------------------------------------ lease renewal
+
+    def _renew_loop(self) -> None:
+        """Thread: extends the leases of everything held here every third of the lease."""
+        interval = max(0.05, self.visibility_timeout / 3)
+        while not self._renew_stop.wait(interval):
+            held = self._held.copy()
+            if not held or self._sync is None:
+                continue
+            args: list[Any] = [self._lease_ms]
+            for pair in held.items():
+                args.extend(pair)
+            try:
+                _scripts.extend.call_sync(self._sync, self._keys, args)
+            except Exception as exc:
+                log.warning("queue %s: lease renewal failed (%r)", self.queue_name, exc)
+
+    # ------------------------------------------------------------------ connections
+
+    def _conn_kwargs(self) -> tuple[type[Any], dict[str, Any]]:
+        pool = self._client.connection_pool
+        kwargs = dict(pool.connection_kwargs)
+        for drop in ("retry", "redis_connect_func", "parser_class", "connection_pool"):
+            kwargs.pop(drop, None)
+        return pool.connection_class, kwargs
+
+    def _clone_async(self, socket_timeout: float) -> redis.asyncio.Redis:
+        cls, kwargs = self._conn_kwargs()
+        kwargs["socket_timeout"] = socket_timeout
+        pool = redis.asyncio.ConnectionPool(connection_class=cls, max_connections=4, **kwargs)
+        return redis.asyncio.Redis(connection_pool=pool)
+
+    def _clone_sync(self) -> redis.Redis:
+        cls, kwargs = self._conn_kwargs()
+        sync_cls: type[Any] = redis.connection.Connection
+        if issubclass(cls, redis.asyncio.connection.SSLConnection):
+            sync_cls = redis.connection.SSLConnection
+        elif issubclass(cls, redis.asyncio.connection.UnixDomainSocketConnection):
+            sync_cls = redis.connection.UnixDomainSocketConnection
+        kwargs["socket_timeout"] = max(5.0, self.visibility_timeout / 3)
+        kwargs.setdefault("socket_connect_timeout", 5.0)
+        pool = redis.ConnectionPool(connection_class=sync_cls, max_connections=2, **kwargs)
+        return redis.Redis(connection_pool=pool)
+
+
+__all__ = ["DeadLetter", "Priority", "RedisMessageQueue"]

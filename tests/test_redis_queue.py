@@ -1,0 +1,613 @@
+"""RedisMessageQueue semantics against a real redis-server (no mocks, no sleeps as sync)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import random
+import threading
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+import pytest
+import redis
+import redis.asyncio
+
+from helpers import async_wait_until, free_port
+from meetq import MeetqConnectionError, Message, Priority, RedisMessageQueue, _scripts
+from meetq._keys import QueueKeys
+
+
+@contextlib.asynccontextmanager
+async def client(url: str) -> AsyncIterator[redis.asyncio.Redis]:
+    r = redis.asyncio.Redis.from_url(url)
+    try:
+        yield r
+    finally:
+        await r.aclose()
+
+
+async def snapshot(r: redis.asyncio.Redis, name: str) -> dict[str, Any]:
+    """An atomic view (MULTI) of where every id of the queue is."""
+    k = QueueKeys(name)
+    pipe = r.pipeline(transaction=True)
+    for level in (3, 2, 1, 0):
+        pipe.lrange(k.ready(level), 0, -1)
+    pipe.zrange(k.named("delayed"), 0, -1)
+    pipe.zrange(k.named("inflight"), 0, -1)
+    pipe.zrange(k.named("dlq"), 0, -1)
+    pipe.hkeys(k.named("msg"))
+    res = await pipe.execute()
+    ready = [x.decode() for lst in res[:4] for x in lst]
+    return {
+        "ready": ready,
+        "delayed": [x.decode() for x in res[4]],
+        "inflight": [x.decode() for x in res[5]],
+        "dlq": [x.decode() for x in res[6]],
+        "msg": {x.decode() for x in res[7]},
+    }
+
+
+def check_exactly_one_place(snap: dict[str, Any]) -> None:
+    places = snap["ready"] + snap["delayed"] + snap["inflight"] + snap["dlq"]
+    assert len(places) == len(set(places)), "an id is in two places at once"
+    assert set(places) == snap["msg"], "stored bodies and queued ids disagree"
+
+
+# ---------------------------------------------------------------- never started
+
+
+async def test_publish_stats_and_dlq_ops_work_without_start(redis_url: str) -> None:
+    q = RedisMessageQueue(redis_url, "idle")
+    try:
+        mid = await q.publish(Message(type="a", priority=Priority.HIGH))
+        ids = await q.publish_batch([Message(type="a") for _ in range(3)])
+        assert mid and len(ids) == 3 and len(set(ids)) == 3
+        stats = await q.get_stats()
+        assert stats["total_published"] == 4
+        assert stats["queue_length"] == {
+            "critical": 0,
+            "high": 1,
+            "normal": 3,
+            "low": 0,
+            "total": 4,
+        }
+        assert stats["processing_count"] == 0 and stats["workers"] == 4
+        assert await q.dead_letter_count() == 0
+        assert await q.requeue_dead_letters(10) == 0
+        assert await q.purge_dead_letters() == 0
+        assert await q.dead_letters() == []
+    finally:
+        await q.stop()
+
+
+async def test_stop_never_closes_a_client_it_was_given(redis_url: str) -> None:
+    async with client(redis_url) as r:
+        q = RedisMessageQueue(r, "given")
+        await q.start()
+        await q.stop()
+        q2 = RedisMessageQueue(r, "given")
+        await q2.stop()
+        assert await r.ping()
+
+
+# ---------------------------------------------------------------- ordering and wake-up
+
+
+async def test_strict_priority_then_fifo(redis_url: str) -> None:
+    q = RedisMessageQueue(redis_url, "prio", workers=1)
+    seen: list[tuple[int, int]] = []
+    done = asyncio.Event()
+
+    def handler(msg: Message) -> None:
+        seen.append((int(msg.priority), msg.payload["n"]))
+        if len(seen) == 40:
+            done.set()
+
+    q.register_handler("job", handler)
+    msgs = [Message(type="job", priority=Priority(n % 4), payload={"n": n}) for n in range(40)]
+    random.Random(1).shuffle(msgs)
+    await q.publish_batch(msgs)
+    async with q:
+        await asyncio.wait_for(done.wait(), 10)
+    expected = sorted(
+        ((int(m.priority), m.payload["n"]) for m in msgs),
+        key=lambda pn: -pn[0],
+    )
+    # FIFO within a priority = publish order, which the stable sort above keeps.
+    assert seen == expected
+
+
+async def test_idle_worker_starts_new_message_within_milliseconds(redis_url: str) -> None:
+    q = RedisMessageQueue(redis_url, "wake", workers=2, block_timeout=5.0)
+    started: asyncio.Queue[float] = asyncio.Queue()
+
+    async def handler(msg: Message) -> None:
+        started.put_nowait(time.perf_counter())
+
+    q.register_handler("ping", handler)
+    async with q:
+        await q.publish(Message(type="ping"))
+        await asyncio.wait_for(started.get(), 5)
+        latencies = []
+        for _ in range(20):
+            # let the fetcher go idle (blocked on the doorbell) before publishing
+            await async_wait_until(lambda: q._kick_fut is not None, timeout=5)
+            t0 = time.perf_counter()
+            await q.publish(Message(type="ping"))
+            latencies.append(await asyncio.wait_for(started.get(), 5) - t0)
+    latencies.sort()
+    # generous bounds: a poll interval would show up as hundreds of milliseconds
+    assert latencies[len(latencies) // 2] < 0.05, latencies
+    assert latencies[-1] < 0.5, latencies
+
+
+# ---------------------------------------------------------------- failures and the DLQ
+
+
+async def test_retries_with_backoff_then_success(redis_url: str) -> None:
+    q = RedisMessageQueue(redis_url, "retry", workers=1, retry_backoff=0.05)
+    attempts: list[tuple[int, float]] = []
+    done = asyncio.Event()
+
+    def handler(msg: Message) -> dict[str, int]:
+        attempts.append((msg.retry_count, time.monotonic()))
+        if msg.retry_count < 2:
+            raise RuntimeError(f"boom {msg.retry_count}")
+        done.set()
+        return {"ok": 1}
+
+    q.register_handler("flaky", handler)
+    async with q:
+        await q.publish(Message(type="flaky", max_retries=3))
+        await asyncio.wait_for(done.wait(), 10)
+        stats = await async_wait_until(_stats_when(q, "total_processed", 1))
+    assert [a for a, _ in attempts] == [0, 1, 2]
+    gaps = [b - a for (_, a), (_, b) in itertools.pairwise(attempts)]
+    assert gaps[0] >= 0.05 * 0.7 and gaps[1] >= 0.1 * 0.7, gaps  # exponential: 0.05, 0.1
+    assert stats["total_failed"] == 2 and stats["total_retried"] == 2
+    assert stats["total_dead_letter"] == 0 and stats["delayed_count"] == 0
+
+
+def _stats_when(q: RedisMessageQueue, field: str, value: int) -> Any:
+    async def check() -> dict[str, Any] | None:
+        stats = await q.get_stats()
+        return stats if stats[field] == value else None
+
+    return check
+
+
+async def test_exhausted_retries_go_to_dlq_and_can_be_requeued_or_purged(redis_url: str) -> None:
+    q = RedisMessageQueue(redis_url, "dlq", workers=1, retry_backoff=0.01)
+    calls: list[int] = []
+
+    def handler(msg: Message) -> None:
+        calls.append(msg.retry_count)
+        if msg.payload.get("fail", True):
+            raise ValueError("bad input")
+
+    q.register_handler("bad", handler)
+    async with q:
+        ids = await q.publish_batch(
+            [Message(type="bad", max_retries=1, payload={"n": n}) for n in range(3)]
+        )
+        await async_wait_until(lambda: _count(q.dead_letter_count(), 3))
+        stats = await q.get_stats()
+        assert stats["total_failed"] == 6 and stats["total_retried"] == 3
+        assert stats["total_dead_letter"] == 3 and stats["dead_letter_count"] == 3
+        entries = await q.dead_letters(10)
+        assert sorted(e.id for e in entries) == sorted(ids)
+        for e in entries:
+            assert e.reason == "ValueError: bad input"
+            assert e.retries == 2 and e.deliveries == 2
+            assert e.message is not None and e.message.type == "bad"
+            assert abs(e.failed_at - time.time()) < 60
+        # requeue resets the retry count: each gets max_retries + 1 fresh attempts
+        calls.clear()
+        assert await q.requeue_dead_letters(2) == 2
+        await async_wait_until(lambda: len(calls) == 4 and _count(q.dead_letter_count(), 3))
+        assert sorted(calls) == [0, 0, 1, 1]
+        assert await q.purge_dead_letters() == 3
+        assert await q.dead_letter_count() == 0
+    async with client(redis_url) as r:
+        snap = await snapshot(r, "dlq")
+        assert snap["msg"] == set() and snap["dlq"] == []
+
+
+async def _count(aw: Any, n: int) -> bool:
+    return bool(await aw == n)
+
+
+async def test_dlq_is_bounded_by_count(redis_url: str) -> None:
+    q = RedisMessageQueue(redis_url, "bounded", workers=1, dead_letter_max=5)
+    q.register_handler("x", _raise)
+    async with q:
+        await q.publish_batch([Message(type="x") for _ in range(12)])
+        await async_wait_until(_stats_when(q, "total_dead_letter", 12))
+        assert await q.dead_letter_count() == 5
+    async with client(redis_url) as r:
+        snap = await snapshot(r, "bounded")
+        check_exactly_one_place(snap)
+
+
+def _raise(msg: Message) -> None:
+    raise RuntimeError("always")
+
+
+async def test_unknown_type_goes_to_dlq_at_once(redis_url: str) -> None:
+    q = RedisMessageQueue(redis_url, "unknown", workers=1)
+    done = asyncio.Event()
+    q.register_handler("known", lambda m: done.set())
+    async with q:
+        await q.publish(Message(type="mystery", max_retries=5))
+        await q.publish(Message(type="known"))
+        await asyncio.wait_for(done.wait(), 5)
+        await async_wait_until(lambda: _count(q.dead_letter_count(), 1))
+        [entry] = await q.dead_letters()
+        assert "no handler" in entry.reason and "mystery" in entry.reason
+        assert entry.retries == 1 and entry.deliveries == 1
+        stats = await q.get_stats()
+        assert stats["total_retried"] == 0
+
+
+async def test_handler_exception_and_timeout_reasons(redis_url: str) -> None:
+    q = RedisMessageQueue(redis_url, "reasons", workers=2)
+
+    async def slow(msg: Message) -> None:
+        await asyncio.Event().wait()
+
+    async def broken(msg: Message) -> None:
+        raise KeyError("missing")
+
+    q.register_handler("slow", slow)
+    q.register_handler("broken", broken)
+    async with q:
+        await q.publish(Message(type="slow", timeout=0.1))
+        await q.publish(Message(type="broken"))
+        await async_wait_until(lambda: _count(q.dead_letter_count(), 2))
+        reasons = sorted(e.reason for e in await q.dead_letters())
+    assert reasons[0].startswith("KeyError")
+    assert reasons[1] == "handler timed out after 0.1s"
+
+
+async def test_thread_handler_timeout(redis_url: str) -> None:
+    q = RedisMessageQueue(redis_url, "thread", workers=2)
+    release = threading.Event()
+    ok = asyncio.Event()
+
+    def blocking(msg: Message) -> None:
+        if msg.payload.get("hang"):
+            release.wait(10)
+
+    q.register_handler("t", blocking, in_thread=True)
+    q.register_handler("ok", lambda m: ok.set())
+    try:
+        async with q:
+            await q.publish(Message(type="t", timeout=0.1, payload={"hang": True}))
+            await async_wait_until(lambda: _count(q.dead_letter_count(), 1))
+            await q.publish(Message(type="ok"))
+            await asyncio.wait_for(ok.wait(), 5)
+    finally:
+        release.set()
+
+
+async def test_malformed_entries_go_to_dlq_and_worker_keeps_serving(redis_url: str) -> None:
+    name = "garbage"
+    k = QueueKeys(name)
+    q = RedisMessageQueue(redis_url, name, workers=1)
+    served: list[int] = []
+    q.register_handler("ok", lambda m: served.append(m.payload["n"]))
+    async with client(redis_url) as r, q:
+        await r.hset(
+            k.named("msg"), mapping={"g1": b"1{not json", "g2": b"\xff\xfe", "g3": b'1{"type": 5}'}
+        )
+        await r.rpush(k.ready(1), "g1", "g2", "g3", "ghost")
+        await r.zadd(k.named("delayed"), {"ghost2": 0})
+        await q.publish(Message(type="ok", payload={"n": 1}))
+        await async_wait_until(lambda: served == [1])
+        await async_wait_until(lambda: _count(q.dead_letter_count(), 5))
+        reasons = {e.id: e.reason for e in await q.dead_letters(10)}
+        assert reasons["g1"].startswith("malformed message")
+        assert reasons["g2"].startswith("malformed message")
+        assert reasons["g3"].startswith("malformed message")
+        assert reasons["ghost"].startswith("missing body")
+        assert reasons["ghost2"].startswith("missing body")
+        await q.publish(Message(type="ok", payload={"n": 2}))
+        await async_wait_until(lambda: served == [1, 2])
+
+
+# ---------------------------------------------------------------- publish options
+
+
+async def test_publish_is_idempotent_on_id(redis_url: str) -> None:
+    q = RedisMessageQueue(redis_url, "idem", workers=1)
+    seen: list[str] = []
+    q.register_handler("x", lambda m: seen.append(m.id))
+    msg = Message(type="x", id="fixed-id")
+    assert await q.publish(msg) == "fixed-id"
+    assert await q.publish(Message(type="x", id="fixed-id")) == "fixed-id"
+    await q.publish_batch([Message(type="x", id="fixed-id"), Message(type="x", id="other")])
+    stats = await q.get_stats()
+    assert stats["total_published"] == 2 and stats["queue_length"]["total"] == 2
+    async with q:
+        await async_wait_until(_stats_when(q, "total_processed", 2))
+    assert sorted(seen) == ["fixed-id", "other"]
+
+
+async def test_delay_and_deliver_at(redis_url: str) -> None:
+    q = RedisMessageQueue(redis_url, "delay", workers=2)
+    started: dict[str, float] = {}
+    q.register_handler("d", lambda m: started.__setitem__(m.payload["k"], time.time()))
+    async with q:
+        t0 = time.time()
+        await q.publish(Message(type="d", payload={"k": "delay"}), delay=0.3)
+        await q.publish(Message(type="d", payload={"k": "at"}), deliver_at=t0 + 0.2)
+        await q.publish(Message(type="d", payload={"k": "now"}))
+        stats = await q.get_stats()
+        assert stats["delayed_count"] + len(started) >= 2
+        await async_wait_until(lambda: len(started) == 3, timeout=5)
+    assert started["now"] - t0 < 0.2
+    assert 0.2 * 0.9 <= started["at"] - t0 < 1.5
+    assert 0.3 * 0.9 <= started["delay"] - t0 < 1.5
+
+
+async def test_reply_to_receives_result_and_failure(redis_url: str) -> None:
+    q = RedisMessageQueue(redis_url, "reply", workers=2, result_ttl=30)
+
+    async def handler(msg: Message) -> dict[str, Any]:
+        if msg.payload.get("fail"):
+            raise RuntimeError("nope")
+        return {"echo": msg.payload["v"]}
+
+    q.register_handler("r", handler)
+    async with client(redis_url) as r, q:
+        mid = await q.publish(Message(type="r", payload={"v": 7}, reply_to="replies:a"))
+        bad = await q.publish(Message(type="r", payload={"fail": 1}, reply_to="replies:b"))
+        _, raw = await r.blpop(["replies:a"], timeout=5)  # type: ignore[misc]
+        reply = orjson.loads(raw)
+        assert reply["id"] == mid and reply["status"] == "completed"
+        assert reply["result"] == {"echo": 7} and reply["error"] is None
+        _, raw = await r.blpop(["replies:b"], timeout=5)  # type: ignore[misc]
+        reply = orjson.loads(raw)
+        assert reply["id"] == bad and reply["status"] == "failed"
+        assert reply["error"] == "RuntimeError: nope"
+
+
+# ---------------------------------------------------------------- leases
+
+
+async def _raw_dequeue(
+    r: redis.asyncio.Redis,
+    name: str,
+    n: int,
+    lease_ms: int,
+    acks: list[str] | None = None,
+    max_deliveries: int = 10,
+) -> list[Any]:
+    acks = acks or []
+    args = [n, lease_ms, max_deliveries, 1000, 0, len(acks) // 2, *acks]
+    res: list[Any] = await _scripts.dequeue(r, QueueKeys(name).all, args)
+    return res
+
+
+async def test_expired_lease_is_redelivered_and_stale_ack_is_ignored(redis_url: str) -> None:
+    name = "lease"
+    q = RedisMessageQueue(redis_url, name)
+    async with client(redis_url) as r:
+        mid = await q.publish(Message(type="x"))
+        first = await _raw_dequeue(r, name, 1, lease_ms=50)  # a worker that then "dies"
+        assert first[3].decode() == mid and first[5] == 1
+        token1 = first[4].decode()
+        await async_wait_until(lambda: _lease_expired(r, name, mid))
+        second = await _raw_dequeue(r, name, 1, lease_ms=60_000)
+        assert second[3].decode() == mid and second[5] == 2  # a second delivery
+        token2 = second[4].decode()
+        assert token2 != token1
+        stale = await _raw_dequeue(r, name, 0, 60_000, acks=[mid, token1])
+        assert stale[0] == 0
+        snap = await snapshot(r, name)
+        assert snap["inflight"] == [mid] and mid in snap["msg"]
+        fresh = await _raw_dequeue(r, name, 0, 60_000, acks=[mid, token2])
+        assert fresh[0] == 1
+        assert await snapshot(r, name) == {
+            "ready": [],
+            "delayed": [],
+            "inflight": [],
+            "dlq": [],
+            "msg": set(),
+        }
+    await q.stop()
+
+
+async def _lease_expired(r: redis.asyncio.Redis, name: str, mid: str) -> bool:
+    score = await r.zscore(QueueKeys(name).named("inflight"), mid)
+    sec, usec = await r.time()
+    return score is not None and score < sec * 1000 + usec / 1000
+
+
+async def test_worker_picks_up_lease_of_lost_worker(redis_url: str) -> None:
+    name = "lost"
+    q = RedisMessageQueue(redis_url, name, workers=1)
+    got: list[int] = []
+    q.register_handler("x", lambda m: got.append(m.deliveries))
+    async with client(redis_url) as r:
+        await q.publish(Message(type="x"))
+        await _raw_dequeue(r, name, 1, lease_ms=100)
+        async with q:
+            await async_wait_until(lambda: got == [2], timeout=5)
+
+
+async def test_lease_expiry_past_max_deliveries_dead_letters(redis_url: str) -> None:
+    name = "poison"
+    q = RedisMessageQueue(redis_url, name, workers=1, max_deliveries=1)
+    async with client(redis_url) as r:
+        mid = await q.publish(Message(type="x"))
+        await _raw_dequeue(r, name, 1, lease_ms=20)
+        await async_wait_until(lambda: _lease_expired(r, name, mid))
+        await _raw_dequeue(r, name, 1, lease_ms=1000, max_deliveries=1)
+        [entry] = await q.dead_letters()
+        assert entry.reason.startswith("lease expired after 1 deliveries")
+    await q.stop()
+
+
+async def test_cpu_bound_sync_handler_keeps_its_lease(redis_url: str) -> None:
+    name = "busy"
+    q = RedisMessageQueue(redis_url, name, workers=1, visibility_timeout=0.3)
+    seen: list[tuple[int, bool]] = []
+    sync = redis.Redis.from_url(redis_url)
+
+    def handler(msg: Message) -> None:
+        end = time.monotonic() + 1.2  # four lease lengths without yielding to the loop
+        while time.monotonic() < end:
+            pass
+        score = sync.zscore(QueueKeys(name).named("inflight"), msg.id)
+        sec, usec = sync.time()
+        seen.append((msg.deliveries, score is not None and score > sec * 1000 + usec / 1000))
+
+    q.register_handler("cpu", handler)
+    try:
+        async with q:
+            await q.publish(Message(type="cpu", timeout=10))
+            await async_wait_until(_stats_when(q, "total_processed", 1), timeout=10)
+    finally:
+        sync.close()
+    assert seen == [(1, True)]
+
+
+# ---------------------------------------------------------------- the invariant, stats, stop
+
+
+async def test_every_message_in_exactly_one_place_during_a_run(redis_url: str) -> None:
+    name = "inv"
+    q = RedisMessageQueue(redis_url, name, workers=4, retry_backoff=0.01)
+    done: set[int] = set()
+
+    async def handler(msg: Message) -> None:
+        await asyncio.sleep(0)
+        n = msg.payload["n"]
+        if n % 7 == 0 and msg.retry_count == 0:
+            raise RuntimeError("first attempt fails")
+        if n % 11 == 0:
+            raise RuntimeError("always fails")
+        done.add(n)
+
+    q.register_handler("w", handler)
+    total = 300
+    async with client(redis_url) as r, q:
+        msgs = [
+            Message(type="w", priority=Priority(n % 4), payload={"n": n}, max_retries=1)
+            for n in range(total)
+        ]
+        await q.publish_batch(msgs[:150])
+        checks = 0
+        published = 150
+        while True:
+            if published < total:
+                await q.publish_batch(msgs[published : published + 25])
+                published += 25
+            check_exactly_one_place(await snapshot(r, name))
+            checks += 1
+            stats = await q.get_stats()
+            if stats["total_processed"] + stats["dead_letter_count"] == total:
+                break
+            await asyncio.sleep(0.001)  # pacing of the sampler, not synchronization
+        assert checks > 3
+        dead = {e.message.payload["n"] for e in await q.dead_letters(100) if e.message}
+        assert dead == {n for n in range(total) if n % 11 == 0}
+        assert done | dead == set(range(total))
+        final = await snapshot(r, name)
+        check_exactly_one_place(final)
+        assert final["ready"] == final["delayed"] == final["inflight"] == []
+
+
+async def test_stop_returns_unstarted_and_finishes_running(redis_url: str) -> None:
+    name = "stop"
+    q = RedisMessageQueue(redis_url, name, workers=1, prefetch=10)
+    entered = asyncio.Event()
+    release = asyncio.Event()
+    finished: list[int] = []
+
+    async def handler(msg: Message) -> None:
+        entered.set()
+        await release.wait()
+        finished.append(msg.payload["n"])
+
+    q.register_handler("s", handler)
+    await q.publish_batch([Message(type="s", payload={"n": n}) for n in range(5)])
+    await q.start()
+    try:
+        await asyncio.wait_for(entered.wait(), 5)
+        await async_wait_until(_stats_when(q, "processing_count", 5))
+        stopping = asyncio.ensure_future(q.stop())
+        # the four unstarted ones go back to ready at once, while the handler still runs
+        await async_wait_until(lambda: _ready_len(q, 4))
+        assert not stopping.done()
+        release.set()
+        await asyncio.wait_for(stopping, 10)
+    finally:
+        release.set()
+        await q.stop()
+    assert finished == [0]
+    stats = await q.get_stats()
+    assert stats["total_processed"] == 1 and stats["processing_count"] == 0
+    async with client(redis_url) as r:
+        snap = await snapshot(r, name)
+        check_exactly_one_place(snap)
+        assert len(snap["ready"]) == 4
+        # released messages were not counted as deliveries
+        atts = await r.hvals(QueueKeys(name).named("att"))
+        assert all(int(a) == 0 for a in atts)
+
+
+async def _ready_len(q: RedisMessageQueue, n: int) -> bool:
+    return bool((await q.get_stats())["queue_length"]["total"] == n)
+
+
+async def test_stop_past_grace_cancels_and_releases(redis_url: str) -> None:
+    q = RedisMessageQueue(redis_url, "grace", workers=1, stop_grace=0.1)
+    entered = asyncio.Event()
+
+    async def hang(msg: Message) -> None:
+        entered.set()
+        await asyncio.Event().wait()
+
+    q.register_handler("h", hang)
+    await q.publish(Message(type="h", timeout=60))
+    await q.start()
+    try:
+        await asyncio.wait_for(entered.wait(), 5)
+    finally:
+        await q.stop()
+    stats = await q.get_stats()
+    assert stats["queue_length"]["total"] == 1 and stats["processing_count"] == 0
+    assert stats["total_failed"] == 0
+
+
+async def test_publish_raises_connection_error_after_budget() -> None:
+    q = RedisMessageQueue(f"redis://127.0.0.1:{free_port()}/0", "down", retry_budget=0.3)
+    t0 = time.monotonic()
+    with pytest.raises(MeetqConnectionError) as info:
+        await q.publish(Message(type="x"))
+    assert info.value.__cause__ is not None
+    assert time.monotonic() - t0 < 5
+    await q.stop()
+
+
+async def test_stats_count_everything(redis_url: str) -> None:
+    q = RedisMessageQueue(redis_url, "stats", workers=2, retry_backoff=60)
+    q.register_handler("ok", lambda m: None)
+    q.register_handler("bad", _raise)
+    async with q:
+        await q.publish_batch([Message(type="ok") for _ in range(5)])
+        await q.publish(Message(type="bad", max_retries=1))
+        await q.publish(Message(type="bad"))
+        await async_wait_until(_stats_when(q, "total_failed", 2))
+        stats = await q.get_stats()
+    assert stats["total_published"] == 7
+    assert stats["total_processed"] == 5
+    assert stats["total_retried"] == 1 and stats["delayed_count"] == 1
+    assert stats["total_dead_letter"] == 1 and stats["dead_letter_count"] == 1
+    assert stats["queue_length"]["total"] == 0 and stats["processing_count"] == 0
