@@ -1,0 +1,250 @@
+"""Fault injection with real processes: SIGKILLed workers, Redis restarts, cut connections,
+garbage in the queue's keys. Every test is bounded in time and stops what it started."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio
+
+from helpers import RedisServer, async_wait_until
+from meetq import Message, RedisMessageQueue
+from meetq._keys import QueueKeys
+
+WORKER = Path(__file__).with_name("queue_worker.py")
+
+
+@contextlib.contextmanager
+def worker_process(url: str, queue: str, done_key: str, visibility: float) -> Iterator[Any]:
+    """A worker subprocess, waited for until it prints "ready"; always reaped."""
+    proc = subprocess.Popen(
+        [sys.executable, str(WORKER), url, queue, done_key, str(visibility)],
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.strip() == b"ready", line
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+
+
+@contextlib.asynccontextmanager
+async def client(url: str) -> AsyncIterator[redis.asyncio.Redis]:
+    r = redis.asyncio.Redis.from_url(url)
+    try:
+        yield r
+    finally:
+        await r.aclose()
+
+
+@pytest.mark.slow
+async def test_sigkill_worker_loses_nothing(redis_url: str) -> None:
+    name, done_key, total = "kill", "kill:done", 400
+    q = RedisMessageQueue(redis_url, name, workers=8, visibility_timeout=1.0)
+    done_b: list[str] = []
+
+    async def ok(msg: Message) -> None:
+        done_b.append(msg.id)
+
+    q.register_handler("ok", ok)
+    async with client(redis_url) as r:
+        ids = await q.publish_batch(
+            [Message(type="ok", payload={"n": n, "sleep": 0.002}) for n in range(total)]
+        )
+        loop = asyncio.get_running_loop()
+        with worker_process(redis_url, name, done_key, 1.0) as proc:
+            await async_wait_until(lambda: _llen_at_least(r, done_key, 100), timeout=30)
+            proc.send_signal(signal.SIGKILL)
+            await loop.run_in_executor(None, proc.wait, 10)
+        # what the dead worker held: its leases stay in `inflight` until they expire
+        in_flight = {x.decode() for x in await r.zrange(QueueKeys(name).named("inflight"), 0, -1)}
+        done_a = [x.decode() for x in await r.lrange(done_key, 0, -1)]
+        assert 100 <= len(done_a) < total
+        async with q:
+            await async_wait_until(lambda: len(set(done_a) | set(done_b)) == total, timeout=30)
+        counts = collections.Counter(done_a + done_b)
+        assert set(counts) == set(ids)
+        duplicates = {i for i, c in counts.items() if c > 1}
+        assert duplicates <= in_flight
+        stats = await q.get_stats()
+        assert stats["queue_length"]["total"] == stats["processing_count"] == 0
+        assert stats["dead_letter_count"] == 0
+
+
+async def _llen_at_least(r: redis.asyncio.Redis, key: str, n: int) -> bool:
+    return bool(await r.llen(key) >= n)
+
+
+async def _publish_steadily(q: RedisMessageQueue, total: int, confirmed: list[str]) -> None:
+    """Publishes `total` messages in small batches, recording ids whose publish returned."""
+    n = 0
+    while n < total:
+        batch = [Message(type="ok", payload={"n": n + i}) for i in range(5)]
+        confirmed.extend(await q.publish_batch(batch))
+        n += len(batch)
+        await asyncio.sleep(0.002)  # a steady producer, not synchronization
+
+
+@pytest.mark.slow
+async def test_redis_restart_with_aof_loses_nothing(
+    redis_factory: Callable[..., RedisServer],
+) -> None:
+    server = redis_factory("--appendonly", "yes", "--appendfsync", "always")
+    url = server.url
+    name, total = "restart", 1500
+    consumer = RedisMessageQueue(url, name, workers=8, visibility_timeout=1.0)
+    publisher = RedisMessageQueue(url, name, retry_budget=30.0)
+    seen: set[str] = set()
+    consumer.register_handler("ok", lambda m: seen.add(m.id))
+    confirmed: list[str] = []
+    loop = asyncio.get_running_loop()
+    try:
+        async with consumer:
+            producing = asyncio.ensure_future(_publish_steadily(publisher, total, confirmed))
+            try:
+                await async_wait_until(lambda: len(seen) >= 200, timeout=30)
+                await loop.run_in_executor(None, server.kill)
+                await loop.run_in_executor(None, server.start)
+                await asyncio.wait_for(producing, 60)
+            finally:
+                producing.cancel()
+            await async_wait_until(lambda: seen >= set(confirmed), timeout=30)
+            assert len(confirmed) == total
+    finally:
+        await publisher.stop()
+
+
+class Proxy:
+    """A loopback TCP proxy that can cut every connection through it at once."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = 0
+        self.cuts = 0
+        self._server: asyncio.Server | None = None
+        self._pairs: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            writer.transport.abort()
+            return
+        pair = (writer, up_writer)
+        self._pairs.add(pair)
+        for src, dst in ((reader, up_writer), (up_reader, writer)):
+            task = asyncio.ensure_future(self._pipe(src, dst))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    @staticmethod
+    async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        try:
+            while data := await src.read(65536):
+                dst.write(data)
+                await dst.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            dst.transport.abort()
+
+    def cut(self) -> None:
+        self.cuts += 1
+        for a, b in self._pairs:
+            a.transport.abort()
+            b.transport.abort()
+        self._pairs.clear()
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        self.cut()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(set(self._tasks))
+
+
+@pytest.mark.slow
+async def test_cut_connections_lose_nothing(redis_server: RedisServer) -> None:
+    proxy = Proxy(redis_server.port)
+    await proxy.start()
+    url = f"redis://127.0.0.1:{proxy.port}/0"
+    name, total = "proxy", 1500
+    consumer = RedisMessageQueue(url, name, workers=8, visibility_timeout=1.0)
+    publisher = RedisMessageQueue(url, name, retry_budget=30.0)
+    seen: set[str] = set()
+    consumer.register_handler("ok", lambda m: seen.add(m.id))
+    confirmed: list[str] = []
+    try:
+        async with consumer:
+            producing = asyncio.ensure_future(_publish_steadily(publisher, total, confirmed))
+            try:
+                for threshold in (200, 600, 1000):
+                    await async_wait_until(lambda t=threshold: len(seen) >= t, timeout=30)
+                    proxy.cut()
+                await asyncio.wait_for(producing, 60)
+            finally:
+                producing.cancel()
+            await async_wait_until(lambda: seen >= set(confirmed), timeout=30)
+            assert len(confirmed) == total
+            # and the worker still serves after the cuts
+            last = await publisher.publish(Message(type="ok"))
+            await async_wait_until(lambda: last in seen, timeout=10)
+    finally:
+        await publisher.stop()
+        await proxy.stop()
+
+
+@pytest.mark.slow
+async def test_garbage_and_failures_dead_letter_while_worker_serves(redis_url: str) -> None:
+    name, done_key = "junk", "junk:done"
+    k = QueueKeys(name)
+    q = RedisMessageQueue(redis_url, name)  # publisher and DLQ reader, never started
+    async with client(redis_url) as r:
+        with worker_process(redis_url, name, done_key, 5.0):
+            await r.hset(k.named("msg"), mapping={"j1": b"2\x00\x01garbage", "j2": b"", "j3": b"9"})
+            await r.rpush(k.ready(2), "j1", "j2", "j3", "nobody")
+            await r.zadd(k.named("delayed"), {"j4": 0})
+            await q.publish(Message(type="unheard-of", max_retries=3))
+            await q.publish(Message(type="boom", max_retries=1))
+            await q.publish(Message(type="hang", timeout=0.2))
+            oks = await q.publish_batch([Message(type="ok") for _ in range(20)])
+            await async_wait_until(lambda: _llen_at_least(r, done_key, 20), timeout=30)
+            await async_wait_until(lambda: _dlq_size(q, 8), timeout=30)
+            reasons = sorted(e.reason for e in await q.dead_letters(20))
+            done = [x.decode() for x in await r.lrange(done_key, 0, -1)]
+            assert sorted(done) == sorted(oks)
+            # and still serving
+            await q.publish(Message(type="ok", id="after"))
+            await async_wait_until(lambda: _llen_at_least(r, done_key, 21), timeout=10)
+    text = "\n".join(reasons)
+    assert text.count("malformed message") == 3, text
+    assert text.count("missing body") == 2, text
+    assert "no handler for message type 'unheard-of'" in text
+    assert "RuntimeError: handler exploded" in text
+    assert "handler timed out after 0.2s" in text
+
+
+async def _dlq_size(q: RedisMessageQueue, n: int) -> bool:
+    return await q.dead_letter_count() == n
