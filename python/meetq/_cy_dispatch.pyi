@@ -1,10 +1,14 @@
-"""Type stub of `native/dispatch.pyx`; pure twin in `_dispatch.py`."""
+"""Type stub of `native/dispatch.pyx`; pure twin (and documentation) in `_dispatch.py`."""
 
 from collections.abc import Callable
 from typing import Any
 
+from meetq._dispatch import Run, Table
+
 def dispatch(
     events: list[Any],
-    table: dict[str, tuple[tuple[Callable[[Any], Any], ...], tuple[Any, ...]]],
+    start: int,
+    table: Table,
     on_error: Callable[[Any, Any, BaseException], None],
-) -> tuple[int, int, list[Any] | None]: ...
+    budget: int,
+) -> tuple[int, int, list[tuple[Any, list[Run]]] | None, int]: ...

@@ -1,22 +1,22 @@
 """In-process event bus on the native ring buffer.
 
-`emit` is the ring's own native method: it builds the `LocalEvent`, pushes it and, only
-on the empty -> non-empty edge, wakes the consumers, so a burst of events costs one
-wake-up. Consumers drain batches and run the handlers through the native `dispatch` loop;
-async handlers and `in_thread=True` handlers are deferred out of that loop and run with
-`handler_timeout`.
+`emit` is the ring's own native method: it builds the `LocalEvent`, pushes it and, only on
+the empty -> non-empty edge, wakes the consumer, so a burst of events costs one wake-up.
+One pump task drains batches and runs them through the native `dispatch` loop: sync
+handlers inline, async handlers stepped eagerly (one that never suspends costs no task).
+Handler runs that do suspend, and `in_thread` handlers, finish in their own task under
+`handler_timeout`; `workers` bounds how many events may have such runs in progress, and
+while that many are, the pump stops draining so the ring's bound applies back-pressure.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import logging
 import threading
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -39,6 +39,10 @@ class LocalEventBus:
     """
 
     _lanes = 1
+    # The native structures in use; class attributes so a benchmark can pit the pure twins
+    # against the native cores in one process.
+    _Ring: Any = RingBuffer
+    _dispatch: Callable[..., tuple[int, int, list[Any] | None, int]] = staticmethod(dispatch)
 
     def __init__(
         self,
@@ -54,23 +58,23 @@ class LocalEventBus:
         self.workers = workers
         self.handler_timeout = handler_timeout
         self.batch_size = batch_size
-        self._ring = RingBuffer(buffer_size, self._lanes)
+        self._ring = self._Ring(buffer_size, self._lanes)
         self.emit: Callable[..., bool] = self._ring.emit
         """emit(event_type, payload=None, source="") -> bool; never blocks, any thread."""
         self._handlers: dict[str, list[tuple[Handler, int]]] = {}
-        self._table: dict[str, tuple[tuple[Handler, ...], tuple[tuple[Handler, int], ...]]] = {}
+        self._table: dict[str, tuple[tuple[Handler, ...], ...]] = {}
         self._processed = 0
         self._failed = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
-        self._tasks: list[asyncio.Task[None]] = []
-        self._slow: deque[Any] = deque()
+        self._pump_task: asyncio.Task[None] | None = None
+        self._in_progress: set[asyncio.Task[None]] = set()
+        self._backlog: list[Any] = []  # drained, not yet dispatched (workers were all busy)
+        self._backlog_at = 0
         self._idle: asyncio.Future[None] | None = None
         self._room: asyncio.Future[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
-        self._running = False
         self._stopping = False
-        self._discard = False
 
     # -- registration -----------------------------------------------------------------
 
@@ -95,13 +99,10 @@ class LocalEventBus:
         self._rebuild_table()
 
     def _rebuild_table(self) -> None:
-        # Rebuilt whole on change and swapped in one assignment, so a dispatch running on
-        # another worker sees either the old table or the new one, never half of each.
+        # Rebuilt whole and swapped in one assignment: a dispatch in progress keeps the
+        # table it started with.
         self._table = {
-            t: (
-                tuple(fn for fn, kind in entries if kind == _SYNC),
-                tuple((fn, kind) for fn, kind in entries if kind != _SYNC),
-            )
+            t: tuple(tuple(fn for fn, k in entries if k == kind) for kind in (0, 1, 2))
             for t, entries in self._handlers.items()
             if entries
         }
@@ -126,62 +127,64 @@ class LocalEventBus:
         event = LocalEvent(event_type, payload, source, priority=int(priority))
         deadline = None if timeout is None else time.monotonic() + timeout
         while not ring.try_push(event, int(priority)):
-            if deadline is not None and time.monotonic() >= deadline:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
                 raise QueueFullError(
                     f"event {event_type!r}: buffer of {self.buffer_size} still full "
                     f"after {timeout}s"
                 )
             if self._room is None or self._room.done():
                 self._room = asyncio.get_running_loop().create_future()
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._room), remaining)
+            try:
+                async with asyncio.timeout(remaining):
+                    await asyncio.shield(self._room)
+            except TimeoutError:
+                pass
         return True
 
     # -- lifecycle --------------------------------------------------------------------
 
     async def start(self) -> None:
-        if self._running:
+        if self._pump_task is not None:
             return
-        loop = asyncio.get_running_loop()
-        self._loop = loop
+        self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self._stopping = False
-        self._discard = False
         self._ring.set_waker(self._wake_from_any_thread)
-        self._running = True
-        self._tasks = [
-            loop.create_task(self._consume(), name=f"meetq-bus-{i}") for i in range(self.workers)
-        ]
+        self._pump_task = self._loop.create_task(self._pump(), name="meetq-bus-pump")
 
     async def stop(self, *, discard: bool = False, timeout: float | None = None) -> int:
-        """Stops the workers after draining what is queued.
+        """Stops after draining what is queued and finishing handlers in progress.
 
         With `discard=True` the queued events are dropped instead; returns how many.
-        Running async handlers are awaited up to `timeout` (then cancelled).
+        Handlers still running after `timeout` seconds are cancelled (counted failed).
         """
-        if not self._running:
+        pump = self._pump_task
+        if pump is None:
             return 0
         discarded = 0
         if discard:
+            discarded = len(self._backlog) - self._backlog_at
+            self._backlog, self._backlog_at = [], 0
             while batch := self._ring.drain(self.batch_size):
                 discarded += len(batch)
-            discarded += len(self._slow)
-            self._slow.clear()
         self._stopping = True
         self._wake()
-        tasks, self._tasks = self._tasks, []
-        _done, pending = await asyncio.wait(tasks, timeout=timeout)
-        for task in pending:
-            task.cancel()
-        if pending:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for tasks in ([pump], self._in_progress):  # the pump first: it may start more
+            if not tasks:
+                continue
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            _done, pending = await asyncio.wait(list(tasks), timeout=remaining)
+            for task in pending:
+                task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        self._pump_task = None
         self._ring.set_waker(None)
         self._ring.disarm()
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
-        self._running = False
         return discarded
 
     async def __aenter__(self) -> LocalEventBus:
@@ -207,73 +210,83 @@ class LocalEventBus:
         if idle is not None and not idle.done():
             idle.set_result(None)
 
-    def _make_room(self) -> None:
-        room, self._room = self._room, None
-        if room is not None and not room.done():
-            room.set_result(None)
-
-    async def _consume(self) -> None:
+    async def _pump(self) -> None:
         ring = self._ring
-        slow = self._slow
         batch_size = self.batch_size
         on_error = self._on_error
+        run_batch = self._dispatch
+        in_progress = self._in_progress
         while True:
-            if slow:
-                # Events whose async / in-thread handlers are still to run come first, so at
-                # most one drained batch ever waits outside the ring.
-                await self._run_deferred(slow.popleft())
-                continue
-            batch = ring.drain(batch_size)
-            if batch:
-                if self._room is not None:
-                    self._make_room()
-                processed, failed, deferred = dispatch(batch, self._table, on_error)
-                self._processed += processed
-                self._failed += failed
-                if deferred is not None:
-                    slow.extend(deferred)
-                    self._wake()  # idle workers help with the deferred handlers
-                # Let producers and the other workers run between batches.
-                await asyncio.sleep(0)
-                continue
-            if self._stopping:
-                return
+            budget = self.workers - len(in_progress)
+            if budget > 0:
+                if self._backlog:
+                    batch, start = self._backlog, self._backlog_at
+                else:
+                    batch, start = ring.drain(batch_size), 0
+                    if batch and self._room is not None:
+                        room, self._room = self._room, None
+                        if not room.done():
+                            room.set_result(None)
+                if batch:
+                    processed, failed, pending, end = run_batch(
+                        batch, start, self._table, on_error, budget
+                    )
+                    self._processed += processed
+                    self._failed += failed
+                    if end < len(batch):
+                        self._backlog, self._backlog_at = batch, end
+                    else:
+                        self._backlog, self._backlog_at = [], 0
+                    if pending is not None:
+                        for ev, runs in pending:
+                            task = asyncio.ensure_future(self._finish(ev, runs))
+                            in_progress.add(task)
+                            task.add_done_callback(self._finished)
+                    # Let producers and handlers in progress run between batches.
+                    await asyncio.sleep(0)
+                    continue
+                if self._stopping:
+                    return
             if self._idle is None or self._idle.done():
                 self._idle = asyncio.get_running_loop().create_future()
             idle = self._idle
-            if ring.arm():
+            # With every worker busy, sleep until one finishes (`_finished` wakes us);
+            # otherwise until the next push, if the ring is still empty once armed.
+            if budget <= 0 or ring.arm():
                 await idle
 
-    async def _run_deferred(self, ev: Any) -> None:
-        deferred = self._table.get(ev.type, ((), ()))[1]
-        if len(deferred) == 1:
-            fn, kind = deferred[0]
-            await self._run_one(ev, fn, kind)
-        else:
-            await asyncio.gather(*(self._run_one(ev, fn, kind) for fn, kind in deferred))
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._in_progress.discard(task)
         self._processed += 1
+        self._wake()
 
-    async def _run_one(self, ev: Any, fn: Handler, kind: int) -> None:
+    async def _finish(self, ev: Any, runs: list[tuple[Handler, Any, Any]]) -> None:
+        if len(runs) == 1:
+            await self._finish_run(ev, *runs[0])
+        else:
+            await asyncio.gather(*(self._finish_run(ev, *run) for run in runs))
+
+    async def _finish_run(self, ev: Any, fn: Handler, coro: Any, yielded: Any) -> None:
         try:
             async with asyncio.timeout(self.handler_timeout):
-                if kind == _ASYNC:
-                    await fn(ev)
+                if coro is None:
+                    if self._executor is None:
+                        self._executor = ThreadPoolExecutor(
+                            self.workers, thread_name_prefix="meetq-bus"
+                        )
+                    await asyncio.get_running_loop().run_in_executor(self._executor, fn, ev)
                 else:
-                    await self._run_in_thread(fn, ev)
+                    await _drive(coro, yielded)
         except asyncio.CancelledError as exc:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
-                raise  # the bus itself is being stopped
-            self._failed += 1  # the handler cancelled something of its own
+                self._failed += 1
+                raise  # stop() gave up waiting
+            self._failed += 1  # the handler raised CancelledError of its own
             self._on_error(ev, fn, exc)
         except Exception as exc:
             self._failed += 1
             self._on_error(ev, fn, exc)
-
-    def _run_in_thread(self, fn: Handler, ev: Any) -> Awaitable[Any]:
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="meetq-bus")
-        return asyncio.get_running_loop().run_in_executor(self._executor, fn, ev)
 
     def _on_error(self, ev: Any, fn: Handler, exc: BaseException) -> None:
         name = getattr(fn, "__qualname__", repr(fn))
@@ -291,9 +304,45 @@ class LocalEventBus:
             "processed_events": self._processed,
             "failed_events": self._failed,
             "dropped_events": ring.dropped,
-            "pending_events": len(ring) + len(self._slow),
+            "pending_events": len(ring) + len(self._backlog) - self._backlog_at,
             "buffer_size": self.buffer_size,
         }
+
+
+async def _drive(coro: Any, yielded: Any) -> None:
+    """Finishes a handler coroutine that `dispatch` stepped once and that suspended.
+
+    This is what an asyncio Task does for a coroutine, done inside the caller's task: wait
+    for what the coroutine yielded, then resume it. Cancellation of the caller (timeout,
+    stop) is thrown into the coroutine at its await, as Task.cancel would.
+    """
+    task = asyncio.current_task()
+    while True:
+        try:
+            if yielded is None:  # a bare yield: `asyncio.sleep(0)`
+                await asyncio.sleep(0)
+            elif getattr(yielded, "_asyncio_future_blocking", None) is not None:
+                yielded._asyncio_future_blocking = False
+                await yielded
+            else:
+                yielded = coro.throw(RuntimeError(f"handler yielded {yielded!r}, not a future"))
+                continue
+        except asyncio.CancelledError:
+            if task is not None and task.cancelling():
+                try:
+                    coro.throw(asyncio.CancelledError())
+                except BaseException:  # the handler's last word after cancellation
+                    pass
+                finally:
+                    coro.close()
+                raise
+            # Only the awaited future was cancelled: the coroutine sees that on resume.
+        except Exception:  # the coroutine sees the future's error on resume
+            pass
+        try:
+            yielded = coro.send(None)
+        except StopIteration:
+            return
 
 
 class PriorityLocalEventBus(LocalEventBus):
