@@ -17,10 +17,10 @@ system-deps:
 	fi
 	@command -v cargo >/dev/null 2>&1 || { echo "cargo (Rust toolchain) is required"; exit 1; }
 
-$(VENV)/.stamp: requirements-dev.txt pyproject.toml
+$(VENV)/.stamp: requirements-dev.txt requirements-test.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements-dev.txt orjson "redis>=5,<6" hiredis uvloop
+	$(PY) -m pip install -q -r requirements-dev.txt
 	touch $@
 
 venv: $(VENV)/.stamp
@@ -38,13 +38,14 @@ wheel: venv
 testenv: wheel
 	rm -rf $(TESTVENV)
 	$(PYTHON) -m venv $(TESTVENV)
-	$(TPY) -m pip install -q dist/meetq-*.whl -r requirements-dev.txt
+	$(TPY) -m pip install -q dist/meetq-*.whl -r requirements-test.txt
 
+# The same suite on both backends, importing meetq from the installed wheel.
 test-native: testenv
-	cd tests && MEETQ_BACKEND=native ../$(TPY) -m pytest -q -c ../pyproject.toml --rootdir .. $(PYTEST_ARGS) .
+	MEETQ_BACKEND=native MEETQ_EXPECT_INSTALLED=1 $(TPY) -m pytest -q $(PYTEST_ARGS) tests
 
 test-pure: testenv
-	cd tests && MEETQ_BACKEND=pure ../$(TPY) -m pytest -q -c ../pyproject.toml --rootdir .. $(PYTEST_ARGS) .
+	MEETQ_BACKEND=pure MEETQ_EXPECT_INSTALLED=1 $(TPY) -m pytest -q $(PYTEST_ARGS) tests
 
 lint: venv
 	$(PY) -m ruff check python tests benchmarks
@@ -62,7 +63,8 @@ demo: system-deps dev
 	$(PY) -m meetq demo
 
 bench: system-deps testenv
-	cd benchmarks && MEETQ_BACKEND=native ../$(TPY) -m pytest -c ../pyproject.toml --rootdir .. . --benchmark-only
+	MEETQ_BACKEND=native $(TPY) -m pytest benchmarks --benchmark-only --benchmark-json=bench.json
+	$(TPY) benchmarks/report.py bench.json
 
 clean:
 	rm -rf $(VENV) $(TESTVENV) build dist rust/target python/meetq/*.so native/*.c

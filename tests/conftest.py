@@ -75,8 +75,11 @@ def redis_factory() -> Iterator[Callable[..., RedisServer]]:
             d.cleanup()
 
 
-@pytest.fixture(autouse=True)
-def _no_backend_override() -> None:
+@pytest.fixture(autouse=True, scope="session")
+def _the_meetq_under_test() -> None:
+    """The run tests what it says: the asked-for backend, from the installed wheel."""
     wanted = os.environ.get("MEETQ_BACKEND")
     if wanted in ("native", "pure"):
         assert meetq.backend() == wanted, f"asked for {wanted}, running {meetq.backend()}"
+    if os.environ.get("MEETQ_EXPECT_INSTALLED"):
+        assert "site-packages" in meetq.__file__, f"testing a source tree: {meetq.__file__}"
