@@ -12,7 +12,7 @@ import os
 import warnings
 from typing import Any, Literal
 
-from meetq import _dispatch, _resp, _ring
+from meetq import _dispatch, _resp, _ring, _wheel
 
 Backend = Literal["native", "pure"]
 
@@ -38,6 +38,7 @@ if _choice != "pure":
 BACKEND: Backend = "native" if native_modules else "pure"
 
 RingBuffer: Any
+TimerWheel: Any
 LocalEvent: Any
 dispatch: Any
 encode_command: Any
@@ -45,12 +46,14 @@ encode_commands: Any
 
 if native_modules:
     RingBuffer = native_modules["rs"].RingBuffer
+    TimerWheel = native_modules["rs"].TimerWheel
     LocalEvent = native_modules["rs"].LocalEvent
     dispatch = native_modules["dispatch"].dispatch
     encode_command = native_modules["resp"].encode_command
     encode_commands = native_modules["resp"].encode_commands
 else:
     RingBuffer = _ring.RingBuffer
+    TimerWheel = _wheel.TimerWheel
     LocalEvent = _ring.LocalEvent
     dispatch = _dispatch.dispatch
     encode_command = _resp.encode_command

@@ -8,6 +8,8 @@ pub mod wheel;
 
 #[cfg(feature = "extension-module")]
 mod py_event;
+#[cfg(feature = "extension-module")]
+mod py_wheel;
 
 #[cfg(feature = "extension-module")]
 use pyo3::prelude::*;
@@ -16,5 +18,6 @@ use pyo3::prelude::*;
 #[pymodule]
 fn _meetq_rs(m: &Bound<'_, PyModule>) -> PyResult<()> {
     py_event::register(m)?;
+    py_wheel::register(m)?;
     Ok(())
 }
