@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 import uvloop
-from benchutil import scale
 
+from benchutil import scale
 from meetq import LocalEventBus, _dispatch, _ring
 from meetq._native import BACKEND
 
