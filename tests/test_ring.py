@@ -231,3 +231,31 @@ def test_native_matches_pure(limit: int, lanes: int, script: list[tuple[str, int
     assert wakes[0] == wakes[1]
     assert (rings[0].accepted, rings[0].dropped) == (rings[1].accepted, rings[1].dropped)
     assert rings[0].capacity == rings[1].capacity
+
+
+def test_owner_cycle_through_the_waker_is_collected(impl: Any) -> None:
+    class Owner:
+        def __init__(self) -> None:
+            self.ring = impl.RingBuffer(4)
+            self.ring.set_waker(self.wake)
+
+        def wake(self) -> None:
+            pass
+
+    owner = Owner()
+    ref = weakref.ref(owner)
+    del owner
+    gc.collect()
+    assert ref() is None
+
+
+def test_event_cycle_through_the_payload_is_collected(impl: Any) -> None:
+    payload: dict[str, Any] = {}
+    ev = impl.LocalEvent("t", payload)
+    payload["self"] = ev
+    token = Token()
+    payload["token"] = token
+    ref = weakref.ref(token)
+    del ev, payload, token
+    gc.collect()
+    assert ref() is None

@@ -6,6 +6,7 @@ use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use pyo3::prelude::*;
+use pyo3::{PyTraverseError, PyVisit};
 use pyo3::types::{PyDict, PyList, PyString};
 
 use crate::ring::{Pushed, Ring};
@@ -54,6 +55,12 @@ impl LocalEvent {
 
 #[pymethods]
 impl LocalEvent {
+    /// Lets the cycle collector see through events (a payload may point back at them).
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.payload)?;
+        visit.call(&self.source)
+    }
+
     #[new]
     #[pyo3(signature = (r#type, payload=None, source=None, timestamp=None, priority=NORMAL))]
     fn py_new(
@@ -132,6 +139,23 @@ impl RingBuffer {
 
 #[pymethods]
 impl RingBuffer {
+    /// The waker usually points back at the ring's owner (bus -> ring -> waker -> bus):
+    /// showing it to the cycle collector keeps such a bus collectable.
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        if let Ok(waker) = self.waker.try_lock() {
+            if let Some(w) = waker.as_ref() {
+                visit.call(w)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn __clear__(&self) {
+        if let Ok(mut waker) = self.waker.try_lock() {
+            *waker = None;
+        }
+    }
+
     #[new]
     #[pyo3(signature = (limit, lanes=1))]
     fn py_new(limit: usize, lanes: usize) -> PyResult<Self> {
