@@ -5,10 +5,10 @@ same code runs on Redis Cluster (queues spread across shards).
 
     meetq:{Q}:ready:3 .. ready:0   list   ids waiting, FIFO per priority (3 = CRITICAL)
     meetq:{Q}:msg                  hash   id -> "<priority digit>" + encoded message
+                                          id\0l -> lease token of the current delivery
+                                          id\0a -> deliveries so far
+                                          id\0r -> handler failures so far (retry_count)
     meetq:{Q}:inflight             zset   id -> lease deadline (Redis server time, ms)
-    meetq:{Q}:lease                hash   id -> lease token of the current delivery
-    meetq:{Q}:att                  hash   id -> deliveries so far
-    meetq:{Q}:retries              hash   id -> handler failures so far (Message.retry_count)
     meetq:{Q}:delayed              zset   id -> due time (server ms): delays and retry backoff
     meetq:{Q}:dlq                  zset   id -> time it died (server ms), oldest first
     meetq:{Q}:dlqinfo              hash   id -> JSON {reason, time, deliveries, retries}
@@ -19,11 +19,19 @@ same code runs on Redis Cluster (queues spread across shards).
 A live message id is in exactly one of ready/delayed/inflight/dlq; its body stays in `msg`
 until it is acked or purged. The priority digit in front of the body lets the scripts
 route a promoted id without decoding the message.
+
+The per-message counters live beside the body in the one big `msg` hash rather than in
+hashes of their own: a hash of a few hundred fields is a listpack (linear inserts), so
+small per-lease hashes made every batched HSET quadratic; `msg` holds the backlog and is a
+real hash table whenever it is large. Ids must not contain a NUL byte.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+META_SEP = "\0"
+"""Separator between an id and its counter suffix in the `msg` hash (l, a, r)."""
 
 READY_LEVELS = (3, 2, 1, 0)
 """Priorities from highest to lowest: the order the dequeue script pops them in."""
@@ -49,9 +57,6 @@ class QueueKeys:
             *(self.ready(level) for level in READY_LEVELS),
             p + "msg",
             p + "inflight",
-            p + "lease",
-            p + "att",
-            p + "retries",
             p + "delayed",
             p + "dlq",
             p + "dlqinfo",

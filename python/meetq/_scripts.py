@@ -6,7 +6,8 @@ matter. A message moves ready -> inflight (dequeue) -> gone (ack) / delayed (ret
 and delayed -> ready, inflight -> ready (lease expired) are done lazily by every dequeue.
 
 Lease tokens: every delivery gets a fresh token from the `seq` counter, stored in `lease`
-while the message is in flight. Ack, fail, extend and release act only when the caller's
+while the message is in flight
+(field `id\\0l` of the `msg` hash). Ack, fail, extend and release act only when the caller's
 token is the current one, so an ack from a worker whose lease expired (and whose message
 was delivered again) can never delete the new delivery.
 """
@@ -22,14 +23,18 @@ import redis.asyncio
 from redis.exceptions import NoScriptError
 
 _PRELUDE = """
-local K_MSG, K_INF, K_LEASE, K_ATT, K_RETRY = KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
-local K_DELAYED, K_DLQ, K_DLQINFO = KEYS[10], KEYS[11], KEYS[12]
-local K_STATS, K_WAKE = KEYS[13], KEYS[14]
+local K_MSG, K_INF, K_DELAYED, K_DLQ = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local K_DLQINFO, K_STATS, K_WAKE = KEYS[9], KEYS[10], KEYS[11]
 
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
+
+-- counters beside the body in the msg hash: lease token, deliveries, retries
+local function fl(id) return id .. '\\0l' end
+local function fa(id) return id .. '\\0a' end
+local function fr(id) return id .. '\\0r' end
 
 -- the ready list of a stored body: its first byte is the priority digit
 local function ready_key(body)
@@ -48,6 +53,18 @@ local function chunked(cmd, key, list)
   end
 end
 
+-- deletes the bodies and counters of ids
+local function forget(ids)
+  local f = {}
+  for _, id in ipairs(ids) do
+    f[#f + 1] = id
+    f[#f + 1] = fl(id)
+    f[#f + 1] = fa(id)
+    f[#f + 1] = fr(id)
+  end
+  chunked('HDEL', K_MSG, f)
+end
+
 -- drops DLQ entries beyond the count bound and older than the age bound
 local function trim_dlq(now, dlq_max, dlq_age_ms)
   local drop = {}
@@ -61,21 +78,18 @@ local function trim_dlq(now, dlq_max, dlq_age_ms)
   end
   if #drop > 0 then
     chunked('ZREM', K_DLQ, drop)
-    chunked('HDEL', K_MSG, drop)
-    chunked('HDEL', K_ATT, drop)
-    chunked('HDEL', K_RETRY, drop)
     chunked('HDEL', K_DLQINFO, drop)
+    forget(drop)
   end
 end
 
 -- moves an id that is in none of ready/delayed/inflight into the DLQ
 local function to_dlq(id, reason, now)
-  local att = tonumber(redis.call('HGET', K_ATT, id) or '0') or 0
-  local retries = tonumber(redis.call('HGET', K_RETRY, id) or '0') or 0
-  redis.call('HDEL', K_LEASE, id)
+  local c = redis.call('HMGET', K_MSG, fa(id), fr(id))
+  redis.call('HDEL', K_MSG, fl(id))
   redis.call('ZADD', K_DLQ, now, id)
-  redis.call('HSET', K_DLQINFO, id, cjson.encode(
-    {reason = reason, time = now / 1000, deliveries = att, retries = retries}))
+  redis.call('HSET', K_DLQINFO, id, cjson.encode({reason = reason, time = now / 1000,
+    deliveries = tonumber(c[1] or '0') or 0, retries = tonumber(c[2] or '0') or 0}))
   redis.call('HINCRBY', K_STATS, 'dead_letter', 1)
 end
 """
@@ -90,22 +104,17 @@ local now = now_ms()
 local acked = 0
 
 if n_acks > 0 then
-  local ids, tokens = {}, {}
-  for i = 7, 6 + 2 * n_acks, 2 do
-    ids[#ids + 1] = ARGV[i]
-    tokens[#tokens + 1] = ARGV[i + 1]
-  end
-  local cur = redis.call('HMGET', K_LEASE, unpack(ids))
+  local fields = {}
+  for i = 7, 6 + 2 * n_acks, 2 do fields[#fields + 1] = fl(ARGV[i]) end
+  local cur = redis.call('HMGET', K_MSG, unpack(fields))
   local done = {}
-  for i = 1, #ids do
-    if cur[i] == tokens[i] then done[#done + 1] = ids[i] end
+  for i = 1, n_acks do
+    local j = 5 + 2 * i
+    if cur[i] == ARGV[j + 1] then done[#done + 1] = ARGV[j] end
   end
   if #done > 0 then
     chunked('ZREM', K_INF, done)
-    chunked('HDEL', K_MSG, done)
-    chunked('HDEL', K_LEASE, done)
-    chunked('HDEL', K_ATT, done)
-    chunked('HDEL', K_RETRY, done)
+    forget(done)
     redis.call('HINCRBY', K_STATS, 'processed', #done)
     acked = #done
   end
@@ -129,18 +138,18 @@ end
 local expired = redis.call('ZRANGEBYSCORE', K_INF, '-inf', now, 'LIMIT', 0, 1000)
 if #expired > 0 then
   chunked('ZREM', K_INF, expired)
-  chunked('HDEL', K_LEASE, expired)
   for _, id in ipairs(expired) do
-    local body = redis.call('HGET', K_MSG, id)
-    local att = tonumber(redis.call('HGET', K_ATT, id) or '0') or 0
-    if not body then
+    redis.call('HDEL', K_MSG, fl(id))
+    local c = redis.call('HMGET', K_MSG, id, fa(id))
+    local att = tonumber(c[2] or '0') or 0
+    if not c[1] then
       to_dlq(id, 'missing body (leased entry without a stored message)', now)
       died = true
     elseif max_del > 0 and att >= max_del then
       to_dlq(id, 'lease expired after ' .. att .. ' deliveries (worker lost or stuck)', now)
       died = true
     else
-      redis.call('LPUSH', ready_key(body), id)
+      redis.call('LPUSH', ready_key(c[1]), id)
     end
   end
 end
@@ -157,27 +166,31 @@ end
 
 local out = {acked, -1, 0}
 if #ids > 0 then
-  local bodies = redis.call('HMGET', K_MSG, unpack(ids))
-  local atts = redis.call('HMGET', K_ATT, unpack(ids))
-  local rets = redis.call('HMGET', K_RETRY, unpack(ids))
+  local fields = {}
+  for _, id in ipairs(ids) do
+    fields[#fields + 1] = id
+    fields[#fields + 1] = fa(id)
+    fields[#fields + 1] = fr(id)
+  end
+  local got = redis.call('HMGET', K_MSG, unpack(fields))
   local seq = redis.call('HINCRBY', K_STATS, 'seq', #ids) - #ids
   local deadline = now + lease_ms
-  local zargs, largs, aargs = {}, {}, {}
+  local zargs, hargs = {}, {}
   for i, id in ipairs(ids) do
-    local body = bodies[i]
+    local body = got[3 * i - 2]
     if body then
       local token = tostring(seq + i)
-      local att = (tonumber(atts[i] or '0') or 0) + 1
+      local att = (tonumber(got[3 * i - 1] or '0') or 0) + 1
       zargs[#zargs + 1] = deadline
       zargs[#zargs + 1] = id
-      largs[#largs + 1] = id
-      largs[#largs + 1] = token
-      aargs[#aargs + 1] = id
-      aargs[#aargs + 1] = att
+      hargs[#hargs + 1] = fl(id)
+      hargs[#hargs + 1] = token
+      hargs[#hargs + 1] = fa(id)
+      hargs[#hargs + 1] = att
       out[#out + 1] = id
       out[#out + 1] = token
       out[#out + 1] = att
-      out[#out + 1] = tonumber(rets[i] or '0') or 0
+      out[#out + 1] = tonumber(got[3 * i] or '0') or 0
       out[#out + 1] = string.sub(body, 2)
     else
       to_dlq(id, 'missing body (ready entry without a stored message)', now)
@@ -186,8 +199,7 @@ if #ids > 0 then
   end
   if #zargs > 0 then
     chunked('ZADD', K_INF, zargs)
-    chunked('HSET', K_LEASE, largs)
-    chunked('HSET', K_ATT, aargs)
+    chunked('HSET', K_MSG, hargs)
   end
 end
 if died then trim_dlq(now, dlq_max, dlq_age) end
@@ -221,8 +233,7 @@ for i = 1, #ARGV, 3 do
       now = now or now_ms()
       redis.call('ZADD', K_DELAYED, now + delay, id)
     else
-      local p = tonumber(string.sub(body, 1, 1)) or 1
-      local b = buckets[4 - p]
+      local b = buckets[4 - (tonumber(string.sub(body, 1, 1)) or 1)]
       b[#b + 1] = id
     end
   end
@@ -242,12 +253,12 @@ return new
 FAIL = """
 local id, token = ARGV[1], ARGV[2]
 local max_retries, delay = tonumber(ARGV[3]), tonumber(ARGV[4])
-if redis.call('HGET', K_LEASE, id) ~= token then return -1 end
+if redis.call('HGET', K_MSG, fl(id)) ~= token then return -1 end
 local now = now_ms()
 redis.call('ZREM', K_INF, id)
-redis.call('HDEL', K_LEASE, id)
+redis.call('HDEL', K_MSG, fl(id))
 redis.call('HINCRBY', K_STATS, 'failed', 1)
-local r = redis.call('HINCRBY', K_RETRY, id, 1)
+local r = redis.call('HINCRBY', K_MSG, fr(id), 1)
 if max_retries >= 0 and r <= max_retries then
   redis.call('ZADD', K_DELAYED, now + delay, id)
   redis.call('HINCRBY', K_STATS, 'retried', 1)
@@ -262,18 +273,15 @@ return 0
 # ARGV: lease_ms, (id, token) * n -> number of leases extended
 EXTEND = """
 local lease_ms = tonumber(ARGV[1])
-local ids, tokens = {}, {}
-for i = 2, #ARGV, 2 do
-  ids[#ids + 1] = ARGV[i]
-  tokens[#tokens + 1] = ARGV[i + 1]
-end
-if #ids == 0 then return 0 end
-local cur = redis.call('HMGET', K_LEASE, unpack(ids))
+local fields = {}
+for i = 2, #ARGV, 2 do fields[#fields + 1] = fl(ARGV[i]) end
+if #fields == 0 then return 0 end
+local cur = redis.call('HMGET', K_MSG, unpack(fields))
 local deadline = now_ms() + lease_ms
 local n = 0
-for i = 1, #ids do
-  if cur[i] == tokens[i] then
-    redis.call('ZADD', K_INF, 'XX', deadline, ids[i])
+for i = 1, #fields do
+  if cur[i] == ARGV[2 * i + 1] then
+    redis.call('ZADD', K_INF, 'XX', deadline, ARGV[2 * i])
     n = n + 1
   end
 end
@@ -285,10 +293,10 @@ RELEASE = """
 local n = 0
 for i = #ARGV - 1, 1, -2 do
   local id, token = ARGV[i], ARGV[i + 1]
-  if redis.call('HGET', K_LEASE, id) == token then
+  if redis.call('HGET', K_MSG, fl(id)) == token then
     redis.call('ZREM', K_INF, id)
-    redis.call('HDEL', K_LEASE, id)
-    redis.call('HINCRBY', K_ATT, id, -1)
+    redis.call('HDEL', K_MSG, fl(id))
+    redis.call('HINCRBY', K_MSG, fa(id), -1)
     local body = redis.call('HGET', K_MSG, id)
     if body then
       redis.call('LPUSH', ready_key(body), id)
@@ -308,8 +316,7 @@ for _, id in ipairs(ids) do
   local body = redis.call('HGET', K_MSG, id)
   redis.call('ZREM', K_DLQ, id)
   redis.call('HDEL', K_DLQINFO, id)
-  redis.call('HDEL', K_ATT, id)
-  redis.call('HDEL', K_RETRY, id)
+  redis.call('HDEL', K_MSG, fa(id), fr(id), fl(id))
   if body then
     redis.call('RPUSH', ready_key(body), id)
     moved = moved + 1
@@ -323,9 +330,7 @@ return moved
 PURGE_DLQ = """
 local ids = redis.call('ZRANGE', K_DLQ, 0, -1)
 if #ids > 0 then
-  chunked('HDEL', K_MSG, ids)
-  chunked('HDEL', K_ATT, ids)
-  chunked('HDEL', K_RETRY, ids)
+  forget(ids)
   redis.call('DEL', K_DLQ, K_DLQINFO)
 end
 return #ids
@@ -355,12 +360,17 @@ class Script:
     async def __call__(
         self, client: redis.asyncio.Redis, keys: Sequence[str], args: Sequence[Any]
     ) -> Any:
-        run: Callable[..., Awaitable[Any]] = client.execute_command
+        return await self.run(client.execute_command, keys, args)
+
+    async def run(
+        self, execute: Callable[..., Awaitable[Any]], keys: Sequence[str], args: Sequence[Any]
+    ) -> Any:
+        """Calls through any `execute(*command)` (redis-py or meetq's RespConnection)."""
         try:
-            return await run("EVALSHA", self.sha, len(keys), *keys, *args)
+            return await execute("EVALSHA", self.sha, len(keys), *keys, *args)
         except NoScriptError:
-            await run("SCRIPT", "LOAD", self.source)
-            return await run("EVALSHA", self.sha, len(keys), *keys, *args)
+            await execute("SCRIPT", "LOAD", self.source)
+            return await execute("EVALSHA", self.sha, len(keys), *keys, *args)
 
     def call_sync(self, client: redis.Redis, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """The same call from a thread with a blocking client (the lease renewer)."""

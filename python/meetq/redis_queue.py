@@ -41,6 +41,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import orjson
 import redis
@@ -52,6 +53,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from meetq import _scripts
 from meetq._keys import QueueKeys
+from meetq.connection import RespConnection
 from meetq.errors import MalformedMessageError, MeetqConnectionError, MessageTooLargeError
 from meetq.message import DEFAULT_MAX_SIZE, Codec, Format, Message
 from meetq.priority import Priority
@@ -63,7 +65,14 @@ T = TypeVar("T")
 
 _SYNC, _ASYNC, _THREAD = 0, 1, 2
 _PREFIX = (b"0", b"1", b"2", b"3")
-_TRANSIENT = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError, TimeoutError)
+_TRANSIENT = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    MeetqConnectionError,
+    ConnectionError,
+    OSError,
+    TimeoutError,
+)
 _ACK_CHUNK = 2000
 
 
@@ -83,6 +92,86 @@ class DeadLetter:
 def _backoff(attempt: int, base: float = 0.05, cap: float = 2.0) -> float:
     """Exponential backoff with full jitter, for reconnects."""
     return random.uniform(0.5, 1.0) * min(cap, base * 2.0 ** min(attempt, 30))
+
+
+def _url_of(client: redis.asyncio.Redis) -> str | None:
+    """The URL of a redis-py client's server, when a plain URL says everything (no TLS
+    options, no credential provider); None keeps that client's own connection code."""
+    pool = client.connection_pool
+    kw = pool.connection_kwargs
+    cls = pool.connection_class
+    if kw.get("credential_provider") is not None:
+        return None
+    auth = ""
+    if kw.get("password") is not None:
+        auth = f"{quote(kw.get('username') or '', safe='')}:{quote(kw['password'], safe='')}@"
+    db = int(kw.get("db") or 0)
+    if issubclass(cls, redis.asyncio.connection.UnixDomainSocketConnection):
+        return f"unix://{auth}{kw['path']}?db={db}"
+    if issubclass(cls, redis.asyncio.connection.SSLConnection):
+        return None
+    if issubclass(cls, redis.asyncio.connection.Connection):
+        return f"redis://{auth}{kw.get('host') or 'localhost'}:{kw.get('port') or 6379}/{db}"
+    return None
+
+
+class _Link:
+    """A connection of the queue's own for one hot path (fetch, doorbell, publish).
+
+    meetq's `RespConnection` (one write per call, hiredis replies) costs a quarter of a
+    redis-py round trip; it has no reconnect of its own, so a broken or silent connection
+    is dropped here and the next call opens a new one. Without a URL a private redis-py
+    client does the same job.
+    """
+
+    def __init__(
+        self, url: str | None, make_client: Callable[[], redis.asyncio.Redis], timeout: float
+    ) -> None:
+        self._url = url
+        self._make_client = make_client
+        self._timeout = timeout
+        self._conn: RespConnection | None = None
+        self._client: redis.asyncio.Redis | None = None
+        self._lock: asyncio.Lock | None = None
+
+    async def execute(self, *args: Any, timeout: float | None = None) -> Any:
+        if self._url is None:
+            if self._client is None:
+                self._client = self._make_client()
+            run: Callable[..., Awaitable[Any]] = self._client.execute_command
+            return await run(*args)
+        conn = self._conn
+        if conn is None or conn.closed:
+            conn = await self._open()
+        try:
+            async with asyncio.timeout(timeout or self._timeout):
+                return await conn.execute(*args)
+        except (MeetqConnectionError, TimeoutError, OSError):
+            await self._drop(conn)
+            raise
+
+    async def _open(self) -> RespConnection:
+        assert self._url is not None
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if self._conn is None or self._conn.closed:
+                self._conn = await RespConnection.connect(self._url, timeout=5.0)
+            return self._conn
+
+    async def _drop(self, conn: RespConnection) -> None:
+        if self._conn is conn:
+            self._conn = None
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(1.0):
+                await conn.close()
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._drop(self._conn)
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
 
 
 class RedisMessageQueue:
@@ -107,6 +196,7 @@ class RedisMessageQueue:
         retry_budget: float = 10.0,
         serializer: Format = "json",
         max_message_size: int = DEFAULT_MAX_SIZE,
+        resp_connection: bool = True,
     ) -> None:
         if workers <= 0:
             raise ValueError("workers must be positive")
@@ -127,6 +217,7 @@ class RedisMessageQueue:
         self.block_timeout = block_timeout
         self.retry_budget = retry_budget
         self.capacity = workers + (prefetch if prefetch is not None else max(64, 4 * workers))
+        self._fetch_max = max(1, min(1000, self.capacity // 2))
         self.codec = Codec(serializer, max_message_size)
         self.keys = QueueKeys(queue_name)
         self._keys = self.keys.all
@@ -139,20 +230,25 @@ class RedisMessageQueue:
                 redis_or_url, socket_connect_timeout=5, socket_keepalive=True
             )
             self._owns_client = True
+            url: str | None = redis_or_url
         else:
             self._client = redis_or_url
             self._owns_client = False
+            url = _url_of(redis_or_url)
+        self._url = url if resp_connection else None
+        self._pub = self._link(30.0)
+        self._fetch: _Link | None = None
+        self._block: _Link | None = None
 
         self._handlers: dict[str, tuple[Handler, int]] = {}
         self._held: dict[str, str] = {}  # id -> lease token, for everything leased here
-        self._buffer: deque[Message] = deque()
-        self._tokens: dict[str, str] = {}
-        self._running = 0
+        self._buffer: deque[tuple[Message, str, Handler, int]] = deque()
+        self._work_fut: asyncio.Future[None] | None = None
+        self._workers: list[asyncio.Task[None]] = []
         self._acks: list[str] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._kick_fut: asyncio.Future[None] | None = None
         self._fetcher: asyncio.Task[None] | None = None
-        self._blocking: redis.asyncio.Redis | None = None
         self._sync: redis.Redis | None = None
         self._renewer: threading.Thread | None = None
         self._renew_stop = threading.Event()
@@ -177,7 +273,8 @@ class RedisMessageQueue:
             return
         self._started = True
         self._stopping = False
-        self._blocking = self._clone_async(socket_timeout=self.block_timeout + 5.0)
+        self._fetch = self._link(30.0)
+        self._block = self._link(self.block_timeout + 5.0)
         self._sync = self._clone_sync()
         if any(kind == _THREAD for _, kind in self._handlers.values()):
             self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="meetq-handler")
@@ -186,12 +283,15 @@ class RedisMessageQueue:
             target=self._renew_loop, name=f"meetq-lease-{self.queue_name}", daemon=True
         )
         self._renewer.start()
-        self._fetcher = asyncio.get_running_loop().create_task(self._fetch_loop())
+        loop = asyncio.get_running_loop()
+        self._workers = [loop.create_task(self._worker()) for _ in range(self.workers)]
+        self._fetcher = loop.create_task(self._fetch_loop())
 
     async def stop(self) -> None:
         """Stop fetching, hand back unstarted messages, let running handlers finish within
         `stop_grace`, then release what is left; close only connections opened here."""
         if not self._started:
+            await self._pub.close()
             if self._owns_client:
                 await self._client.aclose()
             return
@@ -206,21 +306,30 @@ class RedisMessageQueue:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._fetcher
             self._fetcher = None
-        unstarted = [m for m in self._buffer]
+        unstarted = [(msg.id, token) for msg, token, _, _ in self._buffer]
         self._buffer.clear()
-        await self._release(unstarted)
-        if self._tasks:
-            _, pending = await asyncio.wait(set(self._tasks), timeout=self.stop_grace)
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending)
+        for mid, _ in unstarted:
+            self._held.pop(mid, None)
+        if self._work_fut is not None and not self._work_fut.done():
+            self._work_fut.set_result(None)
+        if unstarted:
+            await self._release_tokens(unstarted)
+        deadline = time.monotonic() + self.stop_grace
+        for group in (self._workers, self._tasks):
+            if group:
+                _, late = await asyncio.wait(
+                    set(group), timeout=max(0.0, deadline - time.monotonic())
+                )
+                for task in late:
+                    task.cancel()
+                if late:
+                    await asyncio.wait(late)
+        self._workers = []
         await self._flush_acks()
         leftovers = [(mid, tok) for mid, tok in self._held.items()]
         if leftovers:
             await self._release_tokens(leftovers)
         self._held.clear()
-        self._tokens.clear()
         self._renew_stop.set()
         if self._renewer is not None:
             await asyncio.get_running_loop().run_in_executor(None, self._renewer.join, 10)
@@ -228,9 +337,10 @@ class RedisMessageQueue:
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
-        if self._blocking is not None:
-            await self._blocking.aclose()
-            self._blocking = None
+        for link in (self._fetch, self._block, self._pub):
+            if link is not None:
+                await link.close()
+        self._fetch = self._block = None
         if self._sync is not None:
             self._sync.close()
             self._sync = None
@@ -254,6 +364,8 @@ class RedisMessageQueue:
 
     def _encode(self, msg: Message) -> list[Any]:
         msg.stamp()
+        if "\0" in msg.id:
+            raise ValueError("message ids must not contain NUL bytes")
         body = _PREFIX[int(msg.priority)] + self.codec.encode(msg)
         delay_ms = 0
         if msg.deliver_at:
@@ -269,7 +381,7 @@ class RedisMessageQueue:
         elif delay > 0:
             msg.deliver_at = time.time() + delay
         args = self._encode(msg)
-        await self._retrying(lambda: _scripts.publish(self._client, self._keys, args))
+        await self._retrying(lambda: _scripts.publish.run(self._pub.execute, self._keys, args))
         return msg.id
 
     async def publish_batch(self, msgs: Iterable[Message]) -> list[str]:
@@ -283,28 +395,13 @@ class RedisMessageQueue:
             ids.append(msg.id)
         if not ids:
             return ids
-        if len(chunks) == 1:
-            args = chunks[0]
-            await self._retrying(lambda: _scripts.publish(self._client, self._keys, args))
-        else:
-            await self._retrying(lambda: self._publish_pipelined(chunks))
+        # Chunks are sent back to back on one connection: still one round trip.
+        await self._retrying(
+            lambda: asyncio.gather(
+                *(_scripts.publish.run(self._pub.execute, self._keys, c) for c in chunks)
+            )
+        )
         return ids
-
-    async def _publish_pipelined(self, chunks: list[list[Any]]) -> None:
-        script = _scripts.publish
-        for attempt in range(2):
-            pipe = self._client.pipeline(transaction=False)
-            queue: Callable[..., Any] = pipe.execute_command
-            for args in chunks:
-                queue("EVALSHA", script.sha, len(self._keys), *self._keys, *args)
-            try:
-                await pipe.execute()
-                return
-            except redis.exceptions.NoScriptError:
-                if attempt:
-                    raise
-                run: Callable[..., Awaitable[Any]] = self._client.execute_command
-                await run("SCRIPT", "LOAD", script.source)
 
     async def _retrying(self, call: Callable[[], Awaitable[T]]) -> T:
         """Runs `call`, retrying transient connection errors within `retry_budget`."""
@@ -415,34 +512,56 @@ class RedisMessageQueue:
         if fut is not None and not fut.done():
             fut.set_result(None)
 
+    def _take_acks(self) -> list[str]:
+        acks = self._acks
+        if len(acks) > 2 * _ACK_CHUNK:
+            self._acks = acks[2 * _ACK_CHUNK :]
+            return acks[: 2 * _ACK_CHUNK]
+        self._acks = []
+        return acks
+
     async def _fetch_loop(self) -> None:
+        """Dequeues (with the pending acks) while there is room; with more messages waiting,
+        the next dequeue is already in flight while this batch's handlers run."""
         loop = asyncio.get_running_loop()
         blpop: asyncio.Task[Any] | None = None
+        pending: asyncio.Task[Any] | None = None
+        sent_acks: list[str] = []
+        asked = 0
         attempt = 0
         dequeue = _scripts.dequeue
         head = [0, self._lease_ms, self.max_deliveries, *self._dlq_args, 0]
+        fetch = self._fetch
+        assert fetch is not None
+
+        def ask(n: int) -> asyncio.Task[Any]:
+            nonlocal sent_acks, asked
+            sent_acks = self._take_acks()
+            asked = n
+            head[0] = n
+            head[5] = len(sent_acks) // 2
+            return loop.create_task(dequeue.run(fetch.execute, self._keys, head + sent_acks))
+
         try:
-            while not self._stopping:
-                free = self.capacity - len(self._held)
-                if free <= 0 and not self._acks:
-                    self._kick_fut = loop.create_future()
-                    await self._kick_fut
-                    continue
-                acks = self._acks
-                if len(acks) > 2 * _ACK_CHUNK:
-                    self._acks = acks[2 * _ACK_CHUNK :]
-                    acks = acks[: 2 * _ACK_CHUNK]
-                else:
-                    self._acks = []
-                head[0] = max(free, 0)
-                head[5] = len(acks) // 2
+            while True:
+                if pending is None:
+                    if self._stopping:
+                        break
+                    free = min(self.capacity - len(self._held), self._fetch_max)
+                    if free <= 0 and not self._acks:
+                        self._kick_fut = loop.create_future()
+                        await self._kick_fut
+                        self._kick_fut = None
+                        continue
+                    pending = ask(max(free, 0))
                 try:
-                    reply = await dequeue(self._client, self._keys, head + acks)
+                    reply = await pending
                 except asyncio.CancelledError:
-                    self._acks = acks + self._acks
+                    self._acks = sent_acks + self._acks
                     raise
                 except Exception as exc:
-                    self._acks = acks + self._acks
+                    self._acks = sent_acks + self._acks
+                    pending = None
                     pause = _backoff(attempt)
                     attempt += 1
                     log.warning("queue %s: fetch failed (%r); retrying", self.queue_name, exc)
@@ -451,13 +570,18 @@ class RedisMessageQueue:
                         blpop.cancel()
                         blpop = None
                     continue
+                pending = None
                 attempt = 0
                 got = (len(reply) - 3) // 5
+                if (reply[2] or (got and got >= asked)) and not self._stopping:
+                    room = min(self.capacity - len(self._held) - got, self._fetch_max)
+                    if room > 0:
+                        pending = ask(room)
                 if got:
                     self._deliver(reply)
-                if reply[2] or (got and got >= free):
+                if pending is not None or reply[2] or (got and got >= asked):
                     continue
-                if free <= 0 or self._acks or self._stopping:
+                if self._acks or self._stopping:
                     continue
                 # Idle: wait for the doorbell, a finishing handler, or the next due time.
                 wait_ms = reply[1]
@@ -479,22 +603,25 @@ class RedisMessageQueue:
                         await asyncio.sleep(_backoff(attempt))
                         attempt += 1
         finally:
-            if blpop is not None:
-                blpop.cancel()
-                with contextlib.suppress(BaseException):
-                    await blpop
+            for task in (blpop, pending):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(BaseException):
+                        await task
 
     async def _blpop(self) -> Any:
-        assert self._blocking is not None
-        run: Callable[..., Awaitable[Any]] = self._blocking.execute_command
-        return await run("BLPOP", self._wake_key, self.block_timeout)
+        assert self._block is not None
+        return await self._block.execute("BLPOP", self._wake_key, self.block_timeout)
 
     def _deliver(self, reply: list[Any]) -> None:
-        """Decodes a dequeue reply and starts (or buffers) every message in it."""
+        """Decodes a dequeue reply; runs sync handlers inline and queues the others for the
+        worker coroutines (everything is only queued once stop() has begun)."""
         held = self._held
-        tokens = self._tokens
+        handlers = self._handlers
         decode = self.codec.decode
         buffer = self._buffer
+        stopping = self._stopping
+        queued = False
         for i in range(3, len(reply), 5):
             mid = reply[i].decode()
             token = reply[i + 1].decode()
@@ -507,33 +634,20 @@ class RedisMessageQueue:
             msg.id = mid
             msg.deliveries = reply[i + 2]
             msg.retry_count = reply[i + 3]
-            tokens[mid] = token
-            buffer.append(msg)
-        self._pump()
-
-    def _pump(self) -> None:
-        """Starts buffered messages while handler slots are free."""
-        buffer = self._buffer
-        while buffer and self._running < self.workers and not self._stopping:
-            msg = buffer.popleft()
-            token = self._tokens.pop(msg.id)
-            entry = self._handlers.get(msg.type)
+            entry = handlers.get(msg.type)
             if entry is None:
                 self._finish_failed(
-                    msg.id, token, msg, f"no handler for message type {msg.type!r}", dead=True
+                    mid, token, msg, f"no handler for message type {msg.type!r}", dead=True
                 )
-                continue
-            fn, kind = entry
-            if kind == _SYNC:
-                self._run_inline(fn, msg, token)
+            elif entry[1] == _SYNC and not stopping:
+                self._run_inline(entry[0], msg, token)
             else:
-                self._running += 1
-                task = asyncio.get_running_loop().create_task(self._run(fn, kind, msg, token))
-                self._tasks.add(task)
-                task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
+                buffer.append((msg, token, entry[0], entry[1]))
+                queued = True
+        if queued:
+            fut = self._work_fut
+            if fut is not None and not fut.done():
+                fut.set_result(None)
 
     def _run_inline(self, fn: Handler, msg: Message, token: str) -> None:
         t0 = time.monotonic()
@@ -547,27 +661,33 @@ class RedisMessageQueue:
             return
         self._finish_ok(msg, token, result)
 
-    async def _run(self, fn: Handler, kind: int, msg: Message, token: str) -> None:
-        try:
+    async def _worker(self) -> None:
+        """One handler slot: runs queued async/thread handlers one after another. A handler
+        that finishes without suspending costs no event-loop round."""
+        loop = asyncio.get_running_loop()
+        buffer = self._buffer
+        while not self._stopping:
+            if not buffer:
+                fut = self._work_fut
+                if fut is None or fut.done():
+                    fut = self._work_fut = loop.create_future()
+                await fut
+                continue
+            msg, token, fn, kind = buffer.popleft()
             try:
                 async with asyncio.timeout(msg.timeout if msg.timeout > 0 else None):
                     if kind == _ASYNC:
                         result = await fn(msg)
-                    else:
-                        loop = asyncio.get_running_loop()
+                    elif kind == _THREAD:
                         result = await loop.run_in_executor(self._executor, fn, msg)
+                    else:  # a sync handler queued while stopping never runs; see stop()
+                        result = fn(msg)
             except TimeoutError:
                 self._finish_failed(msg.id, token, msg, f"handler timed out after {msg.timeout}s")
-            except asyncio.CancelledError:
-                # stop() past its grace period: the lease is released, not failed.
-                raise
             except Exception as exc:
                 self._finish_failed(msg.id, token, msg, f"{type(exc).__name__}: {exc}")
             else:
                 self._finish_ok(msg, token, result)
-        finally:
-            self._running -= 1
-            self._pump()
 
     # ------------------------------------------------------------------ outcomes
 
@@ -664,6 +784,9 @@ class RedisMessageQueue:
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
 
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+
     async def _flush_acks(self) -> None:
         while self._acks:
             acks = self._acks[: 2 * _ACK_CHUNK]
@@ -676,16 +799,6 @@ class RedisMessageQueue:
                 log.warning(
                     "queue %s: final acks lost (%r); redelivery follows", self.queue_name, exc
                 )
-
-    async def _release(self, msgs: Sequence[Message]) -> None:
-        pairs = []
-        for msg in msgs:
-            token = self._tokens.pop(msg.id, None) or self._held.get(msg.id)
-            if token is not None:
-                pairs.append((msg.id, token))
-                self._held.pop(msg.id, None)
-        if pairs:
-            await self._release_tokens(pairs)
 
     async def _release_tokens(self, pairs: Sequence[tuple[str, str]]) -> None:
         args = [x for pair in pairs for x in pair]
@@ -724,6 +837,9 @@ class RedisMessageQueue:
         for drop in ("retry", "redis_connect_func", "parser_class", "connection_pool"):
             kwargs.pop(drop, None)
         return pool.connection_class, kwargs
+
+    def _link(self, timeout: float) -> _Link:
+        return _Link(self._url, lambda: self._clone_async(socket_timeout=timeout), timeout)
 
     def _clone_async(self, socket_timeout: float) -> redis.asyncio.Redis:
         cls, kwargs = self._conn_kwargs()

@@ -1,0 +1,242 @@
+"""meetq-only measurements of `RedisMessageQueue` on a private redis-server.
+
+    python benchmarks/bench_queue_self.py [--jobs 20000] [--json out.json]
+
+- drain: 20,000 queued no-op jobs (~100-byte payload) processed by one worker process
+  (this one), jobs/s from `start()` until the last handler ran; sync and async handlers;
+- Redis commands per job during the drain, from INFO commandstats before/after: round trips
+  (the EVALSHA/BLPOP calls the client sends) and every command including those run inside
+  the Lua scripts;
+- enqueue -> start latency (p50/p99) at a steady 500 jobs/s and 10,000 jobs/s, with the
+  publisher in a separate process publishing on a fixed schedule.
+
+Starts and stops its own redis-server on a random loopback port. Absolute numbers depend on
+the machine; the peer comparison lives in the side-by-side harness.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import redis
+import uvloop
+
+from meetq import Message, RedisMessageQueue, backend
+
+PAYLOAD = {"user_id": 12345, "meeting_id": 67890, "blob": "x" * 48}  # ~100 bytes encoded
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def redis_server() -> Iterator[str]:
+    port = _free_port()
+    with tempfile.TemporaryDirectory(prefix="meetq-bench-") as d:
+        proc = subprocess.Popen(
+            [
+                shutil.which("redis-server") or "redis-server",
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                d,
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        try:
+            r = redis.Redis(port=port)
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    r.ping()
+                    break
+                except redis.ConnectionError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.01)
+            r.close()
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
+def commandstats(url: str) -> dict[str, int]:
+    r = redis.Redis.from_url(url)
+    try:
+        info = r.info("commandstats")
+    finally:
+        r.close()
+    return {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in info.items()}
+
+
+async def drain(url: str, jobs: int, kind: str, workers: int) -> dict[str, Any]:
+    name = f"drain-{kind}"
+    q = RedisMessageQueue(url, name, workers=workers)
+    t_pub = time.perf_counter()
+    for i in range(0, jobs, 5000):
+        await q.publish_batch(
+            [Message(type="noop", payload=PAYLOAD) for _ in range(min(5000, jobs - i))]
+        )
+    enqueue_s = time.perf_counter() - t_pub
+    done = asyncio.Event()
+    count = 0
+
+    def sync_noop(msg: Message) -> None:
+        nonlocal count
+        count += 1
+        if count == jobs:
+            done.set()
+
+    async def async_noop(msg: Message) -> None:
+        sync_noop(msg)
+
+    q.register_handler("noop", sync_noop if kind == "sync" else async_noop)
+    before = commandstats(url)
+    t0 = time.perf_counter()
+    cpu0 = time.process_time()
+    await q.start()
+    await done.wait()
+    elapsed = time.perf_counter() - t0
+    cpu = time.process_time() - cpu0
+    await q.stop()
+    after = commandstats(url)
+    delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+    delta.pop("info", None)
+    round_trips = sum(delta.get(k, 0) for k in ("evalsha", "blpop", "eval", "script"))
+    return {
+        "handler": kind,
+        "workers": workers,
+        "jobs": jobs,
+        "enqueue_jobs_per_s": jobs / enqueue_s,
+        "drain_jobs_per_s": jobs / elapsed,
+        "worker_cpu_us_per_job": cpu / jobs * 1e6,
+        "round_trips_per_job": round_trips / jobs,
+        "redis_cmds_per_job_incl_lua": sum(delta.values()) / jobs,
+        "commands": {k: v for k, v in sorted(delta.items()) if v},
+    }
+
+
+PUBLISHER = r"""
+import asyncio, sys, time, uvloop
+from meetq import Message, RedisMessageQueue
+async def main(url, name, rate, seconds):
+    q = RedisMessageQueue(url, name)
+    total = int(rate * seconds)
+    t0 = time.perf_counter() + 0.2
+    sent = 0
+    while sent < total:
+        now = time.perf_counter()
+        due = min(total, int((now - t0) * rate) + 1) if now >= t0 else 0
+        if due > sent:
+            batch = [Message(type="lat", payload={"t": time.time(), "pad": "x" * 60})
+                     for _ in range(due - sent)]
+            if len(batch) == 1:
+                await q.publish(batch[0])
+            else:
+                await q.publish_batch(batch)
+            sent = due
+        nxt = t0 + sent / rate
+        await asyncio.sleep(max(0.0, nxt - time.perf_counter()))
+    await q.stop()
+uvloop.run(main(sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])))
+"""
+
+
+async def latency(url: str, rate: float, seconds: float, workers: int) -> dict[str, Any]:
+    name = f"lat-{int(rate)}"
+    q = RedisMessageQueue(url, name, workers=workers)
+    total = int(rate * seconds)
+    lat: list[float] = []
+    done = asyncio.Event()
+
+    def handler(msg: Message) -> None:
+        lat.append(time.time() - msg.payload["t"])
+        if len(lat) == total:
+            done.set()
+
+    q.register_handler("lat", handler)
+    before = commandstats(url)
+    async with q:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", PUBLISHER, url, name, str(rate), str(seconds)
+        )
+        try:
+            await asyncio.wait_for(done.wait(), seconds + 30)
+        finally:
+            if proc.returncode is None:
+                await asyncio.wait_for(proc.wait(), 30)
+    after = commandstats(url)
+    delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+    round_trips = sum(delta.get(k, 0) for k in ("evalsha", "blpop"))
+    lat.sort()
+    return {
+        "rate": rate,
+        "jobs": total,
+        "p50_ms": lat[len(lat) // 2] * 1e3,
+        "p99_ms": lat[int(len(lat) * 0.99)] * 1e3,
+        "max_ms": lat[-1] * 1e3,
+        "round_trips_per_job": round_trips / total,
+    }
+
+
+async def run(url: str, jobs: int, workers: int) -> dict[str, Any]:
+    out: dict[str, Any] = {"backend": backend(), "drain": [], "latency": []}
+    for kind in ("sync", "async"):
+        out["drain"].append(await drain(url, jobs, kind, workers))
+    for rate, seconds in ((500.0, 6.0), (10_000.0, 3.0)):
+        out["latency"].append(await latency(url, rate, seconds, workers))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--jobs", type=int, default=20_000)
+    ap.add_argument("--workers", type=int, default=100)
+    ap.add_argument("--json", default="")
+    args = ap.parse_args()
+    with redis_server() as url:
+        result = uvloop.run(run(url, args.jobs, args.workers))
+    for d in result["drain"]:
+        print(
+            f"drain {d['jobs']} jobs, {d['handler']} handler, workers={d['workers']}: "
+            f"{d['drain_jobs_per_s']:,.0f} jobs/s, {d['worker_cpu_us_per_job']:.1f} us CPU/job, "
+            f"{d['round_trips_per_job']:.3f} round trips/job, "
+            f"{d['redis_cmds_per_job_incl_lua']:.2f} redis cmds/job incl. Lua "
+            f"(enqueue {d['enqueue_jobs_per_s']:,.0f} jobs/s)"
+        )
+    for lt in result["latency"]:
+        print(
+            f"latency at {lt['rate']:,.0f} jobs/s ({lt['jobs']} jobs): p50 {lt['p50_ms']:.2f} ms, "
+            f"p99 {lt['p99_ms']:.2f} ms, max {lt['max_ms']:.2f} ms, "
+            f"{lt['round_trips_per_job']:.2f} round trips/job"
+        )
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    _ = os.environ  # the backend follows MEETQ_BACKEND
+
+
+if __name__ == "__main__":
+    main()
