@@ -175,6 +175,13 @@ def total_commands(port: int) -> int:
     return calls - 1
 
 
+def redis_cpu(port: int) -> float:
+    """CPU seconds the redis-server has used (user + sys, all threads)."""
+    info = command(port, "INFO", "cpu")
+    fields = dict(x.split(":", 1) for x in info.splitlines() if ":" in x)
+    return float(fields["used_cpu_user"]) + float(fields["used_cpu_sys"])
+
+
 def tree_cpu(root: int) -> float:
     """User+system CPU seconds of `root` and all its live descendants."""
     tick = os.sysconf("SC_CLK_TCK")
@@ -207,6 +214,7 @@ class Result:
     status: str = "ok"
     drain_rate: float | None = None
     cpu_us: float | None = None
+    redis_us: float | None = None
     cmds_per_job: float | None = None
     enqueue_rate: float | None = None
     enqueue_bulk: bool = False
@@ -324,7 +332,15 @@ def median_result(runs: list[Result]) -> Result:
     if not ok:
         return runs[-1]
     out = Result(ok[0].name, enqueue_bulk=ok[0].enqueue_bulk)
-    for attr in ("drain_rate", "cpu_us", "cmds_per_job", "enqueue_rate", "p50_ms", "p99_ms"):
+    for attr in (
+        "drain_rate",
+        "cpu_us",
+        "redis_us",
+        "cmds_per_job",
+        "enqueue_rate",
+        "p50_ms",
+        "p99_ms",
+    ):
         values = [getattr(r, attr) for r in ok if getattr(r, attr) is not None]
         setattr(out, attr, statistics.median(values) if values else None)
     out.lat_missing = max(r.lat_missing for r in ok)
@@ -354,10 +370,11 @@ def measure(ctx: Ctx, name: str) -> Result:
             _check_alive(worker, deadline, log)
             time.sleep(0.005)
         cpu0, cmds0, done0 = tree_cpu(worker.pid), total_commands(ctx.port), started(board, ctx.n)
+        rcpu0 = redis_cpu(ctx.port)
         while (done := started(board, ctx.n)) < ctx.n:
             _check_alive(worker, deadline, log, f"drained {done}/{ctx.n}")
             time.sleep(0.05)
-        cpu1, cmds1 = tree_cpu(worker.pid), total_commands(ctx.port)
+        cpu1, cmds1, rcpu1 = tree_cpu(worker.pid), total_commands(ctx.port), redis_cpu(ctx.port)
     finally:
         stop_group(worker)
     _, starts = read_board(board, ctx.n)
@@ -365,6 +382,7 @@ def measure(ctx: Ctx, name: str) -> Result:
     jobs = ctx.n - done0
     res.cpu_us = (cpu1 - cpu0) * 1e6 / jobs if jobs else None
     res.cmds_per_job = (cmds1 - cmds0) / jobs if jobs else None
+    res.redis_us = (rcpu1 - rcpu0) * 1e6 / jobs if jobs else None
     if jobs < ctx.n // 2:
         res.notes.append(f"CPU/commands over the last {jobs} jobs only")
 
@@ -482,8 +500,9 @@ def report(results: list[Result], limits: dict[str, float], ctx: Ctx, argv: list
         f"on 127.0.0.1; {os.cpu_count()} CPUs; Python {sys.version.split()[0]}.",
         "",
         "| system | drain jobs/s | × meetq | × raw Redis (RPOP -P 64) | worker CPU µs/job | "
-        "Redis cmds/job | enqueue/s | pickup p50 / p99 ms | concurrency | status |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "redis-server CPU µs/job | Redis cmds/job | enqueue/s | pickup p50 / p99 ms | "
+        "concurrency | status |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         base = meetq.drain_rate if meetq else None
@@ -492,7 +511,8 @@ def report(results: list[Result], limits: dict[str, float], ctx: Ctx, argv: list
         status = r.status + ("; " + "; ".join(r.notes) if r.notes else "")
         lines.append(
             f"| {r.name} | {fmt(r.drain_rate)} | {ratio(r.drain_rate, base)} | "
-            f"{ratio(r.drain_rate, raw_limit, 3)} | {fmt(r.cpu_us)} | {fmt(r.cmds_per_job, 1)} | "
+            f"{ratio(r.drain_rate, raw_limit, 3)} | {fmt(r.cpu_us)} | {fmt(r.redis_us)} | "
+            f"{fmt(r.cmds_per_job, 2)} | "
             f"{enq} | {lat} | {CONCURRENCY.get(r.name, '')} | {status} |"
         )
     if limits:
@@ -530,6 +550,11 @@ def main() -> int:
     args = ap.parse_args()
     n = args.n or (2_000 if args.smoke else 20_000)
     seconds = args.seconds or (2.0 if args.smoke else 10.0)
+
+    # SIGTERM/SIGHUP/SIGINT unwind through the `finally`s: every worker and the server stop.
+    # (SIGINT explicitly: a background job inherits it ignored.)
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(sig, _terminate)
 
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     with contextlib.suppress(ValueError, OSError):
@@ -571,6 +596,10 @@ def main() -> int:
     path.write_text(text)
     print(f"written to {path}", file=sys.stderr)
     return 0
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _log_tail(log: Path) -> str:
