@@ -266,10 +266,10 @@ class RespConnection(asyncio.Protocol):
         return await future
 
     def _check_open(self) -> asyncio.Transport:
+        if self._closed or self._transport is None:
+            raise MeetqConnectionError("redis connection closed") from self._lost
         if self._lost is not None:
             raise MeetqConnectionError("redis connection lost") from self._lost
-        if self._closed or self._transport is None:
-            raise MeetqConnectionError("redis connection closed")
         return self._transport
 
     # -- asyncio.Protocol ----------------------------------------------------------------
