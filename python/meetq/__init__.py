@@ -18,6 +18,7 @@ from meetq.local_bus import LocalEventBus, PriorityLocalEventBus
 from meetq.message import Message
 from meetq.priority import Priority
 from meetq.redis_queue import RedisMessageQueue
+from meetq.scheduler import Task, TaskResult, TaskScheduler, TaskStatus
 
 __version__ = "0.1.0"
 
@@ -35,7 +36,11 @@ __all__ = [
     "PriorityLocalEventBus",
     "QueueFullError",
     "RedisMessageQueue",
+    "Task",
     "TaskNotFoundError",
+    "TaskResult",
+    "TaskScheduler",
+    "TaskStatus",
     "backend",
     "events",
 ]
