@@ -146,6 +146,7 @@ async def main(url, name, rate, seconds):
     total = int(rate * seconds)
     t0 = time.perf_counter() + 0.2
     sent = 0
+    calls = 0
     while sent < total:
         now = time.perf_counter()
         due = min(total, int((now - t0) * rate) + 1) if now >= t0 else 0
@@ -156,10 +157,12 @@ async def main(url, name, rate, seconds):
                 await q.publish(batch[0])
             else:
                 await q.publish_batch(batch)
+            calls += 1
             sent = due
         nxt = t0 + sent / rate
         await asyncio.sleep(max(0.0, nxt - time.perf_counter()))
     await q.stop()
+    print(calls, flush=True)
 uvloop.run(main(sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])))
 """
 
@@ -180,16 +183,26 @@ async def latency(url: str, rate: float, seconds: float, workers: int) -> dict[s
     before = commandstats(url)
     async with q:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", PUBLISHER, url, name, str(rate), str(seconds)
+            sys.executable,
+            "-c",
+            PUBLISHER,
+            url,
+            name,
+            str(rate),
+            str(seconds),
+            stdout=asyncio.subprocess.PIPE,
         )
         try:
             await asyncio.wait_for(done.wait(), seconds + 30)
         finally:
-            if proc.returncode is None:
-                await asyncio.wait_for(proc.wait(), 30)
+            out, _ = await asyncio.wait_for(proc.communicate(), 30)
     after = commandstats(url)
     delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
-    round_trips = sum(delta.get(k, 0) for k in ("evalsha", "blpop"))
+    publisher_calls = int(out.split()[-1]) if out.strip() else 0
+    # The worker's round trips: its EVALSHAs minus those paired behind a BLPOP (one write,
+    # one reply round), i.e. evalsha - blpop + blpop; the publisher's calls are not counted.
+    worker_evalsha = delta.get("evalsha", 0) - publisher_calls
+    round_trips = worker_evalsha
     lat.sort()
     return {
         "rate": rate,
@@ -198,6 +211,8 @@ async def latency(url: str, rate: float, seconds: float, workers: int) -> dict[s
         "p99_ms": lat[int(len(lat) * 0.99)] * 1e3,
         "max_ms": lat[-1] * 1e3,
         "round_trips_per_job": round_trips / total,
+        "worker_commands_per_job": (worker_evalsha + delta.get("blpop", 0)) / total,
+        "publisher_calls_per_job": publisher_calls / total,
     }
 
 
@@ -230,7 +245,9 @@ def main() -> None:
         print(
             f"latency at {lt['rate']:,.0f} jobs/s ({lt['jobs']} jobs): p50 {lt['p50_ms']:.2f} ms, "
             f"p99 {lt['p99_ms']:.2f} ms, max {lt['max_ms']:.2f} ms, "
-            f"{lt['round_trips_per_job']:.2f} round trips/job"
+            f"worker: {lt['round_trips_per_job']:.2f} round trips/job, "
+            f"{lt['worker_commands_per_job']:.2f} commands/job "
+            f"(publisher {lt['publisher_calls_per_job']:.2f} calls/job)"
         )
     if args.json:
         with open(args.json, "w") as f:

@@ -605,9 +605,39 @@ async def test_stats_count_everything(redis_url: str) -> None:
         await q.publish(Message(type="bad", max_retries=1))
         await q.publish(Message(type="bad"))
         await async_wait_until(_stats_when(q, "total_failed", 2))
-        stats = await q.get_stats()
+        stats = await async_wait_until(_stats_when(q, "total_processed", 5))
     assert stats["total_published"] == 7
     assert stats["total_processed"] == 5
     assert stats["total_retried"] == 1 and stats["delayed_count"] == 1
     assert stats["total_dead_letter"] == 1 and stats["dead_letter_count"] == 1
     assert stats["queue_length"]["total"] == 0 and stats["processing_count"] == 0
+
+
+async def test_stop_of_an_idle_worker_is_prompt(redis_url: str) -> None:
+    q = RedisMessageQueue(redis_url, "prompt", block_timeout=5.0)
+    q.register_handler("x", lambda m: None)
+    await q.start()
+    await async_wait_until(lambda: q._kick_fut is not None, timeout=5)
+    t0 = time.monotonic()
+    await q.stop()
+    assert time.monotonic() - t0 < 2.0
+    stats = await q.get_stats()
+    assert stats["processing_count"] == 0
+
+
+@pytest.mark.parametrize("resp_connection", [True, False])
+async def test_given_client_and_both_connection_kinds(
+    redis_url: str, resp_connection: bool
+) -> None:
+    seen: list[int] = []
+    async with client(redis_url) as r:
+        q = RedisMessageQueue(r, "kinds", workers=2, resp_connection=resp_connection)
+        q.register_handler("k", lambda m: seen.append(m.payload["n"]))
+        async with q:
+            await q.publish_batch([Message(type="k", payload={"n": n}) for n in range(50)])
+            await async_wait_until(lambda: len(seen) == 50)
+            await async_wait_until(lambda: q._kick_fut is not None, timeout=5)
+            await q.publish(Message(type="k", payload={"n": 50}))
+            await async_wait_until(lambda: len(seen) == 51)
+        assert sorted(seen) == list(range(51))
+        assert await r.ping()

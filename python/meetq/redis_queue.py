@@ -49,6 +49,7 @@ import redis.asyncio
 import redis.asyncio.connection
 import redis.connection
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from meetq import _scripts
@@ -133,6 +134,7 @@ class _Link:
         self._conn: RespConnection | None = None
         self._client: redis.asyncio.Redis | None = None
         self._lock: asyncio.Lock | None = None
+        self._id: int | None = None
 
     async def execute(self, *args: Any, timeout: float | None = None) -> Any:
         if self._url is None:
@@ -149,6 +151,35 @@ class _Link:
         except (MeetqConnectionError, TimeoutError, OSError):
             await self._drop(conn)
             raise
+
+    async def execute_many(self, commands: list[tuple[Any, ...]], timeout: float) -> list[Any]:
+        """One write, replies in order; error replies are returned in place."""
+        if self._url is None:
+            if self._client is None:
+                self._client = self._make_client()
+            pipe = self._client.pipeline(transaction=False)
+            for command in commands:
+                pipe.execute_command(*command)
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
+            return replies
+        conn = self._conn
+        if conn is None or conn.closed:
+            conn = await self._open()
+        try:
+            async with asyncio.timeout(timeout):
+                return await conn.execute_many(commands)
+        except (MeetqConnectionError, TimeoutError, OSError):
+            await self._drop(conn)
+            raise
+
+    async def client_id(self) -> int | None:
+        """CLIENT ID of the connection the next call uses (cached per connection)."""
+        if self._url is not None and (self._conn is None or self._conn.closed):
+            self._id = None
+        if self._id is None:
+            with contextlib.suppress(RedisError):
+                self._id = int(await self.execute("CLIENT", "ID"))
+        return self._id
 
     async def _open(self) -> RespConnection:
         assert self._url is not None
@@ -197,6 +228,7 @@ class RedisMessageQueue:
         serializer: Format = "json",
         max_message_size: int = DEFAULT_MAX_SIZE,
         resp_connection: bool = True,
+        ack_delay: float = 0.02,
     ) -> None:
         if workers <= 0:
             raise ValueError("workers must be positive")
@@ -218,6 +250,9 @@ class RedisMessageQueue:
         self.retry_budget = retry_budget
         self.capacity = workers + (prefetch if prefetch is not None else max(64, 4 * workers))
         self._fetch_max = max(1, min(1000, self.capacity // 2))
+        self._ack_delay = min(ack_delay, visibility_timeout / 10)
+        self._ack_since = 0.0
+        self._block_id: int | None = None
         self.codec = Codec(serializer, max_message_size)
         self.keys = QueueKeys(queue_name)
         self._keys = self.keys.all
@@ -274,7 +309,7 @@ class RedisMessageQueue:
         self._started = True
         self._stopping = False
         self._fetch = self._link(30.0)
-        self._block = self._link(self.block_timeout + 5.0)
+        self._block = self._link(self.block_timeout + 5.0, single=True)
         self._sync = self._clone_sync()
         if any(kind == _THREAD for _, kind in self._handlers.values()):
             self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="meetq-handler")
@@ -521,14 +556,23 @@ class RedisMessageQueue:
         return acks
 
     async def _fetch_loop(self) -> None:
-        """Dequeues (with the pending acks) while there is room; with more messages waiting,
-        the next dequeue is already in flight while this batch's handlers run."""
+        """The one fetcher of this process.
+
+        Busy: dequeue (with the pending acks) while messages keep coming; the next dequeue
+        is already in flight while this batch's handlers run. Idle: one write of
+        [BLPOP doorbell, EVALSHA dequeue] on the doorbell connection, so the dequeue runs
+        inside Redis the moment a publisher rings, with no extra round trip; acks made
+        meanwhile are flushed at most `ack_delay` later on the fetch connection.
+        """
         loop = asyncio.get_running_loop()
-        blpop: asyncio.Task[Any] | None = None
         pending: asyncio.Task[Any] | None = None
+        pair: asyncio.Task[Any] | None = None
+        pair_n = 0
         sent_acks: list[str] = []
         asked = 0
         attempt = 0
+        drained = False
+        wait_ms = -1
         dequeue = _scripts.dequeue
         head = [0, self._lease_ms, self.max_deliveries, *self._dlq_args, 0]
         fetch = self._fetch
@@ -547,13 +591,48 @@ class RedisMessageQueue:
                 if pending is None:
                     if self._stopping:
                         break
-                    free = min(self.capacity - len(self._held), self._fetch_max)
-                    if free <= 0 and not self._acks:
-                        self._kick_fut = loop.create_future()
-                        await self._kick_fut
+                    room = min(self.capacity - len(self._held), self._fetch_max)
+                    acks = self._acks
+                    acks_due = bool(acks) and (
+                        not drained
+                        or len(acks) >= 2 * self._fetch_max
+                        or time.monotonic() - self._ack_since >= self._ack_delay
+                    )
+                    if acks_due or (room > 0 and not drained):
+                        pending = ask(0 if pair is not None or room < 0 else room)
+                    else:
+                        # Idle: the pair waits for the doorbell; wake early for acks.
+                        if pair is None and room > 0:
+                            pair_n = room
+                            pair = loop.create_task(self._doorbell_dequeue(room, wait_ms))
+                        timeout = None
+                        if self._acks:
+                            timeout = max(0.0, self._ack_since + self._ack_delay - time.monotonic())
+                        self._kick_fut = fut = loop.create_future()
+                        waiters: set[asyncio.Future[Any]] = {fut}
+                        if pair is not None:
+                            waiters.add(pair)
+                        await asyncio.wait(
+                            waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                        )
                         self._kick_fut = None
+                        if pair is not None and pair.done():
+                            finished, pair = pair, None
+                            try:
+                                reply = finished.result()
+                            except Exception as exc:
+                                log.warning("queue %s: wait failed (%r)", self.queue_name, exc)
+                                await asyncio.sleep(_backoff(attempt))
+                                attempt += 1
+                                continue
+                            if reply is not None:
+                                attempt = 0
+                                got = (len(reply) - 3) // 5
+                                wait_ms = reply[1]
+                                drained = not (reply[2] or (got and got >= pair_n))
+                                if got:
+                                    self._deliver(reply)
                         continue
-                    pending = ask(max(free, 0))
                 try:
                     reply = await pending
                 except asyncio.CancelledError:
@@ -562,56 +641,81 @@ class RedisMessageQueue:
                 except Exception as exc:
                     self._acks = sent_acks + self._acks
                     pending = None
-                    pause = _backoff(attempt)
-                    attempt += 1
                     log.warning("queue %s: fetch failed (%r); retrying", self.queue_name, exc)
-                    await asyncio.sleep(pause)
-                    if blpop is not None:
-                        blpop.cancel()
-                        blpop = None
+                    await asyncio.sleep(_backoff(attempt))
+                    attempt += 1
                     continue
                 pending = None
                 attempt = 0
                 got = (len(reply) - 3) // 5
-                if (reply[2] or (got and got >= asked)) and not self._stopping:
+                wait_ms = reply[1]
+                more = bool(reply[2] or (got and got >= asked))
+                if asked or more:
+                    drained = not more
+                if more and not self._stopping:
                     room = min(self.capacity - len(self._held) - got, self._fetch_max)
                     if room > 0:
                         pending = ask(room)
                 if got:
                     self._deliver(reply)
-                if pending is not None or reply[2] or (got and got >= asked):
-                    continue
-                if self._acks or self._stopping:
-                    continue
-                # Idle: wait for the doorbell, a finishing handler, or the next due time.
-                wait_ms = reply[1]
-                timeout = (
-                    self.block_timeout if wait_ms < 0 else min(self.block_timeout, wait_ms / 1000)
-                )
-                if blpop is None:
-                    blpop = loop.create_task(self._blpop())
-                self._kick_fut = fut = loop.create_future()
-                await asyncio.wait(
-                    (blpop, fut), timeout=max(timeout, 0.001), return_when=asyncio.FIRST_COMPLETED
-                )
-                self._kick_fut = None
-                if blpop.done():
-                    finished, blpop = blpop, None
-                    error = None if finished.cancelled() else finished.exception()
-                    if error is not None:
-                        log.warning("queue %s: wait failed (%r)", self.queue_name, error)
-                        await asyncio.sleep(_backoff(attempt))
-                        attempt += 1
         finally:
-            for task in (blpop, pending):
-                if task is not None:
-                    task.cancel()
-                    with contextlib.suppress(BaseException):
-                        await task
+            if pending is not None:
+                pending.cancel()
+                with contextlib.suppress(BaseException):
+                    await pending
+                self._acks = sent_acks + self._acks
+            if pair is not None:
+                await self._collect_pair(pair)
 
-    async def _blpop(self) -> Any:
-        assert self._block is not None
-        return await self._block.execute("BLPOP", self._wake_key, self.block_timeout)
+    async def _doorbell_dequeue(self, n: int, wait_ms: int) -> list[Any] | None:
+        """[BLPOP wake, EVALSHA dequeue] in one write; returns the dequeue reply (None when
+        the script had to be loaded first, in which case it did not run)."""
+        block = self._block
+        assert block is not None
+        timeout = self.block_timeout if wait_ms < 0 else min(self.block_timeout, wait_ms / 1000)
+        timeout = max(timeout, 0.001)
+        self._block_id = await block.client_id()
+        script = _scripts.dequeue
+        head = [n, self._lease_ms, self.max_deliveries, *self._dlq_args, 0]
+        replies = await block.execute_many(
+            [
+                ("BLPOP", self._wake_key, round(timeout, 3)),
+                ("EVALSHA", script.sha, len(self._keys), *self._keys, *head),
+            ],
+            timeout=timeout + 5.0,
+        )
+        rung, reply = replies
+        if isinstance(reply, NoScriptError):
+            await block.execute("SCRIPT", "LOAD", script.source)
+            return None
+        if isinstance(reply, Exception):
+            raise reply
+        if isinstance(rung, Exception):
+            # e.g. garbage in the doorbell key: do not spin on it
+            log.warning("queue %s: doorbell failed (%r)", self.queue_name, rung)
+            await asyncio.sleep(min(1.0, timeout))
+        result: list[Any] = reply
+        return result
+
+    async def _collect_pair(self, pair: asyncio.Task[Any]) -> None:
+        """On stop: unblocks the doorbell wait so its dequeue runs now, and keeps what it
+        leased (stop() hands it back) instead of leaving it to the visibility timeout."""
+        run: Callable[..., Awaitable[Any]] = self._client.execute_command
+        deadline = time.monotonic() + self.block_timeout + 1.0
+        while not pair.done() and time.monotonic() < deadline:
+            # repeated: the BLPOP may not have reached Redis yet when stop() begins
+            if self._block_id is not None:
+                with contextlib.suppress(Exception):
+                    await run("CLIENT", "UNBLOCK", self._block_id)
+            await asyncio.wait({pair}, timeout=0.05)
+        if not pair.done():
+            pair.cancel()
+        try:
+            reply = await pair
+        except BaseException:
+            return
+        if reply is not None and len(reply) > 3:
+            self._deliver(reply)
 
     def _deliver(self, reply: list[Any]) -> None:
         """Decodes a dequeue reply; runs sync handlers inline and queues the others for the
@@ -696,6 +800,8 @@ class RedisMessageQueue:
             self._spawn(self._reply_then_ack(msg, token, result))
             return
         self._held.pop(msg.id, None)
+        if not self._acks:
+            self._ack_since = time.monotonic()
         self._acks += (msg.id, token)
         self._kick()
 
@@ -705,6 +811,8 @@ class RedisMessageQueue:
         except Exception as exc:
             log.warning("queue %s: reply for %s failed (%r)", self.queue_name, msg.id, exc)
         self._held.pop(msg.id, None)
+        if not self._acks:
+            self._ack_since = time.monotonic()
         self._acks += (msg.id, token)
         self._kick()
 
@@ -838,13 +946,15 @@ class RedisMessageQueue:
             kwargs.pop(drop, None)
         return pool.connection_class, kwargs
 
-    def _link(self, timeout: float) -> _Link:
-        return _Link(self._url, lambda: self._clone_async(socket_timeout=timeout), timeout)
+    def _link(self, timeout: float, single: bool = False) -> _Link:
+        return _Link(self._url, lambda: self._clone_async(timeout, 1 if single else 8), timeout)
 
-    def _clone_async(self, socket_timeout: float) -> redis.asyncio.Redis:
+    def _clone_async(self, socket_timeout: float, connections: int) -> redis.asyncio.Redis:
         cls, kwargs = self._conn_kwargs()
         kwargs["socket_timeout"] = socket_timeout
-        pool = redis.asyncio.ConnectionPool(connection_class=cls, max_connections=4, **kwargs)
+        pool = redis.asyncio.ConnectionPool(
+            connection_class=cls, max_connections=connections, **kwargs
+        )
         return redis.asyncio.Redis(connection_pool=pool)
 
     def _clone_sync(self) -> redis.Redis:
