@@ -34,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import partial
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, NoReturn
 
 from meetq._native import TimerWheel
 from meetq.errors import MeetqError, QueueFullError, TaskNotFoundError
@@ -91,6 +91,8 @@ class Task:
     _timer: int = field(default=-1, init=False, repr=False)  # wheel handle, -1 = none
     _why: int = field(default=_NO_REASON, init=False, repr=False)
     _started: float = field(default=0.0, init=False, repr=False)  # epoch s, 0 = never ran
+    _ended: float = field(default=0.0, init=False, repr=False)  # epoch s, once finished
+    _error: str | None = field(default=None, init=False, repr=False)
     _future: asyncio.Future[Any] | None = field(default=None, init=False, repr=False)
     _waiters: list[asyncio.Future[TaskResult]] | None = field(default=None, init=False, repr=False)
 
@@ -105,6 +107,15 @@ class TaskResult(NamedTuple):
     duration: float
     start_time: float | None
     end_time: float
+
+
+_LANE: dict[Priority | int, int] = {p: int(p) for p in Priority}
+
+
+def _result(task: Task) -> TaskResult:
+    start = task._started or None
+    end = task._ended
+    return TaskResult(task.id, task.status, task._error, end - start if start else 0.0, start, end)
 
 
 def _ms_ceil(seconds_from_now: float) -> int:
@@ -145,9 +156,10 @@ class TaskScheduler:
         self._overdue_count = 0
         self._delayed = 0  # tasks waiting in the wheel for their delay or retry
         self._active = 0  # running async / thread handlers
-        self._live: dict[str, Task] = {}
-        self._results: dict[str, TaskResult] = {}
-        self._result_order: deque[str] = deque()
+        # Every task by id: live ones, and finished ones until evicted (oldest first from
+        # `_done`, by count and age); results are built from the finished Task on demand.
+        self._tasks: dict[str, Task] = {}
+        self._done: deque[Task] = deque()
         self._ids = itertools.count(1)
         self._prefix = f"task-{os.getpid():x}-{id(self):x}-"
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -165,46 +177,48 @@ class TaskScheduler:
     def submit(self, task: Task) -> str:
         """Queues `task` and returns its id. Raises `QueueFullError` when it is ready now
         and `buffer_size` tasks are already waiting; delayed tasks never raise it."""
+        lane = _LANE.get(task.priority)
+        if lane is None or task._where != _NEW or task.handler is None or self._closed:
+            self._reject(task)
+        tid = task.id
+        tasks = self._tasks
+        if not tid:
+            tid = task.id = self._prefix + str(next(self._ids))
+        elif tid in tasks and tasks[tid]._where != _DONE:
+            raise ValueError(f"task id {tid!r} is already scheduled")
+        task.status = TaskStatus.PENDING
+        if task.delay > 0 or task.scheduled_at is not None:
+            delay = task.delay if task.scheduled_at is None else task.scheduled_at - time.time()
+            if delay > 0:
+                tasks[tid] = task
+                self._total += 1
+                self._to_wheel(task, _ms_ceil(delay))
+                return tid
+        if self._ready >= self.buffer_size:
+            raise QueueFullError(f"task {tid!r}: {self.buffer_size} tasks already waiting")
+        tasks[tid] = task
+        self._total += 1
+        self._lanes[lane].append(task)
+        task._where = _READY
+        self._ready += 1
+        if not self._pump_scheduled:
+            self._kick()
+        return tid
+
+    def _reject(self, task: Task) -> NoReturn:
         if self._closed:
             raise MeetqError("scheduler is stopped")
         if task.handler is None:
             raise ValueError("task has no handler")
         if task._where != _NEW:
             raise ValueError(f"task {task.id!r} was already submitted")
-        lane = int(task.priority)
-        if not 0 <= lane <= 3:
-            raise ValueError(f"priority must be 0..3, got {task.priority!r}")
-        if not task.id:
-            task.id = f"{self._prefix}{next(self._ids)}"
-        elif task.id in self._live:
-            raise ValueError(f"task id {task.id!r} is already scheduled")
-        delay = task.delay
-        if task.scheduled_at is not None:
-            delay = task.scheduled_at - time.time()
-        if delay > 0:
-            self._live[task.id] = task
-            self._total += 1
-            task.status = TaskStatus.PENDING
-            self._to_wheel(task, _ms_ceil(delay))
-            return task.id
-        if self._ready >= self.buffer_size:
-            raise QueueFullError(f"task {task.id!r}: {self.buffer_size} tasks already waiting")
-        self._live[task.id] = task
-        self._total += 1
-        task.status = TaskStatus.PENDING
-        self._lanes[lane].append(task)
-        task._where = _READY
-        self._ready += 1
-        if not self._pump_scheduled and self._running and self._active < self.workers:
-            self._pump_scheduled = True
-            self._loop.call_soon(self._pump)  # type: ignore[union-attr]
-        return task.id
+        raise ValueError(f"priority must be 0..3, got {task.priority!r}")
 
     def cancel(self, task_id: str) -> bool:
         """Cancels a pending, delayed or running task (a running async handler receives
         `CancelledError`); False when the task already finished or is unknown."""
-        task = self._live.get(task_id)
-        if task is None:
+        task = self._tasks.get(task_id)
+        if task is None or task._where == _DONE:
             return False
         where = task._where
         if where == _RUNNING:
@@ -223,22 +237,18 @@ class TaskScheduler:
 
     def status(self, task_id: str) -> TaskStatus:
         """The task's current status; `TaskNotFoundError` for an unknown or forgotten id."""
-        task = self._live.get(task_id)
-        if task is not None:
-            return task.status
-        result = self._results.get(task_id)
-        if result is None:
+        task = self._tasks.get(task_id)
+        if task is None:
             raise TaskNotFoundError(task_id)
-        return result.status
+        return task.status
 
     async def wait(self, task_id: str) -> TaskResult:
         """Waits for the task to finish; `TaskNotFoundError` for an unknown id."""
-        result = self._results.get(task_id)
-        if result is not None:
-            return result
-        task = self._live.get(task_id)
+        task = self._tasks.get(task_id)
         if task is None:
             raise TaskNotFoundError(task_id)
+        if task._where == _DONE:
+            return _result(task)
         fut: asyncio.Future[TaskResult] = asyncio.get_running_loop().create_future()
         if task._waiters is None:
             task._waiters = []
@@ -281,7 +291,7 @@ class TaskScheduler:
         if self._closed:
             return []
         self._closed = True
-        dropped = [t for t in self._live.values() if t._where == _DELAYED]
+        dropped = [t for t in self._tasks.values() if t._where == _DELAYED]
         for task in dropped:
             self._unqueue(task)
             self._finish(task, TaskStatus.CANCELLED, "dropped by stop()")
@@ -361,7 +371,7 @@ class TaskScheduler:
                 self._ready += 1
 
     def _cancel_all_waiting(self) -> None:
-        for task in [t for t in self._live.values() if t._where in (_READY, _OVERDUE)]:
+        for task in [t for t in self._tasks.values() if t._where in (_READY, _OVERDUE)]:
             self._unqueue(task)
             self._finish(task, TaskStatus.CANCELLED, "cancelled by stop()")
         for lane in self._lanes:
@@ -369,7 +379,7 @@ class TaskScheduler:
         self._overdue.clear()
 
     def _cancel_running(self) -> None:
-        for task in list(self._live.values()):
+        for task in list(self._tasks.values()):
             if task._where == _RUNNING and task._why == _NO_REASON:
                 task._why = _BY_STOP
                 if task._future is not None:
@@ -388,26 +398,28 @@ class TaskScheduler:
         if not self._running:
             return
         lanes = self._lanes_high_first
-        budget = self._pump_batch
-        while self._ready and self._active < self.workers:
-            if budget == 0:
-                self._kick()  # let the loop breathe between batches
-                return
-            budget -= 1
+        run = self._run
+        workers = self.workers
+        for _ in range(self._pump_batch):
+            if not self._ready or self._active >= workers:
+                break
             task = None
             for lane in lanes:
                 while lane:
-                    candidate = lane.popleft()
-                    if candidate._where == _READY:
-                        task = candidate
+                    task = lane.popleft()
+                    if task._where == _READY:
                         break
+                    task = None  # cancelled while queued
                 if task is not None:
                     break
             assert task is not None, "ready count out of sync with the lanes"
             self._ready -= 1
             if self._overdue_count:
                 self._refill()
-            self._run(task)
+            run(task)
+        else:
+            self._kick()  # let the loop breathe between batches
+            return
         if self._idle is not None:
             self._check_idle()
 
@@ -430,8 +442,7 @@ class TaskScheduler:
             return
         if result is not None and inspect.isawaitable(result):
             self._track(task, asyncio.ensure_future(result))
-            return
-        if task._why == _BY_CANCEL:  # the handler cancelled itself
+        elif task._why == _BY_CANCEL:  # the handler cancelled itself
             self._finish(task, TaskStatus.CANCELLED, "cancelled")
         else:
             task.result = result
@@ -499,35 +510,41 @@ class TaskScheduler:
     def _finish(self, task: Task, status: TaskStatus, error: str | None) -> None:
         task.status = status
         task._where = _DONE
-        end = time.time()
-        start = task._started or None
-        result = TaskResult(task.id, status, error, end - start if start else 0.0, start, end)
-        del self._live[task.id]
+        task._error = error
+        end = task._ended = time.time()
         if status is TaskStatus.COMPLETED:
             self._completed += 1
         elif status is TaskStatus.CANCELLED:
             self._cancelled += 1
         else:
             self._failed += 1
-        self._keep(result)
+        done = self._done
+        done.append(task)
+        if len(done) > self.max_results or done[0]._ended < end - self.result_ttl:
+            self._forget_old(end)
         waiters = task._waiters
         if waiters:
             task._waiters = None
+            result = _result(task)
             for fut in waiters:
                 if not fut.done():
                     fut.set_result(result)
         if self._idle is not None:
             self._check_idle()
 
-    def _keep(self, result: TaskResult) -> None:
-        """Results stay for `result_ttl` seconds, at most `max_results` of them."""
-        results, order = self._results, self._result_order
-        if result.task_id not in results:
-            order.append(result.task_id)
-        results[result.task_id] = result
-        cutoff = result.end_time - self.result_ttl
-        while order and (len(order) > self.max_results or results[order[0]].end_time < cutoff):
-            del results[order.popleft()]
+    def _forget_old(self, now: float) -> None:
+        """Finished tasks stay for `result_ttl` seconds, at most `max_results` of them.
+
+        Over the count, the oldest eighth goes at once, so eviction is amortized."""
+        done, tasks = self._done, self._tasks
+        cutoff = now - self.result_ttl
+        keep = self.max_results
+        if len(done) > keep:
+            keep -= keep // 8
+        while done and (len(done) > keep or done[0]._ended < cutoff):
+            old = done.popleft()
+            if tasks.get(old.id) is old:  # the id may have been reused by a newer task
+                del tasks[old.id]
 
     # -- the one loop timer -----------------------------------------------------------
 
