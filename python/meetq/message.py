@@ -7,8 +7,8 @@ never a crash.
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -22,8 +22,12 @@ DEFAULT_MAX_SIZE = 1 << 20
 Format = Literal["json", "msgpack"]
 
 
+_PRIORITIES = tuple(Priority)
+
+
 def new_id() -> str:
-    return uuid.uuid4().hex
+    """128 random bits as 32 hex digits (what uuid4().hex gives, at a quarter of the cost)."""
+    return os.urandom(16).hex()
 
 
 @dataclass(slots=True)
@@ -63,28 +67,32 @@ class Message:
 
     @classmethod
     def from_dict(cls, data: Any) -> Message:
+        """Validating constructor from decoded JSON/msgpack (the worker's hot path)."""
         if not isinstance(data, dict):
             raise MalformedMessageError(f"message must be an object, got {type(data).__name__}")
+        get = data.get
         try:
             mtype = data["type"]
             if not isinstance(mtype, str) or not mtype:
                 raise MalformedMessageError("message type must be a non-empty string")
-            payload = data.get("payload") or {}
+            payload = get("payload") or {}
             if not isinstance(payload, dict):
                 raise MalformedMessageError("message payload must be an object")
+            p = get("priority", 1)
+            priority = _PRIORITIES[p] if type(p) is int and 0 <= p <= 3 else Priority(int(p))
             return cls(
-                type=mtype,
-                payload=payload,
-                priority=Priority(int(data.get("priority", Priority.NORMAL))),
-                id=str(data.get("id", "")),
-                timestamp=float(data.get("timestamp", 0.0)),
-                retry_count=int(data.get("retry_count", 0)),
-                max_retries=int(data.get("max_retries", 0)),
-                timeout=float(data.get("timeout", 30.0)),
-                source=str(data.get("source", "")),
-                destination=str(data.get("destination", "")),
-                deliver_at=float(data.get("deliver_at", 0.0)),
-                reply_to=str(data.get("reply_to", "")),
+                mtype,
+                payload,
+                priority,
+                str(get("id", "")),
+                float(get("timestamp", 0.0)),
+                int(get("retry_count", 0)),
+                int(get("max_retries", 0)),
+                float(get("timeout", 30.0)),
+                str(get("source", "")),
+                str(get("destination", "")),
+                float(get("deliver_at", 0.0)),
+                str(get("reply_to", "")),
             )
         except MalformedMessageError:
             raise

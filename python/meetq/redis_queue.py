@@ -36,7 +36,7 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
@@ -203,6 +203,37 @@ class _Link:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+
+
+class _Resume:
+    """Awaits the rest of a coroutine whose first step already ran, passing the futures it
+    waits on through to the running task (so cancellation and timeouts reach it)."""
+
+    __slots__ = ("_coro", "_first")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], first: Any) -> None:
+        self._coro = coro
+        self._first = first
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coro = self._coro
+        fut = self._first
+        while True:
+            try:
+                value = yield fut
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:
+                try:
+                    fut = coro.throw(exc)
+                except StopIteration as finished:
+                    return finished.value
+            else:
+                try:
+                    fut = coro.send(value)
+                except StopIteration as finished:
+                    return finished.value
 
 
 class RedisMessageQueue:
@@ -778,14 +809,22 @@ class RedisMessageQueue:
                 await fut
                 continue
             msg, token, fn, kind = buffer.popleft()
+            limit = msg.timeout if msg.timeout > 0 else None
             try:
-                async with asyncio.timeout(msg.timeout if msg.timeout > 0 else None):
-                    if kind == _ASYNC:
-                        result = await fn(msg)
-                    elif kind == _THREAD:
+                if kind == _ASYNC:
+                    # The first step runs eagerly: a handler that never suspends finishes
+                    # here, with no timer armed; the timeout covers the rest.
+                    coro = fn(msg)
+                    try:
+                        first = coro.send(None)
+                    except StopIteration as finished:
+                        result = finished.value
+                    else:
+                        async with asyncio.timeout(limit):
+                            result = await _Resume(coro, first)
+                else:
+                    async with asyncio.timeout(limit):
                         result = await loop.run_in_executor(self._executor, fn, msg)
-                    else:  # a sync handler queued while stopping never runs; see stop()
-                        result = fn(msg)
             except TimeoutError:
                 self._finish_failed(msg.id, token, msg, f"handler timed out after {msg.timeout}s")
             except Exception as exc:
