@@ -641,3 +641,26 @@ async def test_given_client_and_both_connection_kinds(
             await async_wait_until(lambda: len(seen) == 51)
         assert sorted(seen) == list(range(51))
         assert await r.ping()
+
+
+async def test_critical_overtakes_a_prefetched_backlog(redis_url: str) -> None:
+    q = RedisMessageQueue(redis_url, "overtake", workers=1, prefetch=50)
+    order: list[str] = []
+    gate = asyncio.Event()
+
+    async def handler(msg: Message) -> None:
+        await gate.wait()
+        order.append(msg.payload["k"])
+
+    q.register_handler("o", handler)
+    await q.publish_batch(
+        [Message(type="o", priority=Priority.LOW, payload={"k": f"low{n}"}) for n in range(10)]
+    )
+    async with q:
+        await async_wait_until(_stats_when(q, "processing_count", 10))
+        await q.publish(Message(type="o", priority=Priority.CRITICAL, payload={"k": "crit"}))
+        await async_wait_until(_stats_when(q, "processing_count", 11))
+        gate.set()
+        await async_wait_until(lambda: len(order) == 11)
+    assert order[:2] == ["low0", "crit"]
+    assert order[2:] == [f"low{n}" for n in range(1, 10)]

@@ -308,7 +308,11 @@ class RedisMessageQueue:
 
         self._handlers: dict[str, tuple[Handler, int]] = {}
         self._held: dict[str, str] = {}  # id -> lease token, for everything leased here
-        self._buffer: deque[tuple[Message, str, Handler, int]] = deque()
+        # fetched, not yet started: one FIFO per priority, highest first, so a CRITICAL
+        # message fetched behind a prefetched backlog still starts next
+        self._buffers: tuple[deque[tuple[Message, str, Handler, int]], ...] = tuple(
+            deque() for _ in range(4)
+        )
         self._work_fut: asyncio.Future[None] | None = None
         self._workers: list[asyncio.Task[None]] = []
         self._acks: list[str] = []
@@ -372,8 +376,9 @@ class RedisMessageQueue:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._fetcher
             self._fetcher = None
-        unstarted = [(msg.id, token) for msg, token, _, _ in self._buffer]
-        self._buffer.clear()
+        unstarted = [(msg.id, token) for b in self._buffers for msg, token, _, _ in b]
+        for b in self._buffers:
+            b.clear()
         for mid, _ in unstarted:
             self._held.pop(mid, None)
         if self._work_fut is not None and not self._work_fut.done():
@@ -754,7 +759,7 @@ class RedisMessageQueue:
         held = self._held
         handlers = self._handlers
         decode = self.codec.decode
-        buffer = self._buffer
+        buffers = self._buffers
         stopping = self._stopping
         queued = False
         for i in range(3, len(reply), 5):
@@ -777,7 +782,7 @@ class RedisMessageQueue:
             elif entry[1] == _SYNC and not stopping:
                 self._run_inline(entry[0], msg, token)
             else:
-                buffer.append((msg, token, entry[0], entry[1]))
+                buffers[3 - msg.priority].append((msg, token, entry[0], entry[1]))
                 queued = True
         if queued:
             fut = self._work_fut
@@ -800,15 +805,18 @@ class RedisMessageQueue:
         """One handler slot: runs queued async/thread handlers one after another. A handler
         that finishes without suspending costs no event-loop round."""
         loop = asyncio.get_running_loop()
-        buffer = self._buffer
+        buffers = self._buffers
         while not self._stopping:
-            if not buffer:
+            for buffer in buffers:
+                if buffer:
+                    msg, token, fn, kind = buffer.popleft()
+                    break
+            else:
                 fut = self._work_fut
                 if fut is None or fut.done():
                     fut = self._work_fut = loop.create_future()
                 await fut
                 continue
-            msg, token, fn, kind = buffer.popleft()
             limit = msg.timeout if msg.timeout > 0 else None
             try:
                 if kind == _ASYNC:
