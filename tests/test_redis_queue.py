@@ -558,8 +558,8 @@ async def test_stop_returns_unstarted_and_finishes_running(redis_url: str) -> No
         check_exactly_one_place(snap)
         assert len(snap["ready"]) == 4
         # released messages were not counted as deliveries
-        atts = await r.hmget(QueueKeys(name).named("msg"), [i + "\0a" for i in snap["ready"]])
-        assert atts == [b"0"] * 4
+        leases = await r.hmget(QueueKeys(name).named("msg"), [i + "\0l" for i in snap["ready"]])
+        assert leases == [b"-:0:0"] * 4
 
 
 async def _ready_len(q: RedisMessageQueue, n: int) -> bool:

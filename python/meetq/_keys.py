@@ -5,9 +5,8 @@ same code runs on Redis Cluster (queues spread across shards).
 
     meetq:{Q}:ready:3 .. ready:0   list   ids waiting, FIFO per priority (3 = CRITICAL)
     meetq:{Q}:msg                  hash   id -> "<priority digit>" + encoded message
-                                          id\0l -> lease token of the current delivery
-                                          id\0a -> deliveries so far
-                                          id\0r -> handler failures so far (retry_count)
+                                          id\0l -> "<lease token>:<deliveries>:<retries>"
+                                          ("-" for the token when not leased)
     meetq:{Q}:inflight             zset   id -> lease deadline (Redis server time, ms)
     meetq:{Q}:delayed              zset   id -> due time (server ms): delays and retry backoff
     meetq:{Q}:dlq                  zset   id -> time it died (server ms), oldest first
@@ -20,8 +19,8 @@ A live message id is in exactly one of ready/delayed/inflight/dlq; its body stay
 until it is acked or purged. The priority digit in front of the body lets the scripts
 route a promoted id without decoding the message.
 
-The per-message counters live beside the body in the one big `msg` hash rather than in
-hashes of their own: a hash of a few hundred fields is a listpack (linear inserts), so
+The lease token and counters live beside the body in the one big `msg` hash rather than
+in hashes of their own: a hash of a few hundred fields is a listpack (linear inserts), so
 small per-lease hashes made every batched HSET quadratic; `msg` holds the backlog and is a
 real hash table whenever it is large. Ids must not contain a NUL byte.
 """
@@ -31,7 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 META_SEP = "\0"
-"""Separator between an id and its counter suffix in the `msg` hash (l, a, r)."""
+"""Separator between an id and its lease-field suffix ("l") in the `msg` hash."""
 
 READY_LEVELS = (3, 2, 1, 0)
 """Priorities from highest to lowest: the order the dequeue script pops them in."""

@@ -5,11 +5,12 @@ so it is Cluster-safe) and reads the clock with `TIME`, so the clocks of workers
 matter. A message moves ready -> inflight (dequeue) -> gone (ack) / delayed (retry) / dlq,
 and delayed -> ready, inflight -> ready (lease expired) are done lazily by every dequeue.
 
-Lease tokens: every delivery gets a fresh token from the `seq` counter, stored in `lease`
-while the message is in flight
-(field `id\\0l` of the `msg` hash). Ack, fail, extend and release act only when the caller's
-token is the current one, so an ack from a worker whose lease expired (and whose message
-was delivered again) can never delete the new delivery.
+Lease tokens: every delivery gets a fresh token "<seq>:<deliveries>:<retries>" (`seq` is a
+counter in `stats`), stored in field `id\\0l` of the `msg` hash while the message is in
+flight and replaced by "-:<deliveries>:<retries>" when it leaves flight. Ack, fail, extend
+and release act only when the caller's token is the current one, so an ack from a worker
+whose lease expired (and whose message was delivered again) can never delete the new
+delivery. One field for token and counters keeps a dequeue at two hash fields per message.
 """
 
 from __future__ import annotations
@@ -31,10 +32,15 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- counters beside the body in the msg hash: lease token, deliveries, retries
+-- field id\\0l beside the body: "<token seq>:<deliveries>:<retries>" while leased,
+-- "-:<deliveries>:<retries>" otherwise (no token can match it), absent = never delivered
 local function fl(id) return id .. '\\0l' end
-local function fa(id) return id .. '\\0a' end
-local function fr(id) return id .. '\\0r' end
+local function counters(v)
+  if not v then return 0, 0 end
+  local a, r = string.match(v, ':(%d+):(%d+)$')
+  return tonumber(a) or 0, tonumber(r) or 0
+end
+local function unleased(att, ret) return '-:' .. att .. ':' .. ret end
 
 -- the ready list of a stored body: its first byte is the priority digit
 local function ready_key(body)
@@ -59,8 +65,6 @@ local function forget(ids)
   for _, id in ipairs(ids) do
     f[#f + 1] = id
     f[#f + 1] = fl(id)
-    f[#f + 1] = fa(id)
-    f[#f + 1] = fr(id)
   end
   chunked('HDEL', K_MSG, f)
 end
@@ -85,11 +89,11 @@ end
 
 -- moves an id that is in none of ready/delayed/inflight into the DLQ
 local function to_dlq(id, reason, now)
-  local c = redis.call('HMGET', K_MSG, fa(id), fr(id))
-  redis.call('HDEL', K_MSG, fl(id))
+  local att, ret = counters(redis.call('HGET', K_MSG, fl(id)))
+  redis.call('HSET', K_MSG, fl(id), unleased(att, ret))
   redis.call('ZADD', K_DLQ, now, id)
   redis.call('HSET', K_DLQINFO, id, cjson.encode({reason = reason, time = now / 1000,
-    deliveries = tonumber(c[1] or '0') or 0, retries = tonumber(c[2] or '0') or 0}))
+    deliveries = att, retries = ret}))
   redis.call('HINCRBY', K_STATS, 'dead_letter', 1)
 end
 """
@@ -139,9 +143,9 @@ local expired = redis.call('ZRANGEBYSCORE', K_INF, '-inf', now, 'LIMIT', 0, 1000
 if #expired > 0 then
   chunked('ZREM', K_INF, expired)
   for _, id in ipairs(expired) do
-    redis.call('HDEL', K_MSG, fl(id))
-    local c = redis.call('HMGET', K_MSG, id, fa(id))
-    local att = tonumber(c[2] or '0') or 0
+    local c = redis.call('HMGET', K_MSG, id, fl(id))
+    local att, ret = counters(c[2])
+    redis.call('HSET', K_MSG, fl(id), unleased(att, ret))
     if not c[1] then
       to_dlq(id, 'missing body (leased entry without a stored message)', now)
       died = true
@@ -169,28 +173,26 @@ if #ids > 0 then
   local fields = {}
   for _, id in ipairs(ids) do
     fields[#fields + 1] = id
-    fields[#fields + 1] = fa(id)
-    fields[#fields + 1] = fr(id)
+    fields[#fields + 1] = fl(id)
   end
   local got = redis.call('HMGET', K_MSG, unpack(fields))
   local seq = redis.call('HINCRBY', K_STATS, 'seq', #ids) - #ids
   local deadline = now + lease_ms
   local zargs, hargs = {}, {}
   for i, id in ipairs(ids) do
-    local body = got[3 * i - 2]
+    local body = got[2 * i - 1]
     if body then
-      local token = tostring(seq + i)
-      local att = (tonumber(got[3 * i - 1] or '0') or 0) + 1
+      local att, ret = counters(got[2 * i])
+      att = att + 1
+      local token = (seq + i) .. ':' .. att .. ':' .. ret
       zargs[#zargs + 1] = deadline
       zargs[#zargs + 1] = id
       hargs[#hargs + 1] = fl(id)
       hargs[#hargs + 1] = token
-      hargs[#hargs + 1] = fa(id)
-      hargs[#hargs + 1] = att
       out[#out + 1] = id
       out[#out + 1] = token
       out[#out + 1] = att
-      out[#out + 1] = tonumber(got[3 * i] or '0') or 0
+      out[#out + 1] = ret
       out[#out + 1] = string.sub(body, 2)
     else
       to_dlq(id, 'missing body (ready entry without a stored message)', now)
@@ -256,9 +258,10 @@ local max_retries, delay = tonumber(ARGV[3]), tonumber(ARGV[4])
 if redis.call('HGET', K_MSG, fl(id)) ~= token then return -1 end
 local now = now_ms()
 redis.call('ZREM', K_INF, id)
-redis.call('HDEL', K_MSG, fl(id))
+local att, r = counters(token)
+r = r + 1
+redis.call('HSET', K_MSG, fl(id), unleased(att, r))
 redis.call('HINCRBY', K_STATS, 'failed', 1)
-local r = redis.call('HINCRBY', K_MSG, fr(id), 1)
 if max_retries >= 0 and r <= max_retries then
   redis.call('ZADD', K_DELAYED, now + delay, id)
   redis.call('HINCRBY', K_STATS, 'retried', 1)
@@ -295,8 +298,8 @@ for i = #ARGV - 1, 1, -2 do
   local id, token = ARGV[i], ARGV[i + 1]
   if redis.call('HGET', K_MSG, fl(id)) == token then
     redis.call('ZREM', K_INF, id)
-    redis.call('HDEL', K_MSG, fl(id))
-    redis.call('HINCRBY', K_MSG, fa(id), -1)
+    local att, ret = counters(token)
+    redis.call('HSET', K_MSG, fl(id), unleased(math.max(0, att - 1), ret))
     local body = redis.call('HGET', K_MSG, id)
     if body then
       redis.call('LPUSH', ready_key(body), id)
@@ -316,7 +319,7 @@ for _, id in ipairs(ids) do
   local body = redis.call('HGET', K_MSG, id)
   redis.call('ZREM', K_DLQ, id)
   redis.call('HDEL', K_DLQINFO, id)
-  redis.call('HDEL', K_MSG, fa(id), fr(id), fl(id))
+  redis.call('HDEL', K_MSG, fl(id))
   if body then
     redis.call('RPUSH', ready_key(body), id)
     moved = moved + 1
