@@ -1,0 +1,3 @@
+from meetq.cli import main
+
+main()
