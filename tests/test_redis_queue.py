@@ -611,6 +611,7 @@ async def test_stats_count_everything(redis_url: str) -> None:
     assert stats["total_retried"] == 1 and stats["delayed_count"] == 1
     assert stats["total_dead_letter"] == 1 and stats["dead_letter_count"] == 1
     assert stats["queue_length"]["total"] == 0 and stats["processing_count"] == 0
+    assert stats["local"] == {"processed": 5, "failed": 2}
 
 
 async def test_stop_of_an_idle_worker_is_prompt(redis_url: str) -> None:
@@ -664,3 +665,47 @@ async def test_critical_overtakes_a_prefetched_backlog(redis_url: str) -> None:
         await async_wait_until(lambda: len(order) == 11)
     assert order[:2] == ["low0", "crit"]
     assert order[2:] == [f"low{n}" for n in range(1, 10)]
+
+
+@pytest.mark.parametrize("resp_connection", [True, False])
+async def test_acl_user_in_url(redis_url: str, resp_connection: bool) -> None:
+    async with client(redis_url) as admin:
+        await admin.execute_command(
+            "ACL", "SETUSER", "worker", "on", ">s3cret:pw", "~meetq:*", "&*", "+@all"
+        )
+    port = redis_url.rsplit(":", 1)[1].split("/")[0]
+    url = f"redis://worker:s3cret%3Apw@127.0.0.1:{port}/0"
+    q = RedisMessageQueue(url, "acl", visibility_timeout=0.3, resp_connection=resp_connection)
+    seen: list[str] = []
+
+    async def slow(msg: Message) -> None:
+        await asyncio.sleep(0.5)  # longer than the lease: the renewer must authenticate too
+        seen.append(msg.id)
+
+    q.register_handler("a", slow)
+    async with q:
+        mid = await q.publish(Message(type="a"))
+        await async_wait_until(lambda: seen == [mid], timeout=10)
+        stats = await async_wait_until(_stats_when(q, "total_processed", 1))
+    assert stats["total_published"] == 1
+
+
+async def test_dlq_is_bounded_by_age(redis_url: str) -> None:
+    q = RedisMessageQueue(redis_url, "aged", workers=1, dead_letter_max_age=0.2)
+    q.register_handler("x", _raise)
+    async with client(redis_url) as r, q:
+        first = await q.publish(Message(type="x"))
+        await async_wait_until(lambda: _count(q.dead_letter_count(), 1))
+        dlq_key = QueueKeys("aged").named("dlq")
+
+        async def aged() -> bool:
+            died = await r.zscore(dlq_key, first)
+            sec, usec = await r.time()
+            return died is not None and sec * 1000 + usec / 1000 - died > 250
+
+        await async_wait_until(aged)
+        second = await q.publish(Message(type="x"))
+        await async_wait_until(_stats_when(q, "total_dead_letter", 2))
+        assert [e.id for e in await q.dead_letters()] == [second]
+        snap = await snapshot(r, "aged")
+        check_exactly_one_place(snap)

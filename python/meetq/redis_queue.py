@@ -283,6 +283,8 @@ class RedisMessageQueue:
         self._fetch_max = max(1, min(1000, self.capacity // 2))
         self._ack_delay = min(ack_delay, visibility_timeout / 10)
         self._ack_since = 0.0
+        self._local_ok = 0
+        self._local_failed = 0
         self._block_id: int | None = None
         self.codec = Codec(serializer, max_message_size)
         self.keys = QueueKeys(queue_name)
@@ -515,6 +517,8 @@ class RedisMessageQueue:
             "delayed_count": int(r[5]),
             "dead_letter_count": int(r[6]),
             "workers": self.workers,
+            # this process only (the totals above are shared by every process)
+            "local": {"processed": self._local_ok, "failed": self._local_failed},
         }
 
     async def dead_letter_count(self) -> int:
@@ -843,6 +847,7 @@ class RedisMessageQueue:
     # ------------------------------------------------------------------ outcomes
 
     def _finish_ok(self, msg: Message, token: str, result: Any) -> None:
+        self._local_ok += 1
         if msg.reply_to:
             self._spawn(self._reply_then_ack(msg, token, result))
             return
@@ -897,6 +902,7 @@ class RedisMessageQueue:
         self, mid: str, token: str, msg: Message | None, reason: str, dead: bool = False
     ) -> None:
         log.info("queue %s: message %s failed: %s", self.queue_name, mid, reason)
+        self._local_failed += 1
         if dead or msg is None:
             max_retries, delay = -1, 0
         else:
