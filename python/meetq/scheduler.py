@@ -110,6 +110,10 @@ class TaskResult(NamedTuple):
 
 
 _LANE: dict[Priority | int, int] = {p: int(p) for p in Priority}
+# Hot-path constants: one global load instead of a global plus an attribute.
+_PENDING, _PROCESSING, _COMPLETED = TaskStatus.PENDING, TaskStatus.PROCESSING, TaskStatus.COMPLETED
+_CANCELLED = TaskStatus.CANCELLED
+_wall = time.time
 
 
 def _result(task: Task) -> TaskResult:
@@ -186,9 +190,9 @@ class TaskScheduler:
             tid = task.id = self._prefix + str(next(self._ids))
         elif tid in tasks and tasks[tid]._where != _DONE:
             raise ValueError(f"task id {tid!r} is already scheduled")
-        task.status = TaskStatus.PENDING
+        task.status = _PENDING
         if task.delay > 0 or task.scheduled_at is not None:
-            delay = task.delay if task.scheduled_at is None else task.scheduled_at - time.time()
+            delay = task.delay if task.scheduled_at is None else task.scheduled_at - _wall()
             if delay > 0:
                 tasks[tid] = task
                 self._total += 1
@@ -227,12 +231,12 @@ class TaskScheduler:
                 return False  # finished; its result is being recorded
             if task._why == _NO_REASON:
                 task._why = _BY_CANCEL
-                task.status = TaskStatus.CANCELLED
+                task.status = _CANCELLED
                 if fut is not None:
                     fut.cancel()
             return True
         self._unqueue(task)
-        self._finish(task, TaskStatus.CANCELLED, "cancelled")
+        self._finish(task, _CANCELLED, "cancelled")
         return True
 
     def status(self, task_id: str) -> TaskStatus:
@@ -294,7 +298,7 @@ class TaskScheduler:
         dropped = [t for t in self._tasks.values() if t._where == _DELAYED]
         for task in dropped:
             self._unqueue(task)
-            self._finish(task, TaskStatus.CANCELLED, "dropped by stop()")
+            self._finish(task, _CANCELLED, "dropped by stop()")
         if dropped:
             log.warning("stop() dropped %d delayed task(s)", len(dropped))
         if not self._running:
@@ -373,7 +377,7 @@ class TaskScheduler:
     def _cancel_all_waiting(self) -> None:
         for task in [t for t in self._tasks.values() if t._where in (_READY, _OVERDUE)]:
             self._unqueue(task)
-            self._finish(task, TaskStatus.CANCELLED, "cancelled by stop()")
+            self._finish(task, _CANCELLED, "cancelled by stop()")
         for lane in self._lanes:
             lane.clear()
         self._overdue.clear()
@@ -425,9 +429,9 @@ class TaskScheduler:
 
     def _run(self, task: Task) -> None:
         task._where = _RUNNING
-        task.status = TaskStatus.PROCESSING
+        task.status = _PROCESSING
         if not task._started:
-            task._started = time.time()
+            task._started = _wall()
         handler: Handler = task.handler  # type: ignore[assignment]
         if task.in_thread:
             if self._executor is None:
@@ -443,10 +447,10 @@ class TaskScheduler:
         if result is not None and inspect.isawaitable(result):
             self._track(task, asyncio.ensure_future(result))
         elif task._why == _BY_CANCEL:  # the handler cancelled itself
-            self._finish(task, TaskStatus.CANCELLED, "cancelled")
+            self._finish(task, _CANCELLED, "cancelled")
         else:
             task.result = result
-            self._finish(task, TaskStatus.COMPLETED, None)
+            self._finish(task, _COMPLETED, None)
 
     def _track(self, task: Task, fut: asyncio.Future[Any]) -> None:
         self._active += 1
@@ -468,12 +472,12 @@ class TaskScheduler:
             self._failed_attempt(task, None)
         elif why != _NO_REASON or fut.cancelled():
             reason = "stopped" if why == _BY_STOP else "cancelled"
-            self._finish(task, TaskStatus.CANCELLED, reason)
+            self._finish(task, _CANCELLED, reason)
         else:
             exc = fut.exception()
             if exc is None:
                 task.result = fut.result()
-                self._finish(task, TaskStatus.COMPLETED, None)
+                self._finish(task, _COMPLETED, None)
             else:
                 self._failed_attempt(task, exc)
         if self._ready and not self._pump_scheduled:
@@ -490,7 +494,7 @@ class TaskScheduler:
         if task.retry_count < task.max_retries and not self._closed:
             task.retry_count += 1
             self._retried += 1
-            task.status = TaskStatus.PENDING
+            task.status = _PENDING
             task._why = _NO_REASON
             base = min(task.retry_backoff * 2 ** (task.retry_count - 1), self.max_backoff)
             backoff = base / 2 + random.random() * base / 2  # "equal jitter"
@@ -511,10 +515,10 @@ class TaskScheduler:
         task.status = status
         task._where = _DONE
         task._error = error
-        end = task._ended = time.time()
-        if status is TaskStatus.COMPLETED:
+        end = task._ended = _wall()
+        if status is _COMPLETED:
             self._completed += 1
-        elif status is TaskStatus.CANCELLED:
+        elif status is _CANCELLED:
             self._cancelled += 1
         else:
             self._failed += 1
