@@ -709,3 +709,16 @@ async def test_dlq_is_bounded_by_age(redis_url: str) -> None:
         assert [e.id for e in await q.dead_letters()] == [second]
         snap = await snapshot(r, "aged")
         check_exactly_one_place(snap)
+
+
+async def test_script_flush_is_survived_without_delay(redis_url: str) -> None:
+    q = RedisMessageQueue(redis_url, "flush", block_timeout=5.0)
+    started = asyncio.Queue[float]()
+    q.register_handler("f", lambda m: started.put_nowait(time.monotonic()))
+    async with client(redis_url) as r, q:
+        for _ in range(3):
+            await async_wait_until(lambda: q._kick_fut is not None, timeout=5)
+            await r.script_flush()
+            t0 = time.monotonic()
+            await q.publish(Message(type="f"))
+            assert await asyncio.wait_for(started.get(), 5) - t0 < 1.0

@@ -664,8 +664,11 @@ class RedisMessageQueue:
                                 log.warning("queue %s: wait failed (%r)", self.queue_name, exc)
                                 await asyncio.sleep(_backoff(attempt))
                                 attempt += 1
+                                drained = False  # a ring may have been lost with it
                                 continue
-                            if reply is not None:
+                            if reply is None:
+                                drained = False  # the dequeue did not run: fetch now
+                            else:
                                 attempt = 0
                                 got = (len(reply) - 3) // 5
                                 wait_ms = reply[1]
