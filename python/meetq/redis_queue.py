@@ -5,13 +5,22 @@ one fetcher task that feeds `workers` local handler slots:
 
 - The fetcher calls the dequeue script, which in one round trip applies the acks of the
   handlers that finished since the last call, promotes due delayed messages and expired
-  leases, pops up to `capacity - held` ids in strict priority order and leases them. With
-  nothing ready it blocks on the queue's doorbell list (BLPOP on its own connection, capped
-  at `block_timeout` and at the next scheduled due time) and on a local future that
-  finishing handlers resolve, so a new message starts within milliseconds and acks still
-  go out while idle; it never sleep-polls.
-- Sync handlers run inline in the fetcher (no task, the fastest path); async handlers run
-  as tasks under `asyncio.timeout`; `in_thread=True` handlers run in an executor.
+  leases, pops up to `capacity - held` ids in strict priority order and leases them. While
+  messages keep coming, the next dequeue is in flight while this batch's handlers run.
+- Idle, it writes [BLPOP doorbell, EVALSHA dequeue] at once on its own connection: the
+  dequeue runs inside Redis the moment a publisher rings, so a new message starts one
+  round trip after its publish, never after a poll interval. The BLPOP is capped at
+  `block_timeout` (a dead connection is noticed) and at the next due time (delays, retry
+  backoff, leases). Acks made while idle are flushed at most `ack_delay` later.
+- Sync handlers run inline in the fetcher (no task, the fastest path; their `timeout` is
+  checked when they return, since a running sync call cannot be interrupted). Async and
+  `in_thread=True` handlers run in `workers` worker coroutines that pop the local buffers
+  (one per priority) highest first; an async handler's first step runs eagerly, and
+  `asyncio.timeout` covers the rest. `workers` bounds concurrent async/thread handlers,
+  `prefetch` the messages held beyond them.
+- The hot paths (publish, fetch, doorbell) use meetq's `RespConnection` when the server
+  can be named by a URL, else private redis-py clients; everything else goes through the
+  redis-py client (given or built from the URL).
 - Leases of everything held locally are extended by a thread with its own blocking
   connection, so a handler that hogs the event loop (even CPU-bound sync code) cannot let
   its lease expire.
@@ -237,7 +246,16 @@ class _Resume:
 
 
 class RedisMessageQueue:
-    """A reliable prioritized queue in Redis; see the module docstring for the mechanics."""
+    """A reliable prioritized queue in Redis; see the module docstring for the mechanics.
+
+    Knobs beyond DESIGN.md: `prefetch` (messages held beyond `workers`, default
+    max(64, 4 * workers)); `max_deliveries` (a lease that expires that often sends the
+    message to the DLQ: poison messages that kill workers); `dead_letter_max` and
+    `dead_letter_max_age` (the DLQ bounds, applied whenever a message dies); `stop_grace`;
+    `result_ttl` (reply lists); `block_timeout` (longest doorbell wait); `retry_budget`
+    (seconds a publisher retries before `MeetqConnectionError`); `serializer` and
+    `max_message_size`; `resp_connection=False` keeps every path on redis-py; `ack_delay`.
+    """
 
     def __init__(
         self,
@@ -448,7 +466,9 @@ class RedisMessageQueue:
     async def publish(
         self, msg: Message, *, delay: float = 0.0, deliver_at: float | None = None
     ) -> str:
-        """Stores the message once (publishing an id twice is a no-op) and returns its id."""
+        """Stores the message and returns its id. An id already in the queue (ready, delayed,
+        in flight or dead) is not stored again; once acked, the id may be used anew.
+        `delay` (seconds) or `deliver_at` (epoch seconds) defer delivery."""
         if deliver_at is not None:
             msg.deliver_at = deliver_at
         elif delay > 0:
