@@ -471,3 +471,17 @@ async def test_many_waiters_and_invalid_submissions() -> None:
         gate.release.set()
         results: list[Any] = await asyncio.gather(*waiters)
         assert {r.status for r in results} == {TaskStatus.COMPLETED}
+
+
+async def test_a_handler_returning_any_awaitable_is_awaited() -> None:
+    loop = asyncio.get_running_loop()
+
+    def returns_future(task: Task) -> asyncio.Future[int]:
+        fut: asyncio.Future[int] = loop.create_future()
+        loop.call_soon(fut.set_result, 42)
+        return fut
+
+    task = Task(type="f", handler=returns_future)
+    async with TaskScheduler() as s:
+        assert (await s.wait(s.submit(task))).status is TaskStatus.COMPLETED
+    assert task.result == 42

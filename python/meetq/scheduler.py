@@ -28,6 +28,7 @@ import math
 import os
 import random
 import time
+import types
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -114,6 +115,7 @@ _LANE: dict[Priority | int, int] = {p: int(p) for p in Priority}
 _PENDING, _PROCESSING, _COMPLETED = TaskStatus.PENDING, TaskStatus.PROCESSING, TaskStatus.COMPLETED
 _CANCELLED = TaskStatus.CANCELLED
 _wall = time.time
+_Coroutine = types.CoroutineType
 
 
 def _result(task: Task) -> TaskResult:
@@ -444,7 +446,9 @@ class TaskScheduler:
         except Exception as exc:
             self._failed_attempt(task, exc)
             return
-        if result is not None and inspect.isawaitable(result):
+        if type(result) is _Coroutine:
+            self._track(task, self._loop.create_task(result))  # type: ignore[union-attr]
+        elif result is not None and inspect.isawaitable(result):
             self._track(task, asyncio.ensure_future(result))
         elif task._why == _BY_CANCEL:  # the handler cancelled itself
             self._finish(task, _CANCELLED, "cancelled")
