@@ -722,3 +722,19 @@ async def test_script_flush_is_survived_without_delay(redis_url: str) -> None:
             t0 = time.monotonic()
             await q.publish(Message(type="f"))
             assert await asyncio.wait_for(started.get(), 5) - t0 < 1.0
+
+
+async def test_async_callable_object_is_awaited(redis_url: str) -> None:
+    seen: list[str] = []
+
+    class Handler:
+        async def __call__(self, msg: Message) -> None:
+            await asyncio.sleep(0)
+            seen.append(msg.id)
+
+    q = RedisMessageQueue(redis_url, "callable")
+    q.register_handler("c", Handler())
+    async with q:
+        mid = await q.publish(Message(type="c"))
+        await async_wait_until(lambda: seen == [mid])
+        await async_wait_until(_stats_when(q, "total_processed", 1))

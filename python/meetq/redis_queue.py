@@ -823,6 +823,14 @@ class RedisMessageQueue:
         except Exception as exc:
             self._finish_failed(msg.id, token, msg, f"{type(exc).__name__}: {exc}")
             return
+        if result is not None and inspect.iscoroutine(result):
+            # a callable that is async without looking so (partial, __call__): a worker
+            # awaits the coroutine it returned
+            self._buffers[3 - msg.priority].append((msg, token, lambda _m: result, _ASYNC))
+            fut = self._work_fut
+            if fut is not None and not fut.done():
+                fut.set_result(None)
+            return
         if msg.timeout and time.monotonic() - t0 > msg.timeout:
             self._finish_failed(msg.id, token, msg, f"handler timed out after {msg.timeout}s")
             return
