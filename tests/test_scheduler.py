@@ -31,8 +31,22 @@ from meetq import (
 SLACK = 0.5  # seconds a timer may be late on a loaded machine before a test fails
 
 
+STATS_KEYS = {
+    "total_tasks",
+    "completed_tasks",
+    "failed_tasks",
+    "cancelled_tasks",
+    "retried_tasks",
+    "active_tasks",
+    "delayed_tasks",
+    "pending_tasks",
+}
+
+
 def books_balance(s: TaskScheduler) -> bool:
+    """Every submitted task is counted exactly once: finished, running or waiting."""
     st = s.get_stats()
+    assert set(st) == STATS_KEYS
     finished = st["completed_tasks"] + st["failed_tasks"] + st["cancelled_tasks"]
     waiting = st["active_tasks"] + st["delayed_tasks"] + st["pending_tasks"]
     return bool(st["total_tasks"] == finished + waiting)
@@ -285,6 +299,9 @@ async def test_cancel_pending_delayed_and_running() -> None:
         await gate.started.wait()
         pending = s.submit(Task(type="pending", handler=lambda t: ran.append("pending")))
         delayed = s.submit(Task(type="delayed", handler=lambda t: ran.append("delayed"), delay=60))
+        st = s.get_stats()
+        assert (st["active_tasks"], st["delayed_tasks"], st["pending_tasks"]) == (1, 1, 1)
+        assert books_balance(s)
         assert s.cancel(pending) is True
         assert s.cancel(delayed) is True
         assert s.cancel(running) is True
