@@ -660,7 +660,7 @@ async def test_critical_overtakes_a_prefetched_backlog(redis_url: str) -> None:
     async with q:
         await async_wait_until(_stats_when(q, "processing_count", 10))
         await q.publish(Message(type="o", priority=Priority.CRITICAL, payload={"k": "crit"}))
-        await async_wait_until(_stats_when(q, "processing_count", 11))
+        await async_wait_until(lambda: len(q._held) == 11)  # fetched into the local buffers
         gate.set()
         await async_wait_until(lambda: len(order) == 11)
     assert order[:2] == ["low0", "crit"]
@@ -738,3 +738,21 @@ async def test_async_callable_object_is_awaited(redis_url: str) -> None:
         mid = await q.publish(Message(type="c"))
         await async_wait_until(lambda: seen == [mid])
         await async_wait_until(_stats_when(q, "total_processed", 1))
+
+
+async def test_stored_body_over_the_size_limit_is_dead_lettered(redis_url: str) -> None:
+    big_publisher = RedisMessageQueue(redis_url, "size")
+    q = RedisMessageQueue(redis_url, "size", max_message_size=500)
+    served: list[int] = []
+    q.register_handler("s", lambda m: served.append(len(m.payload["x"])))
+    try:
+        await big_publisher.publish(Message(type="s", payload={"x": "y" * 2000}))
+        await big_publisher.publish(Message(type="s", payload={"x": "y" * 10}))
+        async with q:
+            await async_wait_until(lambda: served == [10])
+            await async_wait_until(lambda: _count(q.dead_letter_count(), 1))
+            [entry] = await q.dead_letters()
+        assert entry.reason.startswith("malformed message: stored message is")
+        assert "limit 500" in entry.reason
+    finally:
+        await big_publisher.stop()
