@@ -502,3 +502,26 @@ async def test_a_handler_returning_any_awaitable_is_awaited() -> None:
     async with TaskScheduler() as s:
         assert (await s.wait(s.submit(task))).status is TaskStatus.COMPLETED
     assert task.result == 42
+
+
+async def test_one_loop_timer_and_no_periodic_poll() -> None:
+    s = TaskScheduler()
+    wakeups = 0
+    on_timer = s._on_timer
+
+    def counting_on_timer() -> None:
+        nonlocal wakeups
+        wakeups += 1
+        on_timer()
+
+    s._on_timer = counting_on_timer  # type: ignore[method-assign]
+    async with s:
+        s.submit(Task(type="far", handler=lambda t: None, delay=3600))
+        near = s.submit(Task(type="near", handler=lambda t: None, delay=0.1))
+        await s.wait(near)
+        # A poll at any useful rate would have woken dozens of times in 100 ms; the one
+        # timer wakes for the deadline (plus a re-arm if the loop clock woke it a tick early).
+        assert 1 <= wakeups <= 3
+        # ...and is now armed for the far task, an hour away.
+        assert s._timer is not None
+        assert s._timer_at - time.monotonic() * 1000 > 3_500_000

@@ -563,8 +563,10 @@ class TaskScheduler:
         if self._timer is not None:
             self._timer.cancel()
         self._timer_at = deadline_ms
-        delay = deadline_ms / 1000.0 - time.monotonic()
-        self._timer = self._loop.call_later(max(delay, 0.0), self._on_timer)  # type: ignore[union-attr]
+        # At least one tick: uvloop rounds to whole ms on a cached clock, so a shorter delay
+        # would become 0 and the loop would spin until the deadline instead of sleeping.
+        delay = max(deadline_ms / 1000.0 - time.monotonic(), 0.001)
+        self._timer = self._loop.call_later(delay, self._on_timer)  # type: ignore[union-attr]
 
     def _on_timer(self) -> None:
         self._timer = None
