@@ -585,7 +585,7 @@ class TaskScheduler:
         if nd is not None:
             self._arm(nd)
         if self._ready and self._active < self.workers:
-            self._kick()
+            self._pump()  # start due tasks now, not one loop iteration later
 
     def _is_idle(self) -> bool:
         return not (self._active or self._ready or self._overdue_count)
