@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import itertools
 import random
+import shutil
+import subprocess
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -756,3 +758,41 @@ async def test_stored_body_over_the_size_limit_is_dead_lettered(redis_url: str) 
         assert "limit 500" in entry.reason
     finally:
         await big_publisher.stop()
+
+
+@pytest.fixture
+def tls_url(redis_factory: Any, tmp_path: Any) -> str:
+    """A redis-server that also listens with TLS (self-signed certificate for 127.0.0.1)."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl not available to make a certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    tls_port = free_port()
+    redis_factory(
+        "--tls-port", str(tls_port), "--tls-cert-file", str(cert), "--tls-key-file", str(key),
+        "--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no",
+    )  # fmt: skip
+    return f"rediss://127.0.0.1:{tls_port}/0?ssl_ca_certs={cert}"
+
+
+@pytest.mark.parametrize("resp_connection", [True, False])
+async def test_rediss_url(tls_url: str, resp_connection: bool) -> None:
+    q = RedisMessageQueue(tls_url, "tls", visibility_timeout=0.3, resp_connection=resp_connection)
+    seen: list[str] = []
+
+    async def slow(msg: Message) -> None:
+        await asyncio.sleep(0.4)  # past the lease: the renewer speaks TLS as well
+        seen.append(msg.id)
+
+    q.register_handler("t", slow)
+    async with q:
+        mid = await q.publish(Message(type="t"))
+        await async_wait_until(lambda: seen == [mid], timeout=10)
+        stats = await async_wait_until(_stats_when(q, "total_processed", 1))
+    assert stats["total_published"] == 1
