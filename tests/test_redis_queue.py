@@ -796,3 +796,31 @@ async def test_rediss_url(tls_url: str, resp_connection: bool) -> None:
         await async_wait_until(lambda: seen == [mid], timeout=10)
         stats = await async_wait_until(_stats_when(q, "total_processed", 1))
     assert stats["total_published"] == 1
+
+
+async def test_handler_raising_cancelled_error_is_a_failure_not_a_dead_worker(
+    redis_url: str,
+) -> None:
+    q = RedisMessageQueue(redis_url, "cancelled", workers=1)
+    ok: list[str] = []
+
+    async def handler(msg: Message) -> None:
+        if msg.payload.get("cancel"):
+            fut = asyncio.get_running_loop().create_future()
+            fut.cancel()
+            await fut
+        ok.append(msg.id)
+
+    def sync_handler(msg: Message) -> None:
+        raise asyncio.CancelledError
+
+    q.register_handler("c", handler)
+    q.register_handler("s", sync_handler)
+    async with q:
+        await q.publish(Message(type="c", payload={"cancel": True}))
+        await q.publish(Message(type="s"))
+        await async_wait_until(lambda: _count(q.dead_letter_count(), 2))
+        mid = await q.publish(Message(type="c"))
+        await async_wait_until(lambda: ok == [mid])
+        reasons = sorted(e.reason for e in await q.dead_letters())
+    assert reasons == ["CancelledError: ", "handler was cancelled"]

@@ -820,7 +820,8 @@ class RedisMessageQueue:
         t0 = time.monotonic()
         try:
             result = fn(msg)
-        except Exception as exc:
+        except (Exception, asyncio.CancelledError) as exc:
+            # a sync handler cannot be cancelled from outside: whatever it raises is its own
             self._finish_failed(msg.id, token, msg, f"{type(exc).__name__}: {exc}")
             return
         if result is not None and inspect.iscoroutine(result):
@@ -870,6 +871,12 @@ class RedisMessageQueue:
                         result = await loop.run_in_executor(self._executor, fn, msg)
             except TimeoutError:
                 self._finish_failed(msg.id, token, msg, f"handler timed out after {msg.timeout}s")
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # stop() past its grace: the lease is released, not failed
+                # the handler's own cancellation (e.g. of a future it awaited): a failure
+                self._finish_failed(msg.id, token, msg, "handler was cancelled")
             except Exception as exc:
                 self._finish_failed(msg.id, token, msg, f"{type(exc).__name__}: {exc}")
             else:
