@@ -1017,16 +1017,19 @@ class RedisMessageQueue:
         """Thread: extends the leases of everything held here every third of the lease."""
         interval = max(0.05, self.visibility_timeout / 3)
         while not self._renew_stop.wait(interval):
-            held = self._held.copy()
-            if not held or self._sync is None:
+            held = list(self._held.copy().items())
+            sync = self._sync
+            if not held or sync is None:
                 continue
-            args: list[Any] = [self._lease_ms]
-            for pair in held.items():
-                args.extend(pair)
-            try:
-                _scripts.extend.call_sync(self._sync, self._keys, args)
-            except Exception as exc:
-                log.warning("queue %s: lease renewal failed (%r)", self.queue_name, exc)
+            for start in range(0, len(held), _ACK_CHUNK):
+                args: list[Any] = [self._lease_ms]
+                for pair in held[start : start + _ACK_CHUNK]:
+                    args.extend(pair)
+                try:
+                    _scripts.extend.call_sync(sync, self._keys, args)
+                except Exception as exc:
+                    log.warning("queue %s: lease renewal failed (%r)", self.queue_name, exc)
+                    break
 
     # ------------------------------------------------------------------ connections
 
