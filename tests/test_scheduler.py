@@ -525,3 +525,22 @@ async def test_one_loop_timer_and_no_periodic_poll() -> None:
         # ...and is now armed for the far task, an hour away.
         assert s._timer is not None
         assert s._timer_at - time.monotonic() * 1000 > 3_500_000
+
+
+async def test_cancel_of_a_running_thread_handler_stops_waiting_for_it() -> None:
+    started = threading.Event()
+    release = threading.Event()
+
+    def blocking(task: Task) -> None:
+        started.set()
+        release.wait(10)
+
+    async with TaskScheduler() as s:
+        tid = s.submit(Task(type="t", handler=blocking, in_thread=True))
+        await async_wait_until(started.is_set)
+        assert s.get_stats()["active_tasks"] == 1
+        assert s.cancel(tid)
+        result = await s.wait(tid)
+        release.set()  # a thread cannot be interrupted; the scheduler just stops waiting
+        assert result.status is TaskStatus.CANCELLED
+        assert s.get_stats()["active_tasks"] == 0
