@@ -20,6 +20,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from meetq._eager import Resume
 from meetq._native import LocalEvent, RingBuffer, dispatch
 from meetq.errors import QueueFullError
 from meetq.priority import Priority
@@ -276,7 +277,7 @@ class LocalEventBus:
                         )
                     await asyncio.get_running_loop().run_in_executor(self._executor, fn, ev)
                 else:
-                    await _drive(coro, yielded)
+                    await Resume(coro, yielded)
         except asyncio.CancelledError as exc:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
@@ -307,42 +308,6 @@ class LocalEventBus:
             "pending_events": len(ring) + len(self._backlog) - self._backlog_at,
             "buffer_size": self.buffer_size,
         }
-
-
-async def _drive(coro: Any, yielded: Any) -> None:
-    """Finishes a handler coroutine that `dispatch` stepped once and that suspended.
-
-    This is what an asyncio Task does for a coroutine, done inside the caller's task: wait
-    for what the coroutine yielded, then resume it. Cancellation of the caller (timeout,
-    stop) is thrown into the coroutine at its await, as Task.cancel would.
-    """
-    task = asyncio.current_task()
-    while True:
-        try:
-            if yielded is None:  # a bare yield: `asyncio.sleep(0)`
-                await asyncio.sleep(0)
-            elif getattr(yielded, "_asyncio_future_blocking", None) is not None:
-                yielded._asyncio_future_blocking = False
-                await yielded
-            else:
-                yielded = coro.throw(RuntimeError(f"handler yielded {yielded!r}, not a future"))
-                continue
-        except asyncio.CancelledError:
-            if task is not None and task.cancelling():
-                try:
-                    coro.throw(asyncio.CancelledError())
-                except BaseException:  # the handler's last word after cancellation
-                    pass
-                finally:
-                    coro.close()
-                raise
-            # Only the awaited future was cancelled: the coroutine sees that on resume.
-        except Exception:  # the coroutine sees the future's error on resume
-            pass
-        try:
-            yielded = coro.send(None)
-        except StopIteration:
-            return
 
 
 class PriorityLocalEventBus(LocalEventBus):
