@@ -30,7 +30,7 @@ import random
 import time
 import types
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -438,8 +438,8 @@ class TaskScheduler:
         if task.in_thread:
             if self._executor is None:
                 self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="meetq-task")
-            loop: asyncio.AbstractEventLoop = self._loop  # type: ignore[assignment]
-            self._track(task, loop.run_in_executor(self._executor, handler, task))
+            pool = self._loop.run_in_executor  # type: ignore[union-attr]
+            self._track(task, pool(self._executor, handler, task))
             return
         try:
             result = handler(task)
@@ -447,7 +447,8 @@ class TaskScheduler:
             self._failed_attempt(task, exc)
             return
         if type(result) is _Coroutine:
-            self._track(task, self._loop.create_task(result))  # type: ignore[union-attr]
+            loop: asyncio.AbstractEventLoop = self._loop  # type: ignore[assignment]
+            self._track(task, loop.create_task(self._drive(task, result)), settles=True)
         elif result is not None and inspect.isawaitable(result):
             self._track(task, asyncio.ensure_future(result))
         elif task._why == _BY_CANCEL:  # the handler cancelled itself
@@ -456,16 +457,39 @@ class TaskScheduler:
             task.result = result
             self._finish(task, _COMPLETED, None)
 
-    def _track(self, task: Task, fut: asyncio.Future[Any]) -> None:
+    def _track(self, task: Task, fut: asyncio.Future[Any], *, settles: bool = False) -> None:
+        """Counts a started async/thread attempt and arms its timeout. `settles`: the future
+        is a `_drive` task that settles the attempt itself, so no done callback is needed."""
         self._active += 1
         task._future = fut
         if task.timeout:
             deadline = _ms_ceil(task.timeout)
             task._timer = self._wheel.insert(deadline, task)
             self._arm(deadline)
-        fut.add_done_callback(partial(self._on_done, task))
+        if not settles:
+            fut.add_done_callback(partial(self._on_done, task))
+
+    async def _drive(self, task: Task, coro: Coroutine[Any, Any, Any]) -> None:
+        """Awaits an async handler and settles the attempt on the way out, saving the done
+        callback's extra loop iteration."""
+        try:
+            result = await coro
+        except asyncio.CancelledError:
+            self._settle(task, True, None, None)
+        except Exception as exc:
+            self._settle(task, False, exc, None)
+        else:
+            self._settle(task, False, None, result)
 
     def _on_done(self, task: Task, fut: asyncio.Future[Any]) -> None:
+        if fut.cancelled():
+            self._settle(task, True, None, None)
+        elif (exc := fut.exception()) is not None:
+            self._settle(task, False, exc, None)
+        else:
+            self._settle(task, False, None, fut.result())
+
+    def _settle(self, task: Task, cancelled: bool, exc: BaseException | None, result: Any) -> None:
         self._active -= 1
         task._future = None
         if task._timer >= 0:
@@ -474,16 +498,14 @@ class TaskScheduler:
         why = task._why
         if why == _BY_TIMEOUT:
             self._failed_attempt(task, None)
-        elif why != _NO_REASON or fut.cancelled():
+        elif why != _NO_REASON or cancelled:
             reason = "stopped" if why == _BY_STOP else "cancelled"
             self._finish(task, _CANCELLED, reason)
+        elif exc is None:
+            task.result = result
+            self._finish(task, _COMPLETED, None)
         else:
-            exc = fut.exception()
-            if exc is None:
-                task.result = fut.result()
-                self._finish(task, _COMPLETED, None)
-            else:
-                self._failed_attempt(task, exc)
+            self._failed_attempt(task, exc)
         if self._ready and not self._pump_scheduled:
             self._pump()
         elif self._idle is not None:
