@@ -10,7 +10,7 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import orjson
@@ -18,7 +18,7 @@ import pytest
 import redis
 import redis.asyncio
 
-from helpers import async_wait_until, free_port
+from helpers import REDIS_SERVER, async_wait_until, free_port, wait_until
 from meetq import MeetqConnectionError, Message, Priority, RedisMessageQueue, _scripts
 from meetq._keys import QueueKeys
 
@@ -824,3 +824,59 @@ async def test_handler_raising_cancelled_error_is_a_failure_not_a_dead_worker(
         await async_wait_until(lambda: ok == [mid])
         reasons = sorted(e.reason for e in await q.dead_letters())
     assert reasons == ["CancelledError: ", "handler was cancelled"]
+
+
+@pytest.fixture
+def sentinel_port(redis_server: Any, tmp_path: Any) -> Iterator[int]:
+    """A redis-sentinel process watching `redis_server` as "mymaster"; always stopped."""
+    port = free_port()
+    conf = tmp_path / "sentinel.conf"
+    conf.write_text(
+        f"port {port}\nbind 127.0.0.1\ndir {tmp_path}\n"
+        f"sentinel monitor mymaster 127.0.0.1 {redis_server.port} 1\n"
+    )
+    proc = subprocess.Popen(
+        [REDIS_SERVER, str(conf), "--sentinel"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        sync = redis.Redis(port=port, socket_timeout=1)
+        wait_until(lambda: _sentinel_knows_master(sync), timeout=10)
+        sync.close()
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def _sentinel_knows_master(sync: redis.Redis) -> bool:
+    try:
+        return bool(sync.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster"))
+    except redis.RedisError:
+        return False
+
+
+async def test_sentinel_managed_client(sentinel_port: int) -> None:
+    sentinel = redis.asyncio.Sentinel([("127.0.0.1", sentinel_port)], socket_timeout=1.0)
+    master = sentinel.master_for("mymaster", socket_timeout=3.0)
+    seen: list[int] = []
+    q = RedisMessageQueue(master, "sentinel", workers=2, visibility_timeout=0.3)
+
+    async def slow(msg: Message) -> None:
+        await asyncio.sleep(0.4)  # past the lease: renewed through the shared client
+        seen.append(msg.payload["n"])
+
+    q.register_handler("s", slow)
+    try:
+        async with q:
+            await q.publish_batch([Message(type="s", payload={"n": n}) for n in range(4)])
+            await async_wait_until(lambda: len(seen) == 4, timeout=10)
+            await async_wait_until(_stats_when(q, "total_processed", 4))
+            await async_wait_until(lambda: q._kick_fut is not None, timeout=5)
+            await q.publish(Message(type="s", payload={"n": 4}))
+            await async_wait_until(lambda: len(seen) == 5, timeout=10)
+        assert sorted(seen) == list(range(5))
+        assert await master.ping()  # the caller's client stays open
+    finally:
+        await master.aclose()

@@ -104,13 +104,26 @@ def _backoff(attempt: int, base: float = 0.05, cap: float = 2.0) -> float:
     return random.uniform(0.5, 1.0) * min(cap, base * 2.0 ** min(attempt, 30))
 
 
+_STANDARD = (
+    redis.asyncio.connection.Connection,
+    redis.asyncio.connection.SSLConnection,
+    redis.asyncio.connection.UnixDomainSocketConnection,
+)
+
+
+def _is_standard(client: redis.asyncio.Redis) -> bool:
+    """A client whose connections we can clone from its kwargs (not Sentinel-managed or
+    otherwise custom: those find their server themselves, so we share the client)."""
+    return client.connection_pool.connection_class in _STANDARD
+
+
 def _url_of(client: redis.asyncio.Redis) -> str | None:
     """The URL of a redis-py client's server, when a plain URL says everything (no TLS
     options, no credential provider); None keeps that client's own connection code."""
     pool = client.connection_pool
     kw = pool.connection_kwargs
     cls = pool.connection_class
-    if kw.get("credential_provider") is not None:
+    if kw.get("credential_provider") is not None or not _is_standard(client):
         return None
     auth = ""
     if kw.get("password") is not None:
@@ -135,9 +148,14 @@ class _Link:
     """
 
     def __init__(
-        self, url: str | None, make_client: Callable[[], redis.asyncio.Redis], timeout: float
+        self,
+        url: str | None,
+        make_client: Callable[[], redis.asyncio.Redis],
+        timeout: float,
+        owned: bool = True,
     ) -> None:
         self._url = url
+        self._owned = owned
         self._make_client = make_client
         self._timeout = timeout
         self._conn: RespConnection | None = None
@@ -183,6 +201,8 @@ class _Link:
 
     async def client_id(self) -> int | None:
         """CLIENT ID of the connection the next call uses (cached per connection)."""
+        if not self._owned:
+            return None  # a shared pool: no telling which connection serves the next call
         if self._url is not None and (self._conn is None or self._conn.closed):
             self._id = None
         if self._id is None:
@@ -210,7 +230,8 @@ class _Link:
         if self._conn is not None:
             await self._drop(self._conn)
         if self._client is not None:
-            await self._client.aclose()
+            if self._owned:
+                await self._client.aclose()
             self._client = None
 
 
@@ -321,7 +342,14 @@ class RedisMessageQueue:
             self._client = redis_or_url
             self._owns_client = False
             url = _url_of(redis_or_url)
+        self._standard = _is_standard(self._client)
         self._url = url if resp_connection else None
+        self._block_wait = block_timeout
+        if not self._standard:
+            # BLPOP runs on the caller's pool: stay inside its socket timeout
+            limit = self._client.connection_pool.connection_kwargs.get("socket_timeout")
+            if limit:
+                self._block_wait = min(block_timeout, max(0.05, float(limit) / 2))
         self._pub = self._link(30.0)
         self._fetch: _Link | None = None
         self._block: _Link | None = None
@@ -342,6 +370,7 @@ class RedisMessageQueue:
         self._sync: redis.Redis | None = None
         self._renewer: threading.Thread | None = None
         self._renew_stop = threading.Event()
+        self._renew_task: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._started = False
         self._stopping = False
@@ -365,15 +394,20 @@ class RedisMessageQueue:
         self._stopping = False
         self._fetch = self._link(30.0)
         self._block = self._link(self.block_timeout + 5.0, single=True)
-        self._sync = self._clone_sync()
+        self._sync = self._clone_sync() if self._standard else None
         if any(kind == _THREAD for _, kind in self._handlers.values()):
             self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="meetq-handler")
         self._renew_stop.clear()
-        self._renewer = threading.Thread(
-            target=self._renew_loop, name=f"meetq-lease-{self.queue_name}", daemon=True
-        )
-        self._renewer.start()
         loop = asyncio.get_running_loop()
+        if self._sync is not None:
+            self._renewer = threading.Thread(
+                target=self._renew_loop, name=f"meetq-lease-{self.queue_name}", daemon=True
+            )
+            self._renewer.start()
+        else:
+            # a client we cannot clone (Sentinel, custom pools): renew on the loop instead,
+            # which a handler hogging the loop can delay
+            self._renew_task = loop.create_task(self._renew_on_loop())
         self._workers = [loop.create_task(self._worker()) for _ in range(self.workers)]
         self._fetcher = loop.create_task(self._fetch_loop())
 
@@ -422,6 +456,11 @@ class RedisMessageQueue:
             await self._release_tokens(leftovers)
         self._held.clear()
         self._renew_stop.set()
+        if self._renew_task is not None:
+            self._renew_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._renew_task
+            self._renew_task = None
         if self._renewer is not None:
             await asyncio.get_running_loop().run_in_executor(None, self._renewer.join, 10)
             self._renewer = None
@@ -735,7 +774,7 @@ class RedisMessageQueue:
         the script had to be loaded first, in which case it did not run)."""
         block = self._block
         assert block is not None
-        timeout = self.block_timeout if wait_ms < 0 else min(self.block_timeout, wait_ms / 1000)
+        timeout = self._block_wait if wait_ms < 0 else min(self._block_wait, wait_ms / 1000)
         timeout = max(timeout, 0.001)
         self._block_id = await block.client_id()
         script = _scripts.dequeue
@@ -1031,6 +1070,21 @@ class RedisMessageQueue:
                     log.warning("queue %s: lease renewal failed (%r)", self.queue_name, exc)
                     break
 
+    async def _renew_on_loop(self) -> None:
+        interval = max(0.05, self.visibility_timeout / 3)
+        while not self._stopping:
+            await asyncio.sleep(interval)  # a period, not synchronization
+            held = list(self._held.items())
+            for start in range(0, len(held), _ACK_CHUNK):
+                args: list[Any] = [self._lease_ms]
+                for pair in held[start : start + _ACK_CHUNK]:
+                    args.extend(pair)
+                try:
+                    await _scripts.extend(self._client, self._keys, args)
+                except Exception as exc:
+                    log.warning("queue %s: lease renewal failed (%r)", self.queue_name, exc)
+                    break
+
     # ------------------------------------------------------------------ connections
 
     def _conn_kwargs(self) -> tuple[type[Any], dict[str, Any]]:
@@ -1041,6 +1095,8 @@ class RedisMessageQueue:
         return pool.connection_class, kwargs
 
     def _link(self, timeout: float, single: bool = False) -> _Link:
+        if not self._standard:
+            return _Link(None, lambda: self._client, timeout, owned=False)
         return _Link(self._url, lambda: self._clone_async(timeout, 1 if single else 8), timeout)
 
     def _clone_async(self, socket_timeout: float, connections: int) -> redis.asyncio.Redis:
