@@ -363,16 +363,25 @@ class Script:
     async def __call__(
         self, client: redis.asyncio.Redis, keys: Sequence[str], args: Sequence[Any]
     ) -> Any:
-        return await self.run(client.execute_command, keys, args)
+        # script_load, not a raw "SCRIPT LOAD": RedisCluster routes it to every primary
+        return await self.run(client.execute_command, keys, args, load=client.script_load)
 
     async def run(
-        self, execute: Callable[..., Awaitable[Any]], keys: Sequence[str], args: Sequence[Any]
+        self,
+        execute: Callable[..., Awaitable[Any]],
+        keys: Sequence[str],
+        args: Sequence[Any],
+        load: Callable[[str], Awaitable[Any]] | None = None,
     ) -> Any:
-        """Calls through any `execute(*command)` (redis-py or meetq's RespConnection)."""
+        """Calls through any `execute(*command)` (redis-py or meetq's RespConnection);
+        `load(source)` loads the script after NOSCRIPT (default: SCRIPT LOAD via execute)."""
         try:
             return await execute("EVALSHA", self.sha, len(keys), *keys, *args)
         except NoScriptError:
-            await execute("SCRIPT", "LOAD", self.source)
+            if load is None:
+                await execute("SCRIPT", "LOAD", self.source)
+            else:
+                await load(self.source)
             return await execute("EVALSHA", self.sha, len(keys), *keys, *args)
 
     def call_sync(self, client: redis.Redis, keys: Sequence[str], args: Sequence[Any]) -> Any:

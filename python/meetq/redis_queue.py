@@ -114,16 +114,19 @@ _STANDARD = (
 def _is_standard(client: redis.asyncio.Redis) -> bool:
     """A client whose connections we can clone from its kwargs (not Sentinel-managed or
     otherwise custom: those find their server themselves, so we share the client)."""
-    return client.connection_pool.connection_class in _STANDARD
+    pool = getattr(client, "connection_pool", None)  # RedisCluster has none
+    return pool is not None and pool.connection_class in _STANDARD
 
 
 def _url_of(client: redis.asyncio.Redis) -> str | None:
     """The URL of a redis-py client's server, when a plain URL says everything (no TLS
     options, no credential provider); None keeps that client's own connection code."""
+    if not _is_standard(client):
+        return None
     pool = client.connection_pool
     kw = pool.connection_kwargs
     cls = pool.connection_class
-    if kw.get("credential_provider") is not None or not _is_standard(client):
+    if kw.get("credential_provider") is not None:
         return None
     auth = ""
     if kw.get("password") is not None:
@@ -198,6 +201,15 @@ class _Link:
         except (MeetqConnectionError, TimeoutError, OSError):
             await self._drop(conn)
             raise
+
+    async def load(self, source: str) -> None:
+        """SCRIPT LOAD on this link (redis-py's script_load, so a cluster loads everywhere)."""
+        if self._url is None:
+            if self._client is None:
+                self._client = self._make_client()
+            await self._client.script_load(source)
+        else:
+            await self.execute("SCRIPT", "LOAD", source)
 
     async def client_id(self) -> int | None:
         """CLIENT ID of the connection the next call uses (cached per connection)."""
@@ -347,7 +359,8 @@ class RedisMessageQueue:
         self._block_wait = block_timeout
         if not self._standard:
             # BLPOP runs on the caller's pool: stay inside its socket timeout
-            limit = self._client.connection_pool.connection_kwargs.get("socket_timeout")
+            pool = getattr(self._client, "connection_pool", None)
+            limit = pool.connection_kwargs.get("socket_timeout") if pool else None
             if limit:
                 self._block_wait = min(block_timeout, max(0.05, float(limit) / 2))
         self._pub = self._link(30.0)
@@ -513,7 +526,9 @@ class RedisMessageQueue:
         elif delay > 0:
             msg.deliver_at = time.time() + delay
         args = self._encode(msg)
-        await self._retrying(lambda: _scripts.publish.run(self._pub.execute, self._keys, args))
+        await self._retrying(
+            lambda: _scripts.publish.run(self._pub.execute, self._keys, args, self._pub.load)
+        )
         return msg.id
 
     async def publish_batch(self, msgs: Iterable[Message]) -> list[str]:
@@ -530,7 +545,10 @@ class RedisMessageQueue:
         # Chunks are sent back to back on one connection: still one round trip.
         await self._retrying(
             lambda: asyncio.gather(
-                *(_scripts.publish.run(self._pub.execute, self._keys, c) for c in chunks)
+                *(
+                    _scripts.publish.run(self._pub.execute, self._keys, c, self._pub.load)
+                    for c in chunks
+                )
             )
         )
         return ids
@@ -683,7 +701,9 @@ class RedisMessageQueue:
             asked = n
             head[0] = n
             head[5] = len(sent_acks) // 2
-            return loop.create_task(dequeue.run(fetch.execute, self._keys, head + sent_acks))
+            return loop.create_task(
+                dequeue.run(fetch.execute, self._keys, head + sent_acks, fetch.load)
+            )
 
         try:
             while True:
@@ -788,7 +808,7 @@ class RedisMessageQueue:
         )
         rung, reply = replies
         if isinstance(reply, NoScriptError):
-            await block.execute("SCRIPT", "LOAD", script.source)
+            await block.load(script.source)
             return None
         if isinstance(reply, Exception):
             raise reply
