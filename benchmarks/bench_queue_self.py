@@ -231,8 +231,15 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=100)
     ap.add_argument("--json", default="")
     args = ap.parse_args()
+    load_before = os.getloadavg()
     with redis_server() as url:
         result = uvloop.run(run(url, args.jobs, args.workers))
+    result["loadavg"] = [load_before, os.getloadavg()]
+    print(
+        f"backend {result['backend']}, {os.cpu_count()} CPUs, load average "
+        f"{load_before[0]:.2f} before / {os.getloadavg()[0]:.2f} after (other processes skew "
+        "latency tails on a shared machine)"
+    )
     for d in result["drain"]:
         print(
             f"drain {d['jobs']} jobs, {d['handler']} handler, workers={d['workers']}: "
@@ -252,7 +259,6 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)
-    _ = os.environ  # the backend follows MEETQ_BACKEND
 
 
 if __name__ == "__main__":
