@@ -913,3 +913,24 @@ async def test_redis_cluster_client(redis_factory: Any) -> None:
         assert sorted(seen) == list(range(21))
     finally:
         await cluster.aclose()
+
+
+async def test_long_sync_batches_do_not_let_prefetched_leases_expire(redis_url: str) -> None:
+    """A batch of slow sync handlers takes many lease lengths; the next batch, already
+    leased in Redis while they run, must still be renewed (no redelivery, no duplicate)."""
+    q = RedisMessageQueue(redis_url, "longbatch", workers=1, prefetch=199, visibility_timeout=0.2)
+    runs: list[tuple[int, int]] = []
+
+    def busy(msg: Message) -> None:
+        end = time.monotonic() + 0.005
+        while time.monotonic() < end:
+            pass
+        runs.append((msg.payload["n"], msg.deliveries))
+
+    q.register_handler("b", busy)
+    await q.publish_batch([Message(type="b", payload={"n": n}) for n in range(200)])
+    async with q:
+        await async_wait_until(lambda: len(runs) >= 200, timeout=30)
+        await async_wait_until(_stats_when(q, "total_processed", 200))
+    assert sorted(n for n, _ in runs) == list(range(200))
+    assert {d for _, d in runs} == {1}

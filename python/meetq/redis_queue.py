@@ -84,6 +84,8 @@ _TRANSIENT = (
     TimeoutError,
 )
 _ACK_CHUNK = 2000
+_INLINE_BUDGET = 0.02
+"""Seconds of handler work between two chances for the fetcher to run."""
 
 
 @dataclass(slots=True)
@@ -840,13 +842,16 @@ class RedisMessageQueue:
             self._deliver(reply)
 
     def _deliver(self, reply: list[Any]) -> None:
-        """Decodes a dequeue reply; runs sync handlers inline and queues the others for the
-        worker coroutines (everything is only queued once stop() has begun)."""
+        """Decodes a dequeue reply; runs sync handlers inline for up to `_INLINE_BUDGET`
+        seconds and queues the rest for the worker coroutines, so the fetcher soon reads
+        the next reply (whose leases the renewer cannot know before). Everything is only
+        queued once stop() has begun."""
         held = self._held
         handlers = self._handlers
         decode = self.codec.decode
         buffers = self._buffers
-        stopping = self._stopping
+        inline = not self._stopping and not any(buffers)
+        deadline = time.monotonic() + _INLINE_BUDGET
         queued = False
         for i in range(3, len(reply), 5):
             mid = reply[i].decode()
@@ -865,7 +870,7 @@ class RedisMessageQueue:
                 self._finish_failed(
                     mid, token, msg, f"no handler for message type {msg.type!r}", dead=True
                 )
-            elif entry[1] == _SYNC and not stopping:
+            elif entry[1] == _SYNC and inline and time.monotonic() < deadline:
                 self._run_inline(entry[0], msg, token)
             else:
                 buffers[3 - msg.priority].append((msg, token, entry[0], entry[1]))
@@ -901,7 +906,13 @@ class RedisMessageQueue:
         that finishes without suspending costs no event-loop round."""
         loop = asyncio.get_running_loop()
         buffers = self._buffers
+        turn_ends = time.monotonic() + _INLINE_BUDGET
         while not self._stopping:
+            if time.monotonic() > turn_ends:
+                # handlers that never suspend would otherwise keep the loop (and the
+                # fetcher) waiting for the whole backlog
+                await asyncio.sleep(0)
+                turn_ends = time.monotonic() + _INLINE_BUDGET
             for buffer in buffers:
                 if buffer:
                     msg, token, fn, kind = buffer.popleft()
@@ -911,6 +922,10 @@ class RedisMessageQueue:
                 if fut is None or fut.done():
                     fut = self._work_fut = loop.create_future()
                 await fut
+                turn_ends = time.monotonic() + _INLINE_BUDGET
+                continue
+            if kind == _SYNC:
+                self._run_inline(fn, msg, token)
                 continue
             limit = msg.timeout if msg.timeout > 0 else None
             try:
@@ -925,7 +940,7 @@ class RedisMessageQueue:
                     else:
                         async with asyncio.timeout(limit):
                             result = await _Resume(coro, first)
-                else:
+                else:  # _THREAD
                     async with asyncio.timeout(limit):
                         result = await loop.run_in_executor(self._executor, fn, msg)
             except TimeoutError:
