@@ -76,3 +76,33 @@ async def test_cancelling_the_outer_task_reaches_the_handler() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert seen == ["cleanup"]
+
+
+async def test_as_a_task_cancelled_before_its_first_step() -> None:
+    seen: list[str] = []
+
+    async def handler() -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            seen.append("cancelled")
+            raise
+
+    coro = handler()
+    task = asyncio.get_running_loop().create_task(Resume(coro, first_step(coro)))
+    task.cancel()  # before the task ever ran
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert seen == ["cancelled"]
+
+
+async def test_as_a_task_returns_the_result() -> None:
+    fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    async def handler() -> str:
+        return (await fut) + "!"
+
+    coro = handler()
+    task = asyncio.get_running_loop().create_task(Resume(coro, first_step(coro)))
+    fut.set_result("done")
+    assert await task == "done!"

@@ -4,9 +4,11 @@ it suspends.
 Most handlers in a busy process finish without ever waiting; starting each as an asyncio
 Task (or under a timeout, which arms a timer) would cost more than the handler itself.
 The components call `coro.send(None)` once; on `StopIteration` the handler is done. When
-it yielded instead, `Resume(coro, yielded)` is awaited under the caller's timeout: it hands
-every future the coroutine waits on straight through to the running task, exactly as if
-the task had run the coroutine from the start, so cancellation and timeouts reach it.
+it yielded instead, `Resume(coro, yielded)` stands for the rest of it: await it, or hand it
+to `create_task` (it is a coroutine). Every future the handler waits on passes straight
+through to the running task, exactly as if the task had run the handler from the start,
+so cancellation and timeouts reach the handler where it waits, even a cancellation that
+arrives before the task's first step.
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ from __future__ import annotations
 from collections.abc import Coroutine, Generator
 from typing import Any
 
+_HANDED_OUT = object()
 
-class Resume:
-    """Awaits the rest of a coroutine whose first step already ran and yielded `first`."""
+
+class Resume(Coroutine[Any, Any, Any]):
+    """The rest of a coroutine whose first step already ran and yielded `first`."""
 
     __slots__ = ("_coro", "_first")
 
@@ -24,22 +28,25 @@ class Resume:
         self._coro = coro
         self._first = first
 
+    def send(self, value: Any) -> Any:
+        first = self._first
+        if first is not _HANDED_OUT:  # the task's first step: what the eager step yielded
+            self._first = _HANDED_OUT
+            return first
+        return self._coro.send(value)
+
+    def throw(self, *exc: Any) -> Any:
+        self._first = _HANDED_OUT
+        return self._coro.throw(*exc)
+
+    def close(self) -> None:
+        self._coro.close()
+
+    def __next__(self) -> Any:
+        return self.send(None)
+
+    def __iter__(self) -> Resume:
+        return self
+
     def __await__(self) -> Generator[Any, Any, Any]:
-        coro = self._coro
-        fut = self._first
-        while True:
-            try:
-                value = yield fut
-            except GeneratorExit:
-                coro.close()
-                raise
-            except BaseException as exc:
-                try:
-                    fut = coro.throw(exc)
-                except StopIteration as finished:
-                    return finished.value
-            else:
-                try:
-                    fut = coro.send(value)
-                except StopIteration as finished:
-                    return finished.value
+        return self

@@ -30,13 +30,14 @@ import random
 import time
 import types
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import partial
 from typing import Any, NamedTuple, NoReturn
 
+from meetq._eager import Resume
 from meetq._native import TimerWheel
 from meetq.errors import MeetqError, QueueFullError, TaskNotFoundError
 from meetq.priority import Priority
@@ -447,8 +448,27 @@ class TaskScheduler:
             self._failed_attempt(task, exc)
             return
         if type(result) is _Coroutine:
-            loop: asyncio.AbstractEventLoop = self._loop  # type: ignore[assignment]
-            self._track(task, loop.create_task(self._drive(task, result)), settles=True)
+            # The first step runs eagerly (see `_eager`): a handler that never suspends
+            # finishes here with no task and no timeout timer.
+            try:
+                first = result.send(None)
+            except StopIteration as finished:
+                result = finished.value
+            except asyncio.CancelledError:
+                self._finish(task, _CANCELLED, "cancelled")
+                return
+            except Exception as exc:
+                self._failed_attempt(task, exc)
+                return
+            else:
+                loop: asyncio.AbstractEventLoop = self._loop  # type: ignore[assignment]
+                self._track(task, loop.create_task(Resume(result, first)))
+                return
+            if task._why == _BY_CANCEL:
+                self._finish(task, _CANCELLED, "cancelled")
+            else:
+                task.result = result
+                self._finish(task, _COMPLETED, None)
         elif result is not None and inspect.isawaitable(result):
             self._track(task, asyncio.ensure_future(result))
         elif task._why == _BY_CANCEL:  # the handler cancelled itself
@@ -457,29 +477,15 @@ class TaskScheduler:
             task.result = result
             self._finish(task, _COMPLETED, None)
 
-    def _track(self, task: Task, fut: asyncio.Future[Any], *, settles: bool = False) -> None:
-        """Counts a started async/thread attempt and arms its timeout. `settles`: the future
-        is a `_drive` task that settles the attempt itself, so no done callback is needed."""
+    def _track(self, task: Task, fut: asyncio.Future[Any]) -> None:
+        """Counts a started async/thread attempt and arms its timeout."""
         self._active += 1
         task._future = fut
         if task.timeout:
             deadline = _ms_ceil(task.timeout)
             task._timer = self._wheel.insert(deadline, task)
             self._arm(deadline)
-        if not settles:
-            fut.add_done_callback(partial(self._on_done, task))
-
-    async def _drive(self, task: Task, coro: Coroutine[Any, Any, Any]) -> None:
-        """Awaits an async handler and settles the attempt on the way out, saving the done
-        callback's extra loop iteration."""
-        try:
-            result = await coro
-        except asyncio.CancelledError:
-            self._settle(task, True, None, None)
-        except Exception as exc:
-            self._settle(task, False, exc, None)
-        else:
-            self._settle(task, False, None, result)
+        fut.add_done_callback(partial(self._on_done, task))
 
     def _on_done(self, task: Task, fut: asyncio.Future[Any]) -> None:
         if fut.cancelled():
