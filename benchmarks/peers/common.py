@@ -107,8 +107,13 @@ async def _enqueue_main(mod: Any, n: int) -> dict[str, Any]:
     return {"enqueued": n, "seconds": elapsed, "bulk": prod.enqueue_many is not None}
 
 
-async def _paced_main(mod: Any, n: int, rate: float, warm_timeout: float) -> dict[str, Any]:
+async def _paced_main(
+    mod: Any, n: int, rate: float, warm_timeout: float, concurrent: bool
+) -> dict[str, Any]:
     view = board()
+    # Overlapping sends only make sense for asyncio clients: a blocking enqueue would run
+    # later than the time recorded for it and charge the sender's backlog to the queue.
+    concurrent = concurrent and getattr(mod, "ASYNC_PRODUCER", False)
     prod: Producer = mod.producer()
     await prod.open()
     try:
@@ -121,6 +126,7 @@ async def _paced_main(mod: Any, n: int, rate: float, warm_timeout: float) -> dic
             await asyncio.sleep(0.005)
         t0 = time.perf_counter() + 0.05
         late = 0
+        sends: set[asyncio.Future[Any]] = set()
         for seq in range(1, n):
             due = t0 + (seq - 1) / rate
             delay = due - time.perf_counter()
@@ -129,7 +135,14 @@ async def _paced_main(mod: Any, n: int, rate: float, warm_timeout: float) -> dic
             elif delay < -0.01:
                 late += 1
             view[2 * seq] = time.perf_counter()
-            await prod.enqueue(seq)
+            if concurrent:  # do not wait for the reply before the next send is due
+                send = asyncio.ensure_future(prod.enqueue(seq))
+                sends.add(send)
+                send.add_done_callback(sends.discard)
+            else:
+                await prod.enqueue(seq)
+        if sends:
+            await asyncio.gather(*sends)
         elapsed = time.perf_counter() - t0
     finally:
         await prod.close()
@@ -169,6 +182,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--n", type=int, default=0)
     ap.add_argument("--rate", type=float, default=500.0)
     ap.add_argument("--warm-timeout", type=float, default=60.0)
+    ap.add_argument("--concurrent", action="store_true", help="paced: overlapping sends")
     args = ap.parse_args(argv)
     mod = importlib.import_module(f"peers.peer_{args.peer.split('-')[0]}")
     if args.mode == "worker":
@@ -177,7 +191,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.mode == "enqueue":
         result = _run(_enqueue_main(mod, args.n))
     else:
-        result = _run(_paced_main(mod, args.n, args.rate, args.warm_timeout))
+        result = _run(_paced_main(mod, args.n, args.rate, args.warm_timeout, args.concurrent))
     print(json.dumps(result), flush=True)
     sys.stdout.flush()
 

@@ -10,6 +10,7 @@ from arq.connections import RedisSettings
 from peers.common import PAD, Producer, host_port, record_start, variant
 
 POLL = 0.01 if variant() == "poll10ms" else 0.5
+ASYNC_PRODUCER = True  # overlapping sends allowed (run.py --concurrent-sends)
 DESCRIPTION = f"arq max_jobs=100, poll_delay={POLL}s"
 
 

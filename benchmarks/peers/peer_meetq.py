@@ -11,6 +11,7 @@ from peers.common import PAD, Producer, record_start, run_until_signalled, url
 
 QUEUE = "bench"
 WORKERS = 100
+ASYNC_PRODUCER = True  # overlapping sends allowed (run.py --concurrent-sends)
 DESCRIPTION = f"RedisMessageQueue workers={WORKERS}, sync handler"
 
 

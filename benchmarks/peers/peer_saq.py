@@ -9,6 +9,7 @@ from saq import Queue
 from peers.common import PAD, Producer, record_start, url
 
 queue = Queue.from_url(url(), name="bench")
+ASYNC_PRODUCER = True  # overlapping sends allowed (run.py --concurrent-sends)
 DESCRIPTION = "saq --workers 1, concurrency=100"
 
 

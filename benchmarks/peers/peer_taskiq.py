@@ -8,6 +8,7 @@ from peers.common import PAD, Producer, record_start, url, variant
 
 KIND = variant() or "list"
 broker = RedisStreamBroker(url()) if KIND == "stream" else ListQueueBroker(url())
+ASYNC_PRODUCER = True  # overlapping sends allowed (run.py --concurrent-sends)
 DESCRIPTION = f"taskiq {KIND} broker, --workers 1 --max-async-tasks 100"
 
 
