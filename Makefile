@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 TPY := $(TESTVENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: demo test system-deps venv dev wheel testenv test-native test-pure lint rust bench clean
+.PHONY: demo test system-deps venv dev wheel testenv test-native test-pure lint rust bench bench-peers clean
 
 system-deps:
 	@if ! command -v redis-server >/dev/null 2>&1; then \
@@ -65,6 +65,18 @@ demo: system-deps dev
 bench: system-deps testenv
 	MEETQ_BACKEND=native $(TPY) -m pytest benchmarks --benchmark-only --benchmark-json=bench.json
 	$(TPY) benchmarks/report.py bench.json
+
+# Side-by-side with arq, taskiq, saq, dramatiq, celery, rq, huey (their own venv; ~15 min,
+# PEERS_ARGS=--smoke for ~3 min).
+BENCHVENV := .venv-bench
+$(BENCHVENV)/.stamp: benchmarks/peers/requirements.txt
+	$(PYTHON) -m venv $(BENCHVENV)
+	$(BENCHVENV)/bin/python -m pip install -q --upgrade pip
+	$(BENCHVENV)/bin/python -m pip install -q -r benchmarks/peers/requirements.txt
+	touch $@
+
+bench-peers: system-deps dev $(BENCHVENV)/.stamp
+	$(PY) benchmarks/peers/run.py $(PEERS_ARGS)
 
 clean:
 	rm -rf $(VENV) $(TESTVENV) build dist rust/target python/meetq/*.so native/*.c
