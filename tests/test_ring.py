@@ -247,15 +247,3 @@ def test_owner_cycle_through_the_waker_is_collected(impl: Any) -> None:
     del owner
     gc.collect()
     assert ref() is None
-
-
-def test_event_cycle_through_the_payload_is_collected(impl: Any) -> None:
-    payload: dict[str, Any] = {}
-    ev = impl.LocalEvent("t", payload)
-    payload["self"] = ev
-    token = Token()
-    payload["token"] = token
-    ref = weakref.ref(token)
-    del ev, payload, token
-    gc.collect()
-    assert ref() is None
