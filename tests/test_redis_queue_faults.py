@@ -7,6 +7,7 @@ import asyncio
 import collections
 import contextlib
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -34,6 +35,9 @@ def worker_process(url: str, queue: str, done_key: str, visibility: float) -> It
     )
     try:
         assert proc.stdout is not None
+        # bounded: a worker that hangs before "ready" must not block the test's loop forever
+        readable, _, _ = select.select([proc.stdout], [], [], 30)
+        assert readable, "worker did not start within 30 s"
         line = proc.stdout.readline()
         assert line.strip() == b"ready", line
         yield proc
