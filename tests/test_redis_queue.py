@@ -771,7 +771,7 @@ def tls_url(redis_factory: Any, tmp_path: Any) -> str:
         [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
          "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
          "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True, capture_output=True,
+        check=True, capture_output=True, timeout=30,
     )  # fmt: skip
     tls_port = free_port()
     redis_factory(
