@@ -918,7 +918,7 @@ async def test_redis_cluster_client(redis_factory: Any) -> None:
 async def test_long_sync_batches_do_not_let_prefetched_leases_expire(redis_url: str) -> None:
     """A batch of slow sync handlers takes many lease lengths; the next batch, already
     leased in Redis while they run, must still be renewed (no redelivery, no duplicate)."""
-    q = RedisMessageQueue(redis_url, "longbatch", workers=1, prefetch=199, visibility_timeout=0.2)
+    q = RedisMessageQueue(redis_url, "longbatch", workers=1, prefetch=199, visibility_timeout=0.3)
     runs: list[tuple[int, int]] = []
 
     def busy(msg: Message) -> None:

@@ -667,12 +667,25 @@ class RedisMessageQueue:
             fut.set_result(None)
 
     def _take_acks(self) -> list[str]:
+        """The next chunk of acks to send. A finished message stays in `held` (its lease
+        renewed) until its ack goes out, so a slow flush cannot let the lease lapse."""
         acks = self._acks
         if len(acks) > 2 * _ACK_CHUNK:
             self._acks = acks[2 * _ACK_CHUNK :]
-            return acks[: 2 * _ACK_CHUNK]
-        self._acks = []
+            acks = acks[: 2 * _ACK_CHUNK]
+        else:
+            self._acks = []
+        held = self._held
+        for i in range(0, len(acks), 2):
+            if held.get(acks[i]) == acks[i + 1]:
+                del held[acks[i]]
         return acks
+
+    def _untake_acks(self, acks: list[str]) -> None:
+        """Puts acks whose call failed back in line (and their leases under renewal)."""
+        self._acks = acks + self._acks
+        for i in range(0, len(acks), 2):
+            self._held.setdefault(acks[i], acks[i + 1])
 
     async def _fetch_loop(self) -> None:
         """The one fetcher of this process.
@@ -760,10 +773,10 @@ class RedisMessageQueue:
                 try:
                     reply = await pending
                 except asyncio.CancelledError:
-                    self._acks = sent_acks + self._acks
+                    self._untake_acks(sent_acks)
                     raise
                 except Exception as exc:
-                    self._acks = sent_acks + self._acks
+                    self._untake_acks(sent_acks)
                     pending = None
                     log.warning("queue %s: fetch failed (%r); retrying", self.queue_name, exc)
                     await asyncio.sleep(_backoff(attempt))
@@ -787,7 +800,7 @@ class RedisMessageQueue:
                 pending.cancel()
                 with contextlib.suppress(BaseException):
                     await pending
-                self._acks = sent_acks + self._acks
+                self._untake_acks(sent_acks)
             if pair is not None:
                 await self._collect_pair(pair)
 
@@ -963,7 +976,6 @@ class RedisMessageQueue:
         if msg.reply_to:
             self._spawn(self._reply_then_ack(msg, token, result))
             return
-        self._held.pop(msg.id, None)
         if not self._acks:
             self._ack_since = time.monotonic()
         self._acks += (msg.id, token)
@@ -974,7 +986,6 @@ class RedisMessageQueue:
             await self._reply(msg, "completed", result, None)
         except Exception as exc:
             log.warning("queue %s: reply for %s failed (%r)", self.queue_name, msg.id, exc)
-        self._held.pop(msg.id, None)
         if not self._acks:
             self._ack_since = time.monotonic()
         self._acks += (msg.id, token)
@@ -1062,8 +1073,7 @@ class RedisMessageQueue:
 
     async def _flush_acks(self) -> None:
         while self._acks:
-            acks = self._acks[: 2 * _ACK_CHUNK]
-            del self._acks[: 2 * _ACK_CHUNK]
+            acks = self._take_acks()
             args = [0, self._lease_ms, self.max_deliveries, *self._dlq_args, len(acks) // 2]
             call = args + acks
             try:
