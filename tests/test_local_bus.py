@@ -228,20 +228,25 @@ async def test_handler_raising_cancelled_error_does_not_kill_a_worker() -> None:
 
 async def test_eight_threads_times_500_none_lost() -> None:
     seen: list[tuple[int, int]] = []
-    async with LocalEventBus(64, 4) as bus:
+    give_up = threading.Event()  # bounds the producers if the bus ever stopped draining
+    async with LocalEventBus(256, 4) as bus:
         bus.on("t", lambda e: seen.append((e.payload["p"], e.payload["i"])))
 
         def produce(p: int) -> None:
             for i in range(500):
                 while not bus.emit("t", {"p": p, "i": i}, source=f"thread-{p}"):
-                    time.sleep(0)  # buffer full: yield the GIL so the loop drains
+                    if give_up.wait(0.0005):  # buffer full: let the loop drain
+                        return
 
         threads = [threading.Thread(target=produce, args=(p,)) for p in range(8)]
         for t in threads:
             t.start()
-        await async_wait_until(lambda: len(seen) == 4000, timeout=60)
-        for t in threads:
-            t.join()
+        try:
+            await async_wait_until(lambda: len(seen) == 4000, timeout=90)
+        finally:
+            give_up.set()
+            for t in threads:
+                await asyncio.to_thread(t.join, 10)
     assert sorted(seen) == [(p, i) for p in range(8) for i in range(500)]
     for p in range(8):  # per producer, order is preserved
         assert [i for q, i in seen if q == p] == list(range(500))
