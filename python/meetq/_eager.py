@@ -13,10 +13,22 @@ arrives before the task's first step.
 
 from __future__ import annotations
 
-from collections.abc import Coroutine, Generator
+import inspect
+from collections.abc import Callable, Coroutine, Generator
 from typing import Any
 
 _HANDED_OUT = object()
+
+# How a registered handler runs.
+SYNC = 0  # a plain function, called inline
+ASYNC = 1  # an `async def`, stepped eagerly, resumed with `Resume` if it suspends
+THREAD = 2  # a plain function registered with `in_thread=True`, run in an executor
+
+
+def handler_kind(handler: Callable[..., Any], in_thread: bool) -> int:
+    if inspect.iscoroutinefunction(handler):
+        return ASYNC
+    return THREAD if in_thread else SYNC
 
 
 class Resume(Coroutine[Any, Any, Any]):

@@ -12,7 +12,6 @@ while that many are, the pump stops draining so the ring's bound applies back-pr
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import threading
 import time
@@ -20,7 +19,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from meetq._eager import Resume
+from meetq._eager import ASYNC, SYNC, THREAD, Resume, handler_kind
 from meetq._native import LocalEvent, RingBuffer, dispatch
 from meetq.errors import QueueFullError
 from meetq.priority import Priority
@@ -28,8 +27,6 @@ from meetq.priority import Priority
 log = logging.getLogger("meetq.local_bus")
 
 Handler = Callable[[Any], Any]
-
-_SYNC, _ASYNC, _THREAD = 0, 1, 2
 
 
 class LocalEventBus:
@@ -81,12 +78,7 @@ class LocalEventBus:
 
     def on(self, event_type: str, handler: Handler, *, in_thread: bool = False) -> None:
         """Adds a handler for `event_type`; every handler of a type runs for each event."""
-        if inspect.iscoroutinefunction(handler):
-            kind = _ASYNC
-        elif in_thread:
-            kind = _THREAD
-        else:
-            kind = _SYNC
+        kind = handler_kind(handler, in_thread)
         self._handlers.setdefault(event_type, []).append((handler, kind))
         self._rebuild_table()
 
@@ -103,7 +95,7 @@ class LocalEventBus:
         # Rebuilt whole and swapped in one assignment: a dispatch in progress keeps the
         # table it started with.
         self._table = {
-            t: tuple(tuple(fn for fn, k in entries if k == kind) for kind in (0, 1, 2))
+            t: tuple(tuple(fn for fn, k in entries if k == kind) for kind in (SYNC, ASYNC, THREAD))
             for t, entries in self._handlers.items()
             if entries
         }

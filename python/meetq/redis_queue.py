@@ -45,7 +45,7 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
@@ -62,6 +62,7 @@ from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from meetq import _scripts
+from meetq._eager import ASYNC, SYNC, THREAD, Resume, handler_kind
 from meetq._keys import QueueKeys
 from meetq.connection import RespConnection
 from meetq.errors import MalformedMessageError, MeetqConnectionError, MessageTooLargeError
@@ -73,7 +74,6 @@ log = logging.getLogger("meetq.redis_queue")
 Handler = Callable[[Message], Any]
 T = TypeVar("T")
 
-_SYNC, _ASYNC, _THREAD = 0, 1, 2
 _PREFIX = (b"0", b"1", b"2", b"3")
 _TRANSIENT = (
     RedisConnectionError,
@@ -249,37 +249,6 @@ class _Link:
             self._client = None
 
 
-class _Resume:
-    """Awaits the rest of a coroutine whose first step already ran, passing the futures it
-    waits on through to the running task (so cancellation and timeouts reach it)."""
-
-    __slots__ = ("_coro", "_first")
-
-    def __init__(self, coro: Coroutine[Any, Any, Any], first: Any) -> None:
-        self._coro = coro
-        self._first = first
-
-    def __await__(self) -> Generator[Any, Any, Any]:
-        coro = self._coro
-        fut = self._first
-        while True:
-            try:
-                value = yield fut
-            except GeneratorExit:
-                coro.close()
-                raise
-            except BaseException as exc:
-                try:
-                    fut = coro.throw(exc)
-                except StopIteration as finished:
-                    return finished.value
-            else:
-                try:
-                    fut = coro.send(value)
-                except StopIteration as finished:
-                    return finished.value
-
-
 class RedisMessageQueue:
     """A reliable prioritized queue in Redis; see the module docstring for the mechanics.
 
@@ -394,12 +363,7 @@ class RedisMessageQueue:
 
     def register_handler(self, msg_type: str, handler: Handler, in_thread: bool = False) -> None:
         """handler(msg) -> dict | None, sync or async; `in_thread` runs a sync one off-loop."""
-        if inspect.iscoroutinefunction(handler):
-            kind = _ASYNC
-        elif in_thread:
-            kind = _THREAD
-        else:
-            kind = _SYNC
+        kind = handler_kind(handler, in_thread)
         self._handlers[msg_type] = (handler, kind)
 
     async def start(self) -> None:
@@ -410,7 +374,7 @@ class RedisMessageQueue:
         self._fetch = self._link(30.0)
         self._block = self._link(self.block_timeout + 5.0, single=True)
         self._sync = self._clone_sync() if self._standard else None
-        if any(kind == _THREAD for _, kind in self._handlers.values()):
+        if any(kind == THREAD for _, kind in self._handlers.values()):
             self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="meetq-handler")
         self._renew_stop.clear()
         loop = asyncio.get_running_loop()
@@ -883,7 +847,7 @@ class RedisMessageQueue:
                 self._finish_failed(
                     mid, token, msg, f"no handler for message type {msg.type!r}", dead=True
                 )
-            elif entry[1] == _SYNC and inline and time.monotonic() < deadline:
+            elif entry[1] == SYNC and inline and time.monotonic() < deadline:
                 self._run_inline(entry[0], msg, token)
             else:
                 buffers[3 - msg.priority].append((msg, token, entry[0], entry[1]))
@@ -904,7 +868,7 @@ class RedisMessageQueue:
         if result is not None and inspect.iscoroutine(result):
             # a callable that is async without looking so (partial, __call__): a worker
             # awaits the coroutine it returned
-            self._buffers[3 - msg.priority].append((msg, token, lambda _m: result, _ASYNC))
+            self._buffers[3 - msg.priority].append((msg, token, lambda _m: result, ASYNC))
             fut = self._work_fut
             if fut is not None and not fut.done():
                 fut.set_result(None)
@@ -937,12 +901,12 @@ class RedisMessageQueue:
                 await fut
                 turn_ends = time.monotonic() + _INLINE_BUDGET
                 continue
-            if kind == _SYNC:
+            if kind == SYNC:
                 self._run_inline(fn, msg, token)
                 continue
             limit = msg.timeout if msg.timeout > 0 else None
             try:
-                if kind == _ASYNC:
+                if kind == ASYNC:
                     # The first step runs eagerly: a handler that never suspends finishes
                     # here, with no timer armed; the timeout covers the rest.
                     coro = fn(msg)
@@ -952,8 +916,8 @@ class RedisMessageQueue:
                         result = finished.value
                     else:
                         async with asyncio.timeout(limit):
-                            result = await _Resume(coro, first)
-                else:  # _THREAD
+                            result = await Resume(coro, first)
+                else:  # THREAD
                     async with asyncio.timeout(limit):
                         result = await loop.run_in_executor(self._executor, fn, msg)
             except TimeoutError:
