@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 TPY := $(TESTVENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: demo test system-deps venv dev wheel testenv test-native test-pure lint rust bench bench-peers clean
+.PHONY: demo test system-deps venv dev wheel testenv test-native test-pure lint rust bench bench-smoke bench-peers clean
 
 system-deps:
 	@if ! command -v redis-server >/dev/null 2>&1; then \
@@ -47,6 +47,10 @@ test-native: testenv
 test-pure: testenv
 	MEETQ_BACKEND=pure MEETQ_EXPECT_INSTALLED=1 $(TPY) -m pytest -q $(PYTEST_ARGS) tests
 
+# Every micro benchmark once, on tiny workloads, so they cannot rot (numbers: `make bench`).
+bench-smoke: testenv
+	MEETQ_BACKEND=native MEETQ_BENCH_SCALE=0.02 $(TPY) -m pytest -q benchmarks --benchmark-disable
+
 lint: venv
 	$(PY) -m ruff check python tests benchmarks
 	$(PY) -m ruff format --check python tests benchmarks
@@ -57,7 +61,7 @@ rust:
 	cd rust && cargo clippy --release --all-targets -- -D warnings
 	cd rust && cargo test --release
 
-test: system-deps lint rust test-native test-pure
+test: system-deps lint rust test-native test-pure bench-smoke
 
 demo: system-deps dev
 	$(PY) -m meetq demo

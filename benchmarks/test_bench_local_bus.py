@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import uvloop
 
-from benchutil import scale
+from benchutil import record_rate, scale
 from meetq import LocalEventBus, _dispatch, _ring
 from meetq._native import BACKEND
 
@@ -111,7 +111,7 @@ def queue_bus(handler: Any, is_async: bool) -> Callable[[], None]:
 def record(benchmark: Any, fn: Callable[[], None], events: int = N) -> None:
     benchmark.pedantic(fn, rounds=5, iterations=1, warmup_rounds=1)
     benchmark.extra_info["events"] = events
-    benchmark.extra_info["events_per_s"] = events / benchmark.stats.stats.median
+    record_rate(benchmark, "events", events)
     benchmark.extra_info["backend"] = BACKEND
 
 

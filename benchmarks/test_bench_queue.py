@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import uvloop
 
-from benchutil import scale
+from benchutil import record_rate, scale
 from helpers import RedisServer, free_port
 from meetq import Message, RedisMessageQueue
 
@@ -76,7 +76,7 @@ def test_drain_native(benchmark: Any, server: RedisServer, kind: str) -> None:
             rounds=3,
             iterations=1,
         )
-        benchmark.extra_info["tasks_per_s"] = JOBS / benchmark.stats.stats.median
+        record_rate(benchmark, "tasks", JOBS)
     finally:
         loop.run_until_complete(q.stop())
         loop.close()

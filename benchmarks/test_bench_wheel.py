@@ -30,6 +30,7 @@ from bench_scheduler import (
     queue_tasks,
     scheduler_tasks,
 )
+from benchutil import record_rate
 
 DS_CANCEL = deadlines(N_TIMERS, 30_000)
 DS_FIRE = deadlines(N_TIMERS, SPAN_MS)
@@ -37,7 +38,7 @@ DS_FIRE = deadlines(N_TIMERS, SPAN_MS)
 
 def measure(benchmark: Any, fn: Callable[[], Any], count: int, unit: str) -> None:
     benchmark.pedantic(fn, rounds=3, iterations=1, warmup_rounds=0)
-    benchmark.extra_info[f"{unit}_per_s"] = count / benchmark.stats.stats.median
+    record_rate(benchmark, unit, count)
 
 
 CANCEL = {
