@@ -9,31 +9,17 @@ peer runs are in `benchmarks/peers/`.
 from __future__ import annotations
 
 import asyncio
-import tempfile
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import uvloop
 
 from benchutil import record_rate, scale
-from helpers import RedisServer, free_port
+from helpers import RedisServer
 from meetq import Message, RedisMessageQueue
 
 JOBS = scale("queue_drain", 20_000)
 PAYLOAD = {"user_id": 12345, "meeting_id": 67890, "blob": "x" * 48}
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[RedisServer]:
-    with tempfile.TemporaryDirectory(prefix="meetq-bench-") as d:
-        srv = RedisServer(port=free_port(), dir=Path(d))
-        srv.start()
-        try:
-            yield srv
-        finally:
-            srv.stop()
 
 
 @pytest.mark.benchmark(group="queue-drain")

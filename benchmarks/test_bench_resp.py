@@ -14,9 +14,7 @@ Run: `pytest benchmarks/test_bench_resp.py --benchmark-only` (from the repo root
 from __future__ import annotations
 
 import asyncio
-import tempfile
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,24 +23,13 @@ import uvloop
 from redis.asyncio.connection import Connection
 
 from benchutil import record_rate
-from helpers import RedisServer, free_port
+from helpers import RedisServer
 from meetq import _native, _resp
 from meetq.connection import RespConnection
 
 PAYLOAD = b"x" * 100
 ENCODE_BATCH = [("RPUSH", "bench:q", PAYLOAD)] * 1_000
 PUBLISH_N = 10_000
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[RedisServer]:
-    with tempfile.TemporaryDirectory(prefix="meetq-bench-") as d:
-        srv = RedisServer(port=free_port(), dir=Path(d))
-        srv.start()
-        try:
-            yield srv
-        finally:
-            srv.stop()
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,9 @@ loop, so no pytest-asyncio configuration is involved.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import os
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -17,7 +17,7 @@ import pytest
 import uvloop
 
 import meetq
-from helpers import RedisServer, free_port
+from helpers import RedisServer, running_redis
 
 
 def pytest_report_header() -> list[str]:
@@ -38,13 +38,8 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
 @pytest.fixture
 def redis_server() -> Iterator[RedisServer]:
     """A fresh redis-server for one test (no persistence), stopped even when the test fails."""
-    with tempfile.TemporaryDirectory(prefix="meetq-redis-") as d:
-        server = RedisServer(port=free_port(), dir=Path(d))
-        server.start()
-        try:
-            yield server
-        finally:
-            server.stop()
+    with running_redis() as server:
+        yield server
 
 
 @pytest.fixture
@@ -55,24 +50,8 @@ def redis_url(redis_server: RedisServer) -> str:
 @pytest.fixture
 def redis_factory() -> Iterator[Callable[..., RedisServer]]:
     """Starts servers with extra redis-server arguments (e.g. persistence); stops them all."""
-    started: list[RedisServer] = []
-    dirs: list[tempfile.TemporaryDirectory[str]] = []
-
-    def make(*extra: str) -> RedisServer:
-        d = tempfile.TemporaryDirectory(prefix="meetq-redis-")
-        dirs.append(d)
-        server = RedisServer(port=free_port(), dir=Path(d.name), extra=extra)
-        server.start()
-        started.append(server)
-        return server
-
-    try:
-        yield make
-    finally:
-        for server in started:
-            server.stop()
-        for d in dirs:
-            d.cleanup()
+    with contextlib.ExitStack() as stack:
+        yield lambda *extra: stack.enter_context(running_redis(*extra))
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,6 +117,18 @@ class RedisServer:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+
+@contextlib.contextmanager
+def running_redis(*extra: str) -> Iterator[RedisServer]:
+    """A private redis-server for the block (extra args: e.g. persistence), always stopped."""
+    with tempfile.TemporaryDirectory(prefix="meetq-redis-") as d:
+        server = RedisServer(port=free_port(), dir=Path(d), extra=extra)
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
 
 
 def native_module(name: str) -> Any:
