@@ -69,3 +69,22 @@ def test_msgpack_round_trip() -> None:
     codec = Codec("msgpack")
     msg = Message(type="t", payload={"k": b"bytes ok"}).stamp()
     assert codec.decode(codec.encode(msg)) == msg
+
+
+def test_ids_are_unique_and_a_forked_child_gets_its_own_prefix() -> None:
+    import os
+
+    from meetq.message import new_id
+
+    ids = {new_id() for _ in range(10_000)}
+    assert len(ids) == 10_000
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child reports one id and leaves at once
+        os.write(w, new_id().encode())
+        os._exit(0)
+    os.close(w)
+    child_id = os.read(r, 100).decode()
+    os.close(r)
+    os.waitpid(pid, 0)
+    assert child_id and child_id[:24] != new_id()[:24]

@@ -19,7 +19,14 @@ import redis
 import redis.asyncio
 
 from helpers import REDIS_SERVER, async_wait_until, free_port, wait_until
-from meetq import MeetqConnectionError, Message, Priority, RedisMessageQueue, _scripts
+from meetq import (
+    MeetqConnectionError,
+    Message,
+    MessageTooLargeError,
+    Priority,
+    RedisMessageQueue,
+    _scripts,
+)
 from meetq._keys import QueueKeys
 
 
@@ -934,3 +941,20 @@ async def test_long_sync_batches_do_not_let_prefetched_leases_expire(redis_url: 
         await async_wait_until(_stats_when(q, "total_processed", 200))
     assert sorted(n for n, _ in runs) == list(range(200))
     assert {d for _, d in runs} == {1}
+
+
+async def test_publish_batch_with_a_bad_message_midway_can_be_republished(redis_url: str) -> None:
+    """Chunks before a message that fails to encode are already stored; after fixing it,
+    the same batch published again stores each id exactly once."""
+    q = RedisMessageQueue(redis_url, "badbatch", max_message_size=4096)
+    msgs = [Message(type="t", payload={"n": n}) for n in range(2500)]
+    msgs[2200].payload["blob"] = "x" * 10_000
+    with pytest.raises(MessageTooLargeError):
+        await q.publish_batch(msgs)
+    del msgs[2200].payload["blob"]
+    ids = await q.publish_batch(msgs)
+    assert len(set(ids)) == 2500
+    stats = await q.get_stats()
+    assert stats["queue_length"]["total"] == 2500
+    assert stats["total_published"] == 2500
+    await q.stop()

@@ -498,25 +498,38 @@ class RedisMessageQueue:
         return msg.id
 
     async def publish_batch(self, msgs: Iterable[Message]) -> list[str]:
-        """Publishes many messages in one round trip (one pipeline of EVALSHA chunks)."""
-        chunks: list[list[Any]] = [[]]
+        """Publishes many messages in one round trip: EVALSHA chunks pipelined on one
+        connection, each written as soon as it is encoded so Redis runs one chunk while
+        the next is being encoded.
+
+        Ids are stamped on the messages first; if one message fails to encode, the chunks
+        before it are already published, and publishing the batch again after fixing it
+        stores each id once (publish deduplicates)."""
         ids: list[str] = []
-        for msg in msgs:
-            if len(chunks[-1]) >= 3000:
-                chunks.append([])
-            chunks[-1].extend(self._encode(msg))
-            ids.append(msg.id)
-        if not ids:
-            return ids
-        # Chunks are sent back to back on one connection: still one round trip.
-        await self._retrying(
-            lambda: asyncio.gather(
-                *(
-                    _scripts.publish.run(self._pub.execute, self._keys, c, self._pub.load)
-                    for c in chunks
-                )
-            )
-        )
+        sent: list[asyncio.Future[Any]] = []
+        chunk: list[Any] = []
+
+        def send(args: list[Any]) -> None:
+            def attempt() -> Awaitable[Any]:
+                return _scripts.publish.run(self._pub.execute, self._keys, args, self._pub.load)
+
+            sent.append(asyncio.ensure_future(self._retrying(attempt)))
+
+        try:
+            for msg in msgs:
+                chunk.extend(self._encode(msg))
+                ids.append(msg.id)
+                if len(chunk) >= 3000:
+                    send(chunk)
+                    chunk = []
+                    await asyncio.sleep(0)  # lets the chunk's task write it now
+        except BaseException:
+            await asyncio.gather(*sent, return_exceptions=True)  # settle what went out
+            raise
+        if chunk:
+            send(chunk)
+        if sent:
+            await asyncio.gather(*sent)
         return ids
 
     async def _retrying(self, call: Callable[[], Awaitable[T]]) -> T:
