@@ -39,6 +39,12 @@ class PureBus(LocalEventBus):
     _dispatch = staticmethod(_dispatch.dispatch)
 
 
+class PureDispatchBus(LocalEventBus):
+    """Native ring, pure-Python dispatch loop: what the Cython loop is worth on its own."""
+
+    _dispatch = staticmethod(_dispatch.dispatch)
+
+
 def noop(ev: Any) -> None:
     pass
 
@@ -120,6 +126,13 @@ def test_meetq_native_sync(benchmark: Any) -> None:
     if BACKEND != "native":
         pytest.skip("no native build")
     record(benchmark, meetq_bus(LocalEventBus, noop))
+
+
+@pytest.mark.benchmark(group="bus-sync-handler")
+def test_meetq_native_ring_pure_dispatch_sync(benchmark: Any) -> None:
+    if BACKEND != "native":
+        pytest.skip("no native build")
+    record(benchmark, meetq_bus(PureDispatchBus, noop))
 
 
 @pytest.mark.benchmark(group="bus-sync-handler")
