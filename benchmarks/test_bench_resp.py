@@ -24,7 +24,7 @@ from redis.asyncio.connection import Connection
 
 from benchutil import record_rate
 from helpers import RedisServer
-from meetq import _native, _resp
+from meetq import Message, RedisMessageQueue, _native, _resp
 from meetq.connection import RespConnection
 
 PAYLOAD = b"x" * 100
@@ -109,10 +109,6 @@ def test_publish_redis_py_pipeline(
 def test_publish_batch_queue(
     benchmark: Any, server: RedisServer, loop: asyncio.AbstractEventLoop
 ) -> None:
-    try:
-        from meetq import Message, RedisMessageQueue  # type: ignore[attr-defined]
-    except ImportError:
-        pytest.skip("RedisMessageQueue not in this tree yet")
     queue = RedisMessageQueue(server.url, "bench_pub")
     msgs = [Message(type="noop", payload={"pad": "x" * 80}) for _ in range(PUBLISH_N)]
 

@@ -10,7 +10,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -129,6 +129,18 @@ def running_redis(*extra: str) -> Iterator[RedisServer]:
             yield server
         finally:
             server.stop()
+
+
+@contextlib.asynccontextmanager
+async def redis_client(url: str) -> AsyncIterator[Any]:
+    """A redis-py asyncio client for inspecting Redis from a test, closed on exit."""
+    import redis.asyncio
+
+    r = redis.asyncio.Redis.from_url(url)
+    try:
+        yield r
+    finally:
+        await r.aclose()
 
 
 def native_module(name: str) -> Any:

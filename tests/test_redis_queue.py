@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import random
 import shutil
 import subprocess
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -18,7 +17,7 @@ import pytest
 import redis
 import redis.asyncio
 
-from helpers import REDIS_SERVER, async_wait_until, free_port, wait_until
+from helpers import REDIS_SERVER, async_wait_until, free_port, redis_client, wait_until
 from meetq import (
     MeetqConnectionError,
     Message,
@@ -28,15 +27,6 @@ from meetq import (
     _scripts,
 )
 from meetq._keys import QueueKeys
-
-
-@contextlib.asynccontextmanager
-async def client(url: str) -> AsyncIterator[redis.asyncio.Redis]:
-    r = redis.asyncio.Redis.from_url(url)
-    try:
-        yield r
-    finally:
-        await r.aclose()
 
 
 async def snapshot(r: redis.asyncio.Redis, name: str) -> dict[str, Any]:
@@ -94,7 +84,7 @@ async def test_publish_stats_and_dlq_ops_work_without_start(redis_url: str) -> N
 
 
 async def test_stop_never_closes_a_client_it_was_given(redis_url: str) -> None:
-    async with client(redis_url) as r:
+    async with redis_client(redis_url) as r:
         q = RedisMessageQueue(r, "given")
         await q.start()
         await q.stop()
@@ -221,7 +211,7 @@ async def test_exhausted_retries_go_to_dlq_and_can_be_requeued_or_purged(redis_u
         assert sorted(calls) == [0, 0, 1, 1]
         assert await q.purge_dead_letters() == 3
         assert await q.dead_letter_count() == 0
-    async with client(redis_url) as r:
+    async with redis_client(redis_url) as r:
         snap = await snapshot(r, "dlq")
         assert snap["msg"] == set() and snap["dlq"] == []
 
@@ -237,7 +227,7 @@ async def test_dlq_is_bounded_by_count(redis_url: str) -> None:
         await q.publish_batch([Message(type="x") for _ in range(12)])
         await async_wait_until(_stats_when(q, "total_dead_letter", 12))
         assert await q.dead_letter_count() == 5
-    async with client(redis_url) as r:
+    async with redis_client(redis_url) as r:
         snap = await snapshot(r, "bounded")
         check_exactly_one_place(snap)
 
@@ -309,7 +299,7 @@ async def test_malformed_entries_go_to_dlq_and_worker_keeps_serving(redis_url: s
     q = RedisMessageQueue(redis_url, name, workers=1)
     served: list[int] = []
     q.register_handler("ok", lambda m: served.append(m.payload["n"]))
-    async with client(redis_url) as r, q:
+    async with redis_client(redis_url) as r, q:
         await r.hset(
             k.named("msg"), mapping={"g1": b"1{not json", "g2": b"\xff\xfe", "g3": b'1{"type": 5}'}
         )
@@ -372,7 +362,7 @@ async def test_reply_to_receives_result_and_failure(redis_url: str) -> None:
         return {"echo": msg.payload["v"]}
 
     q.register_handler("r", handler)
-    async with client(redis_url) as r, q:
+    async with redis_client(redis_url) as r, q:
         mid = await q.publish(Message(type="r", payload={"v": 7}, reply_to="replies:a"))
         bad = await q.publish(Message(type="r", payload={"fail": 1}, reply_to="replies:b"))
         _, raw = await r.blpop(["replies:a"], timeout=5)  # type: ignore[misc]
@@ -405,7 +395,7 @@ async def _raw_dequeue(
 async def test_expired_lease_is_redelivered_and_stale_ack_is_ignored(redis_url: str) -> None:
     name = "lease"
     q = RedisMessageQueue(redis_url, name)
-    async with client(redis_url) as r:
+    async with redis_client(redis_url) as r:
         mid = await q.publish(Message(type="x"))
         first = await _raw_dequeue(r, name, 1, lease_ms=50)  # a worker that then "dies"
         assert first[3].decode() == mid and first[5] == 1
@@ -442,7 +432,7 @@ async def test_worker_picks_up_lease_of_lost_worker(redis_url: str) -> None:
     q = RedisMessageQueue(redis_url, name, workers=1)
     got: list[int] = []
     q.register_handler("x", lambda m: got.append(m.deliveries))
-    async with client(redis_url) as r:
+    async with redis_client(redis_url) as r:
         await q.publish(Message(type="x"))
         await _raw_dequeue(r, name, 1, lease_ms=100)
         async with q:
@@ -452,7 +442,7 @@ async def test_worker_picks_up_lease_of_lost_worker(redis_url: str) -> None:
 async def test_lease_expiry_past_max_deliveries_dead_letters(redis_url: str) -> None:
     name = "poison"
     q = RedisMessageQueue(redis_url, name, workers=1, max_deliveries=1)
-    async with client(redis_url) as r:
+    async with redis_client(redis_url) as r:
         mid = await q.publish(Message(type="x"))
         await _raw_dequeue(r, name, 1, lease_ms=20)
         await async_wait_until(lambda: _lease_expired(r, name, mid))
@@ -505,7 +495,7 @@ async def test_every_message_in_exactly_one_place_during_a_run(redis_url: str) -
 
     q.register_handler("w", handler)
     total = 300
-    async with client(redis_url) as r, q:
+    async with redis_client(redis_url) as r, q:
         msgs = [
             Message(type="w", priority=Priority(n % 4), payload={"n": n}, max_retries=1)
             for n in range(total)
@@ -562,7 +552,7 @@ async def test_stop_returns_unstarted_and_finishes_running(redis_url: str) -> No
     assert finished == [0]
     stats = await q.get_stats()
     assert stats["total_processed"] == 1 and stats["processing_count"] == 0
-    async with client(redis_url) as r:
+    async with redis_client(redis_url) as r:
         snap = await snapshot(r, name)
         check_exactly_one_place(snap)
         assert len(snap["ready"]) == 4
@@ -640,7 +630,7 @@ async def test_given_client_and_both_connection_kinds(
     redis_url: str, resp_connection: bool
 ) -> None:
     seen: list[int] = []
-    async with client(redis_url) as r:
+    async with redis_client(redis_url) as r:
         q = RedisMessageQueue(r, "kinds", workers=2, resp_connection=resp_connection)
         q.register_handler("k", lambda m: seen.append(m.payload["n"]))
         async with q:
@@ -678,7 +668,7 @@ async def test_critical_overtakes_a_prefetched_backlog(redis_url: str) -> None:
 
 @pytest.mark.parametrize("resp_connection", [True, False])
 async def test_acl_user_in_url(redis_url: str, resp_connection: bool) -> None:
-    async with client(redis_url) as admin:
+    async with redis_client(redis_url) as admin:
         await admin.execute_command(
             "ACL", "SETUSER", "worker", "on", ">s3cret:pw", "~meetq:*", "&*", "+@all"
         )
@@ -702,7 +692,7 @@ async def test_acl_user_in_url(redis_url: str, resp_connection: bool) -> None:
 async def test_dlq_is_bounded_by_age(redis_url: str) -> None:
     q = RedisMessageQueue(redis_url, "aged", workers=1, dead_letter_max_age=0.2)
     q.register_handler("x", _raise)
-    async with client(redis_url) as r, q:
+    async with redis_client(redis_url) as r, q:
         first = await q.publish(Message(type="x"))
         await async_wait_until(lambda: _count(q.dead_letter_count(), 1))
         dlq_key = QueueKeys("aged").named("dlq")
@@ -724,7 +714,7 @@ async def test_script_flush_is_survived_without_delay(redis_url: str) -> None:
     q = RedisMessageQueue(redis_url, "flush", block_timeout=5.0)
     started = asyncio.Queue[float]()
     q.register_handler("f", lambda m: started.put_nowait(time.monotonic()))
-    async with client(redis_url) as r, q:
+    async with redis_client(redis_url) as r, q:
         for _ in range(3):
             await async_wait_until(lambda: q._kick_fut is not None, timeout=5)
             await r.script_flush()
@@ -896,7 +886,7 @@ async def test_redis_cluster_client(redis_factory: Any) -> None:
         "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
         "--cluster-port", str(free_port()),  # port + 10000 may not exist
     )  # fmt: skip
-    async with client(server.url) as admin:
+    async with redis_client(server.url) as admin:
         await admin.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
 
         async def cluster_ok() -> bool:

@@ -11,14 +11,14 @@ import select
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis.asyncio
 
-from helpers import RedisServer, async_wait_until
+from helpers import RedisServer, async_wait_until, redis_client
 from meetq import Message, RedisMessageQueue
 from meetq._keys import QueueKeys
 
@@ -47,15 +47,6 @@ def worker_process(url: str, queue: str, done_key: str, visibility: float) -> It
         proc.wait(10)
 
 
-@contextlib.asynccontextmanager
-async def client(url: str) -> AsyncIterator[redis.asyncio.Redis]:
-    r = redis.asyncio.Redis.from_url(url)
-    try:
-        yield r
-    finally:
-        await r.aclose()
-
-
 @pytest.mark.slow
 async def test_sigkill_worker_loses_nothing(redis_url: str) -> None:
     name, done_key, total = "kill", "kill:done", 400
@@ -66,7 +57,7 @@ async def test_sigkill_worker_loses_nothing(redis_url: str) -> None:
         done_b.append(msg.id)
 
     q.register_handler("ok", ok)
-    async with client(redis_url) as r:
+    async with redis_client(redis_url) as r:
         ids = await q.publish_batch(
             [Message(type="ok", payload={"n": n, "sleep": 0.002}) for n in range(total)]
         )
@@ -225,7 +216,7 @@ async def test_garbage_and_failures_dead_letter_while_worker_serves(redis_url: s
     name, done_key = "junk", "junk:done"
     k = QueueKeys(name)
     q = RedisMessageQueue(redis_url, name)  # publisher and DLQ reader, never started
-    async with client(redis_url) as r:
+    async with redis_client(redis_url) as r:
         with worker_process(redis_url, name, done_key, 5.0):
             await r.hset(k.named("msg"), mapping={"j1": b"2\x00\x01garbage", "j2": b"", "j3": b"9"})
             await r.rpush(k.ready(2), "j1", "j2", "j3", "nobody")
