@@ -10,7 +10,7 @@ from setuptools_rust import Binding, RustExtension
 
 cython_modules = [
     Extension(f"meetq._cy_{name}", [f"native/{name}.pyx"], extra_compile_args=["-O3"])
-    for name in ("dispatch", "resp")
+    for name in ("dispatch", "resp", "stage")
 ]
 
 setup(

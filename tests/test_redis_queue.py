@@ -336,6 +336,29 @@ async def test_publish_is_idempotent_on_id(redis_url: str) -> None:
     assert sorted(seen) == ["fixed-id", "other"]
 
 
+async def test_publish_batch_mixes_kinds_and_stores_each_id_once(redis_url: str) -> None:
+    """Made ids (MULTI/EXEC path), given ids (deduped by the script), repeats within the
+    batch, ids already stored, delayed messages and every priority in one batch."""
+    q = RedisMessageQueue(redis_url, "mixed", workers=4)
+    await q.publish(Message(type="x", id="old", payload={"n": "old"}))
+    batch = [Message(type="x", payload={"n": i}, priority=Priority(i % 4)) for i in range(600)] + [
+        Message(type="x", id="old", payload={"n": "old-again"}),
+        Message(type="x", id="twice", payload={"n": "twice-1"}, priority=Priority.HIGH),
+        Message(type="x", id="twice", payload={"n": "twice-2"}, priority=Priority.HIGH),
+        Message(type="x", payload={"n": "later"}, deliver_at=time.time() + 0.2),
+    ]
+    ids = await q.publish_batch(batch)
+    assert len(ids) == 604 and len(set(ids)) == 603
+    stats = await q.get_stats()
+    assert stats["total_published"] == 1 + 600 + 1 + 1  # old, the 600, twice, later
+    seen: list[Any] = []
+    q.register_handler("x", lambda m: seen.append(m.payload["n"]))
+    async with q:
+        await async_wait_until(lambda: len(seen) == 603, timeout=10)
+    assert sorted(n for n in seen if isinstance(n, int)) == list(range(600))
+    assert {n for n in seen if isinstance(n, str)} == {"old", "twice-1", "later"}
+
+
 async def test_delay_and_deliver_at(redis_url: str) -> None:
     q = RedisMessageQueue(redis_url, "delay", workers=2)
     started: dict[str, float] = {}

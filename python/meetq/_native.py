@@ -12,7 +12,7 @@ import os
 import warnings
 from typing import Any, Literal
 
-from meetq import _dispatch, _resp, _ring, _wheel
+from meetq import _dispatch, _resp, _ring, _stage, _wheel
 
 Backend = Literal["native", "pure"]
 
@@ -23,9 +23,14 @@ if _choice not in ("auto", "native", "pure"):
 native_modules: dict[str, Any] | None = None
 if _choice != "pure":
     try:
-        from meetq import _cy_dispatch, _cy_resp, _meetq_rs
+        from meetq import _cy_dispatch, _cy_resp, _cy_stage, _meetq_rs
 
-        native_modules = {"rs": _meetq_rs, "dispatch": _cy_dispatch, "resp": _cy_resp}
+        native_modules = {
+            "rs": _meetq_rs,
+            "dispatch": _cy_dispatch,
+            "resp": _cy_resp,
+            "stage": _cy_stage,
+        }
     except ImportError as exc:
         if _choice == "native":
             raise
@@ -43,6 +48,7 @@ LocalEvent: Any
 dispatch: Any
 encode_command: Any
 encode_commands: Any
+stage: Any
 
 if native_modules:
     RingBuffer = native_modules["rs"].RingBuffer
@@ -51,6 +57,7 @@ if native_modules:
     dispatch = native_modules["dispatch"].dispatch
     encode_command = native_modules["resp"].encode_command
     encode_commands = native_modules["resp"].encode_commands
+    stage = native_modules["stage"].stage
 else:
     RingBuffer = _ring.RingBuffer
     TimerWheel = _wheel.TimerWheel
@@ -58,6 +65,7 @@ else:
     dispatch = _dispatch.dispatch
     encode_command = _resp.encode_command
     encode_commands = _resp.encode_commands
+    stage = _stage.stage
 
 
 def backend() -> Backend:

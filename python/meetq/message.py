@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -133,17 +134,17 @@ class Codec:
         if fmt == "msgpack":
             import msgpack
 
-            self._dumps = msgpack.packb
-            self._loads = msgpack.unpackb
+            self.dumps: Callable[[Any], bytes] = msgpack.packb
+            self.loads: Callable[[bytes], Any] = msgpack.unpackb
         elif fmt == "json":
-            self._dumps = orjson.dumps
-            self._loads = orjson.loads
+            self.dumps = orjson.dumps
+            self.loads = orjson.loads
         else:
             raise ValueError(f"unknown format {fmt!r}")
 
     def encode(self, msg: Message) -> bytes:
         try:
-            raw: bytes = self._dumps(msg.to_dict())
+            raw: bytes = self.dumps(msg.to_dict())
         except (TypeError, ValueError) as exc:
             raise MalformedMessageError(f"payload is not serializable: {exc}") from exc
         if len(raw) > self.max_size:
@@ -156,7 +157,7 @@ class Codec:
         if len(raw) > self.max_size:
             raise MessageTooLargeError(f"stored message is {len(raw)} bytes, limit {self.max_size}")
         try:
-            data = self._loads(raw)
+            data = self.loads(raw)
         except Exception as exc:
             raise MalformedMessageError(f"undecodable message: {exc}") from exc
         return Message.from_dict(data)

@@ -45,7 +45,7 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
@@ -64,9 +64,10 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from meetq import _scripts
 from meetq._eager import ASYNC, SYNC, THREAD, Resume, handler_kind
 from meetq._keys import QueueKeys
+from meetq._native import stage
 from meetq.connection import RespConnection
 from meetq.errors import MalformedMessageError, MeetqConnectionError, MessageTooLargeError
-from meetq.message import DEFAULT_MAX_SIZE, Codec, Format, Message
+from meetq.message import DEFAULT_MAX_SIZE, Codec, Format, Message, new_id
 from meetq.priority import Priority
 
 log = logging.getLogger("meetq.redis_queue")
@@ -74,7 +75,6 @@ log = logging.getLogger("meetq.redis_queue")
 Handler = Callable[[Message], Any]
 T = TypeVar("T")
 
-_PREFIX = (b"0", b"1", b"2", b"3")
 _TRANSIENT = (
     RedisConnectionError,
     RedisTimeoutError,
@@ -84,6 +84,8 @@ _TRANSIENT = (
     TimeoutError,
 )
 _ACK_CHUNK = 2000
+_BATCH_CHUNK = 250
+"""Messages per publish script call (Lua's stack bounds one call to a few thousand)."""
 _INLINE_BUDGET = 0.02
 """Seconds of handler work between two chances for the fetcher to run."""
 
@@ -204,6 +206,26 @@ class _Link:
             await self._drop(conn)
             raise
 
+    async def transaction(self, commands: list[tuple[Any, ...]], timeout: float) -> list[Any]:
+        """MULTI, the commands, EXEC in one write; EXEC's replies, or the first error raised."""
+        if self._url is None:
+            if self._client is None:
+                self._client = self._make_client()
+            pipe = self._client.pipeline(transaction=True)
+            for command in commands:
+                pipe.execute_command(*command)
+            done: list[Any] = await pipe.execute()
+            return done
+        replies = await self.execute_many([("MULTI",), *commands, ("EXEC",)], timeout)
+        results = replies[-1]
+        for reply in (*replies, *(results or ())):
+            if isinstance(reply, Exception):
+                raise reply
+        if results is None:
+            raise RedisError("transaction aborted")
+        result: list[Any] = results
+        return result
+
     async def load(self, source: str) -> None:
         """SCRIPT LOAD on this link (redis-py's script_load, so a cluster loads everywhere)."""
         if self._url is None:
@@ -247,6 +269,12 @@ class _Link:
             if self._owned:
                 await self._client.aclose()
             self._client = None
+
+
+def _empty_chunks() -> list[list[Any]]:
+    """Publish script arguments, one list per kind (layout: `_stage.py`): 0-3 given ids by
+    priority, 4-7 ids made here, 8 delayed."""
+    return [[b"0"], [b"1"], [b"2"], [b"3"], [b"0"], [b"1"], [b"2"], [b"3"], [b"d"]]
 
 
 class RedisMessageQueue:
@@ -471,15 +499,14 @@ class RedisMessageQueue:
 
     # ------------------------------------------------------------------ publishing
 
-    def _encode(self, msg: Message) -> list[Any]:
-        msg.stamp()
-        if "\0" in msg.id:
-            raise ValueError("message ids must not contain NUL bytes")
-        body = _PREFIX[int(msg.priority)] + self.codec.encode(msg)
-        delay_ms = 0
-        if msg.deliver_at:
-            delay_ms = max(0, int((msg.deliver_at - time.time()) * 1000))
-        return [msg.id, delay_ms, body]
+    def _stage(
+        self, it: Iterator[Message], ids: list[str], chunks: list[list[Any]], now: float, full: int
+    ) -> int:
+        codec = self.codec
+        index: int = stage(
+            it, ids, chunks, now, codec.dumps, codec.max_size, new_id.prefix, new_id.count, full
+        )
+        return index
 
     async def publish(
         self, msg: Message, *, delay: float = 0.0, deliver_at: float | None = None
@@ -487,50 +514,76 @@ class RedisMessageQueue:
         """Stores the message and returns its id. An id already in the queue (ready, delayed,
         in flight or dead) is not stored again; once acked, the id may be used anew.
         `delay` (seconds) or `deliver_at` (epoch seconds) defer delivery."""
+        now = time.time()
         if deliver_at is not None:
             msg.deliver_at = deliver_at
         elif delay > 0:
-            msg.deliver_at = time.time() + delay
-        args = self._encode(msg)
+            msg.deliver_at = now + delay
+        chunks = _empty_chunks()
+        args = chunks[self._stage(iter((msg,)), [], chunks, now, 3)]
         await self._retrying(
             lambda: _scripts.publish.run(self._pub.execute, self._keys, args, self._pub.load)
         )
         return msg.id
 
     async def publish_batch(self, msgs: Iterable[Message]) -> list[str]:
-        """Publishes many messages in one round trip: EVALSHA chunks pipelined on one
-        connection, each written as soon as it is encoded so Redis runs one chunk while
-        the next is being encoded.
+        """Publishes many messages in one round trip: one script call per `_BATCH_CHUNK`
+        messages of one priority, pipelined on one connection, each written as soon as it
+        is full so Redis runs one chunk while the next is being encoded.
 
-        Ids are stamped on the messages first; if one message fails to encode, the chunks
-        before it are already published, and publishing the batch again after fixing it
-        stores each id once (publish deduplicates)."""
+        Ids are stamped on the messages first. An id repeated within the batch is stored
+        once (the first). If one message fails to encode, the chunks already written are
+        published, and publishing the batch again after fixing it stores each id once."""
         ids: list[str] = []
         sent: list[asyncio.Future[Any]] = []
-        chunk: list[Any] = []
-
-        def send(args: list[Any]) -> None:
-            def attempt() -> Awaitable[Any]:
-                return _scripts.publish.run(self._pub.execute, self._keys, args, self._pub.load)
-
-            sent.append(asyncio.ensure_future(self._retrying(attempt)))
-
+        chunks = _empty_chunks()
+        full = 1 + 2 * _BATCH_CHUNK
+        it = iter(msgs)
+        now = time.time()
         try:
-            for msg in msgs:
-                chunk.extend(self._encode(msg))
-                ids.append(msg.id)
-                if len(chunk) >= 3000:
-                    send(chunk)
-                    chunk = []
-                    await asyncio.sleep(0)  # lets the chunk's task write it now
+            while True:
+                i = self._stage(it, ids, chunks, now, full)
+                if i < 0:
+                    break
+                sent.append(self._send_chunk(chunks[i], 4 <= i < 8))
+                chunks[i] = [chunks[i][0]]
+                await asyncio.sleep(0)  # lets the chunk's task write it now
         except BaseException:
             await asyncio.gather(*sent, return_exceptions=True)  # settle what went out
             raise
-        if chunk:
-            send(chunk)
+        for i, chunk in enumerate(chunks):
+            if len(chunk) > 1:
+                sent.append(self._send_chunk(chunk, 4 <= i < 8))
         if sent:
             await asyncio.gather(*sent)
         return ids
+
+    def _send_chunk(self, args: list[Any], fresh: bool) -> asyncio.Future[Any]:
+        """Stores one chunk of `publish_batch` (args: the publish script's). Ids made by
+        `new_id` cannot be in Redis yet, so such a chunk skips the script's dedupe and goes
+        as plain commands in one MULTI/EXEC, a third of the script's server time; a retry
+        after an unknown outcome goes through the script, which stores each id once.
+        (Cluster and other shared clients always use the script.)"""
+        first = fresh and self._standard
+
+        def attempt() -> Awaitable[Any]:
+            nonlocal first
+            if first:
+                first = False
+                ready_ids = args[1::2]
+                return self._pub.transaction(
+                    [
+                        ("HSET", self.keys.named("msg"), *args[1:]),
+                        ("RPUSH", self.keys.ready(int(args[0])), *ready_ids),
+                        ("HINCRBY", self.keys.named("stats"), "published", len(ready_ids)),
+                        ("RPUSH", self._wake_key, 1),
+                        ("LTRIM", self._wake_key, 0, 0),
+                    ],
+                    30.0,
+                )
+            return _scripts.publish.run(self._pub.execute, self._keys, args, self._pub.load)
+
+        return asyncio.ensure_future(self._retrying(attempt))
 
     async def _retrying(self, call: Callable[[], Awaitable[T]]) -> T:
         """Runs `call`, retrying transient connection errors within `retry_budget`."""
