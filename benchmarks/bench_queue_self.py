@@ -8,7 +8,9 @@
   (the EVALSHA/BLPOP calls the client sends) and every command including those run inside
   the Lua scripts;
 - enqueue -> start latency (p50/p99) at a steady 500 jobs/s and 10,000 jobs/s, with the
-  publisher in a separate process publishing on a fixed schedule.
+  publisher in a separate process publishing on a fixed schedule; each run alternates with
+  the same measurement done without a queue library (LPUSH / BRPOP of the same JSON), the
+  floor this machine and loopback allow at that moment.
 
 Starts and stops its own redis-server on a random loopback port. Absolute numbers depend on
 the machine; the peer comparison lives in the side-by-side harness.
@@ -30,10 +32,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import orjson
 import redis
 import uvloop
 
 from meetq import Message, RedisMessageQueue, backend
+from meetq.connection import RespConnection
 
 PAYLOAD = {"user_id": 12345, "meeting_id": 67890, "blob": "x" * 48}  # ~100 bytes encoded
 
@@ -139,14 +143,28 @@ async def drain(url: str, jobs: int, kind: str, workers: int) -> dict[str, Any]:
 
 
 PUBLISHER = r"""
-import asyncio, sys, time, uvloop
+import asyncio, sys, time, orjson, uvloop
 from meetq import Message, RedisMessageQueue
-async def main(url, name, rate, seconds):
-    q = RedisMessageQueue(url, name)
+from meetq.connection import RespConnection
+
+class RawQueue:  # the floor: LPUSH of the same JSON through meetq's connection, no library
+    def __init__(self, url, name):
+        self.url, self.name, self.conn = url, name, None
+    async def publish(self, msg):
+        self.conn = self.conn or await RespConnection.connect(self.url)
+        await self.conn.execute("LPUSH", self.name, orjson.dumps(msg.to_dict()))
+    async def publish_batch(self, msgs):
+        self.conn = self.conn or await RespConnection.connect(self.url)
+        await self.conn.execute("LPUSH", self.name, *(orjson.dumps(m.to_dict()) for m in msgs))
+    async def stop(self):
+        await self.conn.close()
+
+async def main(url, name, rate, seconds, raw):
+    q = RawQueue(url, name) if raw == "raw" else RedisMessageQueue(url, name)
     total = int(rate * seconds)
     t0 = time.perf_counter() + 0.2
     sent = 0
-    calls = 0
+    singles = batches = 0
     while sent < total:
         now = time.perf_counter()
         due = min(total, int((now - t0) * rate) + 1) if now >= t0 else 0
@@ -155,16 +173,47 @@ async def main(url, name, rate, seconds):
                      for _ in range(due - sent)]
             if len(batch) == 1:
                 await q.publish(batch[0])
+                singles += 1
             else:
                 await q.publish_batch(batch)
-            calls += 1
+                batches += 1
             sent = due
         nxt = t0 + sent / rate
         await asyncio.sleep(max(0.0, nxt - time.perf_counter()))
     await q.stop()
-    print(calls, flush=True)
-uvloop.run(main(sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])))
+    print(singles, batches, flush=True)
+uvloop.run(main(sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4]), sys.argv[5]))
 """
+
+
+async def raw_latency(url: str, rate: float, seconds: float) -> dict[str, Any]:
+    """The same paced publisher and measurement with no queue library: LPUSH / BRPOP of the
+    message JSON on meetq's `RespConnection` (what loopback and this machine allow)."""
+    name = f"raw-lat-{int(rate)}"
+    total = int(rate * seconds)
+    lat: list[float] = []
+    conn = await RespConnection.connect(url)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", PUBLISHER, url, name, str(rate), str(seconds), "raw",
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + seconds + 30
+        while len(lat) < total and time.monotonic() < deadline:
+            reply, rest = await conn.execute_many([("BRPOP", name, 1), ("RPOP", name, 1000)])
+            for body in ([reply[1]] if reply else []) + (rest or []):
+                lat.append(time.time() - orjson.loads(body)["payload"]["t"])
+    finally:
+        await asyncio.wait_for(proc.communicate(), 30)
+        await conn.close()
+    lat.sort()
+    return {
+        "rate": rate,
+        "jobs": len(lat),
+        "p50_ms": lat[len(lat) // 2] * 1e3,
+        "p99_ms": lat[int(len(lat) * 0.99)] * 1e3,
+        "max_ms": lat[-1] * 1e3,
+    }
 
 
 async def latency(url: str, rate: float, seconds: float, workers: int) -> dict[str, Any]:
@@ -190,6 +239,7 @@ async def latency(url: str, rate: float, seconds: float, workers: int) -> dict[s
             name,
             str(rate),
             str(seconds),
+            "meetq",
             stdout=asyncio.subprocess.PIPE,
         )
         try:
@@ -198,10 +248,12 @@ async def latency(url: str, rate: float, seconds: float, workers: int) -> dict[s
             out, _ = await asyncio.wait_for(proc.communicate(), 30)
     after = commandstats(url)
     delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
-    publisher_calls = int(out.split()[-1]) if out.strip() else 0
-    # The worker's round trips: its EVALSHAs minus those paired behind a BLPOP (one write,
-    # one reply round), i.e. evalsha - blpop + blpop; the publisher's calls are not counted.
-    worker_evalsha = delta.get("evalsha", 0) - publisher_calls
+    singles, batches = (int(x) for x in out.split()[-2:])
+    # The worker's round trips are its EVALSHAs (one paired behind a BLPOP is one write and
+    # one reply round). The publisher's are not counted: a single publish is one EVALSHA, a
+    # batch of new messages one MULTI/EXEC.
+    publisher_calls = singles + batches
+    worker_evalsha = delta.get("evalsha", 0) - singles
     round_trips = worker_evalsha
     lat.sort()
     return {
@@ -216,12 +268,15 @@ async def latency(url: str, rate: float, seconds: float, workers: int) -> dict[s
     }
 
 
-async def run(url: str, jobs: int, workers: int) -> dict[str, Any]:
+async def run(url: str, jobs: int, workers: int, repeats: int) -> dict[str, Any]:
     out: dict[str, Any] = {"backend": backend(), "drain": [], "latency": []}
     for kind in ("sync", "async"):
         out["drain"].append(await drain(url, jobs, kind, workers))
+    out["raw_latency"] = []
     for rate, seconds in ((500.0, 6.0), (10_000.0, 3.0)):
-        out["latency"].append(await latency(url, rate, seconds, workers))
+        for _ in range(repeats):  # alternating, so both see the same machine
+            out["latency"].append(await latency(url, rate, seconds, workers))
+            out["raw_latency"].append(await raw_latency(url, rate, seconds))
     return out
 
 
@@ -229,11 +284,12 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--jobs", type=int, default=20_000)
     ap.add_argument("--workers", type=int, default=100)
+    ap.add_argument("--repeats", type=int, default=3, help="latency runs per rate")
     ap.add_argument("--json", default="")
     args = ap.parse_args()
     load_before = os.getloadavg()
     with redis_server() as url:
-        result = uvloop.run(run(url, args.jobs, args.workers))
+        result = uvloop.run(run(url, args.jobs, args.workers, args.repeats))
     result["loadavg"] = [load_before, os.getloadavg()]
     print(
         f"backend {result['backend']}, {os.cpu_count()} CPUs, load average "
@@ -255,6 +311,11 @@ def main() -> None:
             f"worker: {lt['round_trips_per_job']:.2f} round trips/job, "
             f"{lt['worker_commands_per_job']:.2f} commands/job "
             f"(publisher {lt['publisher_calls_per_job']:.2f} calls/job)"
+        )
+    for lt in result["raw_latency"]:
+        print(
+            f"raw LPUSH/BRPOP floor at {lt['rate']:,.0f} jobs/s ({lt['jobs']} jobs): "
+            f"p50 {lt['p50_ms']:.2f} ms, p99 {lt['p99_ms']:.2f} ms, max {lt['max_ms']:.2f} ms"
         )
     if args.json:
         with open(args.json, "w") as f:
