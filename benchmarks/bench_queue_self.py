@@ -22,68 +22,22 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
-import socket
-import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import orjson
 import redis
 import uvloop
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from helpers import running_redis
 from meetq import Message, RedisMessageQueue, backend
 from meetq.connection import RespConnection
 
 PAYLOAD = {"user_id": 12345, "meeting_id": 67890, "blob": "x" * 48}  # ~100 bytes encoded
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextmanager
-def redis_server() -> Iterator[str]:
-    port = _free_port()
-    with tempfile.TemporaryDirectory(prefix="meetq-bench-") as d:
-        proc = subprocess.Popen(
-            [
-                shutil.which("redis-server") or "redis-server",
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                d,
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        try:
-            r = redis.Redis(port=port)
-            deadline = time.monotonic() + 10
-            while True:
-                try:
-                    r.ping()
-                    break
-                except redis.ConnectionError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.01)
-            r.close()
-            yield f"redis://127.0.0.1:{port}/0"
-        finally:
-            proc.terminate()
-            proc.wait(10)
 
 
 def commandstats(url: str) -> dict[str, int]:
@@ -288,8 +242,8 @@ def main() -> None:
     ap.add_argument("--json", default="")
     args = ap.parse_args()
     load_before = os.getloadavg()
-    with redis_server() as url:
-        result = uvloop.run(run(url, args.jobs, args.workers, args.repeats))
+    with running_redis() as server:
+        result = uvloop.run(run(server.url, args.jobs, args.workers, args.repeats))
     result["loadavg"] = [load_before, os.getloadavg()]
     print(
         f"backend {result['backend']}, {os.cpu_count()} CPUs, load average "

@@ -85,7 +85,8 @@ _TRANSIENT = (
 )
 _ACK_CHUNK = 2000
 _BATCH_CHUNK = 250
-"""Messages per publish script call (Lua's stack bounds one call to a few thousand)."""
+"""Messages per publish call of `publish_batch` (Lua's stack bounds a script call to a
+few thousand arguments; smaller chunks overlap encoding with Redis better)."""
 _INLINE_BUDGET = 0.02
 """Seconds of handler work between two chances for the fetcher to run."""
 
