@@ -318,6 +318,42 @@ async def test_malformed_entries_go_to_dlq_and_worker_keeps_serving(redis_url: s
         await async_wait_until(lambda: served == [1, 2])
 
 
+async def test_dequeue_pops_in_priority_order_past_a_list_of_the_wrong_type(
+    redis_url: str,
+) -> None:
+    """LMPOP takes the best list first and moves on to lower ones until `n` ids; a ready
+    key holding something else makes LMPOP fail, and the per-list LPOPs skip just it."""
+    name = "pop-order"
+    k = QueueKeys(name)
+    q = RedisMessageQueue(redis_url, name)
+    async with redis_client(redis_url) as r:
+        for level, ids in ((3, ["c1"]), (1, ["n1", "n2"]), (0, ["l1", "l2"])):
+            await q.publish_batch(Message(type="t", id=i, priority=Priority(level)) for i in ids)
+        assert await _dequeued_ids(r, name, 4) == ["c1", "n1", "n2", "l1"]
+        await r.set(k.ready(2), "not a list")  # HIGH, above what is left
+        await q.publish(Message(type="t", id="n3"))
+        assert await _dequeued_ids(r, name, 5) == ["n3", "l2"]
+        assert await _dequeued_ids(r, name, 5) == []
+    await q.stop()
+
+
+async def test_dequeue_reports_the_next_due_time(redis_url: str) -> None:
+    """wait_ms is the time to the earliest delayed entry or lease deadline, including the
+    leases the call itself just made; -1 when nothing is scheduled."""
+    name = "next-due"
+    q = RedisMessageQueue(redis_url, name)
+    async with redis_client(redis_url) as r:
+        assert (await _raw_dequeue(r, name, 10, 60_000))[:3] == [0, -1, 0]
+        await q.publish(Message(type="t", id="later"), delay=30)
+        reply = await _raw_dequeue(r, name, 10, 60_000)
+        assert 25_000 < reply[1] <= 30_000
+        await q.publish(Message(type="t", id="now"))
+        reply = await _raw_dequeue(r, name, 10, 5_000)
+        assert reply[3] == b"now"
+        assert 4_000 < reply[1] <= 5_000  # the lease just made is due first
+    await q.stop()
+
+
 # ---------------------------------------------------------------- publish options
 
 
@@ -442,6 +478,11 @@ async def test_expired_lease_is_redelivered_and_stale_ack_is_ignored(redis_url: 
             "msg": set(),
         }
     await q.stop()
+
+
+async def _dequeued_ids(r: redis.asyncio.Redis, name: str, n: int) -> list[str]:
+    reply = await _raw_dequeue(r, name, n, 60_000)
+    return [x.decode() for x in reply[3::5]]
 
 
 async def _lease_expired(r: redis.asyncio.Redis, name: str, mid: str) -> bool:

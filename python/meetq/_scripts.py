@@ -124,9 +124,19 @@ if n_acks > 0 then
   end
 end
 
+-- Promotions are due only when the earliest delayed entry or lease deadline has passed:
+-- reading the two earliest scores first keeps an idle-path dequeue at a few calls (each
+-- redis.call costs microseconds), and they give the next due time for the reply as well.
+local function earliest(key)
+  local e = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  if e[2] then return tonumber(e[2]) end
+  return nil
+end
 local died = false
-local due = redis.call('ZRANGEBYSCORE', K_DELAYED, '-inf', now, 'LIMIT', 0, 1000)
-if #due > 0 then
+local next_delayed, next_lease = earliest(K_DELAYED), earliest(K_INF)
+
+if next_delayed and next_delayed <= now then
+  local due = redis.call('ZRANGEBYSCORE', K_DELAYED, '-inf', now, 'LIMIT', 0, 1000)
   local bodies = redis.call('HMGET', K_MSG, unpack(due))
   chunked('ZREM', K_DELAYED, due)
   for i, id in ipairs(due) do
@@ -137,10 +147,11 @@ if #due > 0 then
       died = true
     end
   end
+  next_delayed = earliest(K_DELAYED)
 end
 
-local expired = redis.call('ZRANGEBYSCORE', K_INF, '-inf', now, 'LIMIT', 0, 1000)
-if #expired > 0 then
+if next_lease and next_lease <= now then
+  local expired = redis.call('ZRANGEBYSCORE', K_INF, '-inf', now, 'LIMIT', 0, 1000)
   chunked('ZREM', K_INF, expired)
   for _, id in ipairs(expired) do
     local c = redis.call('HMGET', K_MSG, id, fl(id))
@@ -156,10 +167,31 @@ if #expired > 0 then
       redis.call('LPUSH', ready_key(c[1]), id)
     end
   end
+  next_lease = earliest(K_INF)
 end
 
+-- Best ready ids first. LMPOP (Redis >= 7) pops from the first non-empty list, so a
+-- message of one priority costs two calls instead of four LPOPs; a list holding something
+-- other than ids makes LMPOP fail, and the per-list LPOPs then skip just that list.
 local ids = {}
-for i = 1, 4 do
+local first = 1
+if n > 0 and (redis.REDIS_VERSION_NUM or 0) >= 0x070000 then
+  while first <= 4 and #ids < n do
+    local args = {5 - first}
+    for i = first, 4 do args[#args + 1] = KEYS[i] end
+    args[#args + 1] = 'LEFT'
+    args[#args + 1] = 'COUNT'
+    args[#args + 1] = n - #ids
+    local got = redis.pcall('LMPOP', unpack(args))
+    if not got then first = 5 break end -- all empty
+    if type(got) ~= 'table' or got.err then break end
+    for i = first, 4 do
+      if KEYS[i] == got[1] then first = i + 1 break end
+    end
+    for _, id in ipairs(got[2]) do ids[#ids + 1] = id end
+  end
+end
+for i = first, 4 do
   local want = n - #ids
   if want <= 0 then break end
   local got = redis.pcall('LPOP', KEYS[i], want)
@@ -212,12 +244,10 @@ if n > 0 and #ids >= n then
     ring()
   end
 else
-  local best = -1
-  local d = redis.call('ZRANGE', K_DELAYED, 0, 0, 'WITHSCORES')
-  if d[2] then best = tonumber(d[2]) end
-  local f = redis.call('ZRANGE', K_INF, 0, 0, 'WITHSCORES')
-  if f[2] and (best < 0 or tonumber(f[2]) < best) then best = tonumber(f[2]) end
-  if best >= 0 then out[2] = math.max(0, best - now) end
+  local best = next_delayed
+  if #out > 3 then next_lease = math.min(next_lease or math.huge, now + lease_ms) end
+  if next_lease and (best == nil or next_lease < best) then best = next_lease end
+  if best then out[2] = math.max(0, best - now) end
 end
 return out
 """

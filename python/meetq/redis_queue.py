@@ -521,10 +521,8 @@ class RedisMessageQueue:
         elif delay > 0:
             msg.deliver_at = now + delay
         chunks = _empty_chunks()
-        args = chunks[self._stage(iter((msg,)), [], chunks, now, 3)]
-        await self._retrying(
-            lambda: _scripts.publish.run(self._pub.execute, self._keys, args, self._pub.load)
-        )
+        i = self._stage(iter((msg,)), [], chunks, now, 3)
+        await self._store_chunk(chunks[i], 4 <= i < 8)
         return msg.id
 
     async def publish_batch(self, msgs: Iterable[Message]) -> list[str]:
@@ -546,7 +544,7 @@ class RedisMessageQueue:
                 i = self._stage(it, ids, chunks, now, full)
                 if i < 0:
                     break
-                sent.append(self._send_chunk(chunks[i], 4 <= i < 8))
+                sent.append(asyncio.ensure_future(self._store_chunk(chunks[i], 4 <= i < 8)))
                 chunks[i] = [chunks[i][0]]
                 await asyncio.sleep(0)  # lets the chunk's task write it now
         except BaseException:
@@ -554,13 +552,13 @@ class RedisMessageQueue:
             raise
         for i, chunk in enumerate(chunks):
             if len(chunk) > 1:
-                sent.append(self._send_chunk(chunk, 4 <= i < 8))
+                sent.append(asyncio.ensure_future(self._store_chunk(chunk, 4 <= i < 8)))
         if sent:
             await asyncio.gather(*sent)
         return ids
 
-    def _send_chunk(self, args: list[Any], fresh: bool) -> asyncio.Future[Any]:
-        """Stores one chunk of `publish_batch` (args: the publish script's). Ids made by
+    async def _store_chunk(self, args: list[Any], fresh: bool) -> Any:
+        """Stores one chunk of staged messages (args: the publish script's). Ids made by
         `new_id` cannot be in Redis yet, so such a chunk skips the script's dedupe and goes
         as plain commands in one MULTI/EXEC, a third of the script's server time; a retry
         after an unknown outcome goes through the script, which stores each id once.
@@ -584,7 +582,7 @@ class RedisMessageQueue:
                 )
             return _scripts.publish.run(self._pub.execute, self._keys, args, self._pub.load)
 
-        return asyncio.ensure_future(self._retrying(attempt))
+        return await self._retrying(attempt)
 
     async def _retrying(self, call: Callable[[], Awaitable[T]]) -> T:
         """Runs `call`, retrying transient connection errors within `retry_budget`."""
