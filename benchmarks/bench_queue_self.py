@@ -10,7 +10,9 @@
 - enqueue -> start latency (p50/p99) at a steady 500 jobs/s and 10,000 jobs/s, with the
   publisher in a separate process publishing on a fixed schedule; each run alternates with
   the same measurement done without a queue library (LPUSH / BRPOP of the same JSON), the
-  floor this machine and loopback allow at that moment.
+  floor this machine and loopback allow at that moment;
+- between the latency runs, how much of the time this machine's CPU ran several times
+  slower than usual (`benchutil.cpu_slowdowns`): the episodes the tails land in.
 
 Starts and stops its own redis-server on a random loopback port. Absolute numbers depend on
 the machine; the peer comparison lives in the side-by-side harness.
@@ -33,6 +35,7 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
+from benchutil import cpu_slowdowns
 from helpers import running_redis
 from meetq import Message, RedisMessageQueue, backend
 from meetq.connection import RespConnection
@@ -227,10 +230,12 @@ async def run(url: str, jobs: int, workers: int, repeats: int) -> dict[str, Any]
     for kind in ("sync", "async"):
         out["drain"].append(await drain(url, jobs, kind, workers))
     out["raw_latency"] = []
+    out["cpu_slowdowns"] = [cpu_slowdowns(2.0)]
     for rate, seconds in ((500.0, 6.0), (10_000.0, 3.0)):
         for _ in range(repeats):  # alternating, so both see the same machine
             out["latency"].append(await latency(url, rate, seconds, workers))
             out["raw_latency"].append(await raw_latency(url, rate, seconds))
+            out["cpu_slowdowns"].append(cpu_slowdowns(2.0))
     return out
 
 
@@ -271,6 +276,14 @@ def main() -> None:
             f"raw LPUSH/BRPOP floor at {lt['rate']:,.0f} jobs/s ({lt['jobs']} jobs): "
             f"p50 {lt['p50_ms']:.2f} ms, p99 {lt['p99_ms']:.2f} ms, max {lt['max_ms']:.2f} ms"
         )
+    slow = result["cpu_slowdowns"]
+    print(
+        "CPU slowdown episodes between the latency runs (share of 100-us slices with under a "
+        "quarter of the usual work done; episodes per second): "
+        + ", ".join(
+            f"{c['slow_fraction']:.1%} ({c['episodes'] / c['seconds']:.1f}/s)" for c in slow
+        )
+    )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)
