@@ -1,0 +1,43 @@
+"""The standalone benchmark scripts, run once on tiny workloads so they cannot rot.
+
+Each runs in its own process (as a user runs it) with its own redis-server; only that it
+finishes and prints its result lines is checked, never a number.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+
+
+@pytest.mark.parametrize(
+    ("script", "args", "expect"),
+    [
+        ("bench_publish.py", ["--n", "500", "--rounds", "1"], ["publish_batch"]),
+        (
+            "latency_breakdown.py",
+            ["--rate", "200", "--seconds", "0.5", "--repeats", "1"],
+            ["meetq  create->write", "raw    create->write"],
+        ),
+        (
+            "bench_queue_self.py",
+            ["--jobs", "500", "--repeats", "1"],
+            ["drain 500 jobs", "latency at 10,000 jobs/s", "CPU slowdown episodes"],
+        ),
+    ],
+)
+def test_script_runs(script: str, args: list[str], expect: list[str]) -> None:
+    done = subprocess.run(
+        [sys.executable, str(HERE / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    for line in expect:
+        assert line in done.stdout, done.stdout[-2000:]
