@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from benchutil import cpu_slowdowns
 from helpers import running_redis
 from meetq import Message, RedisMessageQueue, backend
-from meetq.connection import RespConnection
+from paced import consume_raw, publisher_command
 
 PAYLOAD = {"user_id": 12345, "meeting_id": 67890, "blob": "x" * 48}  # ~100 bytes encoded
 
@@ -99,70 +99,25 @@ async def drain(url: str, jobs: int, kind: str, workers: int) -> dict[str, Any]:
     }
 
 
-PUBLISHER = r"""
-import asyncio, sys, time, orjson, uvloop
-from meetq import Message, RedisMessageQueue
-from meetq.connection import RespConnection
-
-class RawQueue:  # the floor: LPUSH of the same JSON through meetq's connection, no library
-    def __init__(self, url, name):
-        self.url, self.name, self.conn = url, name, None
-    async def publish(self, msg):
-        self.conn = self.conn or await RespConnection.connect(self.url)
-        await self.conn.execute("LPUSH", self.name, orjson.dumps(msg.to_dict()))
-    async def publish_batch(self, msgs):
-        self.conn = self.conn or await RespConnection.connect(self.url)
-        await self.conn.execute("LPUSH", self.name, *(orjson.dumps(m.to_dict()) for m in msgs))
-    async def stop(self):
-        await self.conn.close()
-
-async def main(url, name, rate, seconds, raw):
-    q = RawQueue(url, name) if raw == "raw" else RedisMessageQueue(url, name)
-    total = int(rate * seconds)
-    t0 = time.perf_counter() + 0.2
-    sent = 0
-    singles = batches = 0
-    while sent < total:
-        now = time.perf_counter()
-        due = min(total, int((now - t0) * rate) + 1) if now >= t0 else 0
-        if due > sent:
-            batch = [Message(type="lat", payload={"t": time.time(), "pad": "x" * 60})
-                     for _ in range(due - sent)]
-            if len(batch) == 1:
-                await q.publish(batch[0])
-                singles += 1
-            else:
-                await q.publish_batch(batch)
-                batches += 1
-            sent = due
-        nxt = t0 + sent / rate
-        await asyncio.sleep(max(0.0, nxt - time.perf_counter()))
-    await q.stop()
-    print(singles, batches, flush=True)
-uvloop.run(main(sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4]), sys.argv[5]))
-"""
-
-
 async def raw_latency(url: str, rate: float, seconds: float) -> dict[str, Any]:
     """The same paced publisher and measurement with no queue library: LPUSH / BRPOP of the
     message JSON on meetq's `RespConnection` (what loopback and this machine allow)."""
     name = f"raw-lat-{int(rate)}"
     total = int(rate * seconds)
     lat: list[float] = []
-    conn = await RespConnection.connect(url)
+    deadline = time.monotonic() + seconds + 30
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", PUBLISHER, url, name, str(rate), str(seconds), "raw",
-        stdout=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+        *publisher_command(url, name, rate, seconds, "raw"), stdout=asyncio.subprocess.PIPE
+    )
     try:
-        deadline = time.monotonic() + seconds + 30
-        while len(lat) < total and time.monotonic() < deadline:
-            reply, rest = await conn.execute_many([("BRPOP", name, 1), ("RPOP", name, 1000)])
-            for body in ([reply[1]] if reply else []) + (rest or []):
-                lat.append(time.time() - orjson.loads(body)["payload"]["t"])
+        await consume_raw(
+            url,
+            name,
+            lambda body: lat.append(time.time() - orjson.loads(body)["payload"]["t"]),
+            lambda: len(lat) >= total or time.monotonic() > deadline,
+        )
     finally:
         await asyncio.wait_for(proc.communicate(), 30)
-        await conn.close()
     lat.sort()
     return {
         "rate": rate,
@@ -189,15 +144,7 @@ async def latency(url: str, rate: float, seconds: float, workers: int) -> dict[s
     before = commandstats(url)
     async with q:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-c",
-            PUBLISHER,
-            url,
-            name,
-            str(rate),
-            str(seconds),
-            "meetq",
-            stdout=asyncio.subprocess.PIPE,
+            *publisher_command(url, name, rate, seconds, "meetq"), stdout=asyncio.subprocess.PIPE
         )
         try:
             await asyncio.wait_for(done.wait(), seconds + 30)
@@ -205,7 +152,8 @@ async def latency(url: str, rate: float, seconds: float, workers: int) -> dict[s
             out, _ = await asyncio.wait_for(proc.communicate(), 30)
     after = commandstats(url)
     delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
-    singles, batches = (int(x) for x in out.split()[-2:])
+    report = orjson.loads(out)
+    singles, batches = report["singles"], report["batches"]
     # The worker's round trips are its EVALSHAs (one paired behind a BLPOP is one write and
     # one reply round). The publisher's are not counted: a single publish is one EVALSHA, a
     # batch of new messages one MULTI/EXEC.

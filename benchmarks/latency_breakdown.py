@@ -2,14 +2,15 @@
 
     python benchmarks/latency_breakdown.py [--rate 500] [--seconds 6] [--repeats 2]
 
-A paced publisher process and this worker process, as in `bench_queue_self.py`, with three
-timestamps per message besides its creation: the publisher's last socket write before its
-publish returned, the worker's last socket read before the handler ran, and the handler's
-start. So each latency splits into create -> write (publisher CPU), write -> arrive
-(redis-server and the wake-ups of both processes) and arrive -> handler (worker CPU). The
-timestamps come from wrapping `RespConnection`'s methods in both processes: a diagnostic,
-not an API. Also prints CPU per message of each process and of redis-server, and the
-server time per message of the commands on the path (`INFO commandstats`).
+The paced publisher (`paced.py`) in a process of its own and this worker process, as in
+`bench_queue_self.py`, with three timestamps per message besides its creation: the
+publisher's last socket write before its publish returned, the worker's last socket read
+before the handler ran, and the handler's start. So each latency splits into create ->
+write (publisher CPU), write -> arrive (redis-server and the wake-ups of both processes)
+and arrive -> handler (worker CPU). The timestamps come from wrapping `RespConnection`'s
+methods in both processes: a diagnostic, not an API. Also prints CPU per message of each
+process and of redis-server, and the server time per message of the commands on the path
+(`INFO commandstats`).
 
 The floor ("raw") is LPUSH / BRPOP of the same JSON on the same connection class.
 """
@@ -32,58 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from helpers import running_redis
 from meetq import RedisMessageQueue, backend
 from meetq import connection as conn_module
-
-PUBLISHER = r"""
-import asyncio, sys, time, orjson, uvloop
-from meetq import Message, RedisMessageQueue
-from meetq import connection as cm
-from meetq.message import new_id
-
-wrote = [0.0]
-for name in ("execute", "execute_many"):
-    def stamped(self, *a, _f=getattr(cm.RespConnection, name), **k):
-        wrote[0] = time.time()
-        return _f(self, *a, **k)
-    setattr(cm.RespConnection, name, stamped)
-
-class RawQueue:
-    def __init__(self, url, name):
-        self.url, self.name, self.conn = url, name, None
-    async def publish(self, msg):
-        await self.publish_batch([msg])
-    async def publish_batch(self, msgs):
-        self.conn = self.conn or await cm.RespConnection.connect(self.url)
-        await self.conn.execute("LPUSH", self.name, *(orjson.dumps(m.to_dict()) for m in msgs))
-    async def stop(self):
-        await self.conn.close()
-
-async def main(url, name, rate, seconds, kind):
-    q = RawQueue(url, name) if kind == "raw" else RedisMessageQueue(url, name)
-    cpu0 = time.process_time()
-    total = int(rate * seconds)
-    t0 = time.perf_counter() + 0.2
-    sent = 0
-    rows = []
-    while sent < total:
-        now = time.perf_counter()
-        due = min(total, int((now - t0) * rate) + 1) if now >= t0 else 0
-        if due > sent:
-            batch = [Message(type="lat", payload={"t": time.time(), "pad": "x" * 60})
-                     for _ in range(due - sent)]
-            if kind == "raw":  # the queue stamps ids itself (and skips its dedupe for them)
-                for m in batch:
-                    m.id = new_id()
-            if len(batch) == 1:
-                await q.publish(batch[0])
-            else:
-                await q.publish_batch(batch)
-            rows.extend((m.id, m.payload["t"], wrote[0]) for m in batch)
-            sent = due
-        await asyncio.sleep(max(0.0, t0 + sent / rate - time.perf_counter()))
-    await q.stop()
-    sys.stdout.buffer.write(orjson.dumps({"cpu": time.process_time() - cpu0, "rows": rows}))
-uvloop.run(main(sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4]), sys.argv[5]))
-"""
+from paced import consume_raw, publisher_command
 
 arrived = [0.0]
 
@@ -96,17 +46,6 @@ def _stamp_reads() -> None:
         original(self, data)
 
     conn_module.RespConnection.data_received = stamped  # type: ignore[method-assign]
-
-
-async def _raw_worker(url: str, name: str, on_message: Any, stop: asyncio.Event) -> None:
-    conn = await conn_module.RespConnection.connect(url)
-    try:
-        while not stop.is_set():
-            reply, rest = await conn.execute_many([("BRPOP", name, 0.2), ("RPOP", name, 1000)])
-            for body in ([reply[1]] if reply else []) + (rest or []):
-                on_message(orjson.loads(body)["id"])
-    finally:
-        await conn.close()
 
 
 def _pct(xs: list[float], q: float) -> float:
@@ -129,15 +68,17 @@ async def run_once(url: str, kind: str, rate: float, seconds: float) -> dict[str
     cpu0 = time.process_time()
     if kind == "raw":
         q: Any = None
-        worker = asyncio.ensure_future(_raw_worker(url, name, on_message, done))
+        worker = asyncio.ensure_future(
+            consume_raw(url, name, lambda body: on_message(orjson.loads(body)["id"]), done.is_set)
+        )
     else:
         q = RedisMessageQueue(url, name, workers=100)
         q.register_handler("lat", lambda m: on_message(m.id))
         await q.start()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", PUBLISHER, url, name, str(rate), str(seconds), kind,
+        *publisher_command(url, name, rate, seconds, kind, stamp_writes=True),
         stdout=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+    )
     try:
         await asyncio.wait_for(done.wait(), seconds + 30)
     finally:
