@@ -341,6 +341,9 @@ class RedisMessageQueue:
         self.keys = QueueKeys(queue_name)
         self._keys = self.keys.all
         self._wake_key = self.keys.named("wake")
+        # the plain-command publish path names these per call
+        self._msg_key, self._stats_key = self.keys.named("msg"), self.keys.named("stats")
+        self._ready_keys = [self.keys.ready(p) for p in range(4)]
         self._lease_ms = int(visibility_timeout * 1000)
         self._dlq_args = (dead_letter_max, int(dead_letter_max_age * 1000))
 
@@ -572,9 +575,9 @@ class RedisMessageQueue:
                 ready_ids = args[1::2]
                 return self._pub.transaction(
                     [
-                        ("HSET", self.keys.named("msg"), *args[1:]),
-                        ("RPUSH", self.keys.ready(int(args[0])), *ready_ids),
-                        ("HINCRBY", self.keys.named("stats"), "published", len(ready_ids)),
+                        ("HSET", self._msg_key, *args[1:]),
+                        ("RPUSH", self._ready_keys[int(args[0])], *ready_ids),
+                        ("HINCRBY", self._stats_key, "published", len(ready_ids)),
                         ("RPUSH", self._wake_key, 1),
                         ("LTRIM", self._wake_key, 0, 0),
                     ],
