@@ -19,6 +19,7 @@ HERE = Path(__file__).resolve().parent
     ("script", "args", "expect"),
     [
         ("bench_publish.py", ["--n", "500", "--rounds", "1"], ["publish_batch"]),
+        ("bench_script_calls.py", ["--calls", "40", "--repeats", "1"], ["whole dequeue"]),
         (
             "latency_breakdown.py",
             ["--rate", "200", "--seconds", "0.5", "--repeats", "1"],
