@@ -25,6 +25,11 @@ Errors.
   every later call likewise. There is no automatic reconnect: a `RespConnection` is one
   socket, and reconnect policy (backoff, script reload) belongs to its owner.
 
+A silent server. With `reply_timeout`, a request not answered within that many seconds
+fails the connection like a lost one (cause `TimeoutError`): one timer per connection,
+re-armed for the oldest request, not one per call. It must exceed the longest blocking
+command sent on the connection.
+
 Do not send blocking commands (BLPOP, XREAD BLOCK, SUBSCRIBE) on a connection that others
 pipeline on: every request queued behind them would wait. Give them a connection of their own.
 
@@ -125,22 +130,30 @@ class ConnectionSettings:
 class _Pending:
     """One request in the FIFO: a single command (`results is None`) or a batch of `count`."""
 
-    __slots__ = ("count", "future", "raise_on_error", "results")
+    __slots__ = ("count", "future", "raise_on_error", "results", "sent")
 
     def __init__(
-        self, future: asyncio.Future[Any], count: int, batch: bool, raise_on_error: bool
+        self,
+        future: asyncio.Future[Any],
+        count: int,
+        batch: bool,
+        raise_on_error: bool,
+        sent: float,
     ) -> None:
         self.future = future
         self.count = count
         self.results: list[Any] | None = [] if batch else None
         self.raise_on_error = raise_on_error
+        self.sent = sent
 
 
 class RespConnection(asyncio.Protocol):
     """One pipelined Redis connection; create it with `await RespConnection.connect(url)`."""
 
-    def __init__(self) -> None:
+    def __init__(self, reply_timeout: float | None = None) -> None:
         self._loop = asyncio.get_running_loop()
+        self._reply_timeout = reply_timeout
+        self._watchdog: asyncio.TimerHandle | None = None
         self._reader = hiredis.Reader(replyError=_parse_error)
         self._pending: deque[_Pending] = deque()
         self._transport: asyncio.Transport | None = None
@@ -157,17 +170,19 @@ class RespConnection(asyncio.Protocol):
         url: str,
         *,
         timeout: float = 5.0,
+        reply_timeout: float | None = None,
         ssl_context: ssl.SSLContext | None = None,
         client_name: str | None = None,
     ) -> RespConnection:
         """Opens, authenticates and selects the db; raises `MeetqConnectionError` on failure.
+        `timeout` bounds the opening, `reply_timeout` every later request (module docstring).
 
         An AUTH or SELECT refused by the server raises its redis-py error instead
         (`AuthenticationError`, `ResponseError`): retrying would not help.
         """
         settings = ConnectionSettings.from_url(url)
         loop = asyncio.get_running_loop()
-        conn = cls()
+        conn = cls(reply_timeout)
         try:
             async with asyncio.timeout(timeout):
                 if settings.path is not None:
@@ -238,7 +253,7 @@ class RespConnection(asyncio.Protocol):
         """Sends one command and returns its reply (bytes, int, list, None); raises errors."""
         transport = self._check_open()
         future = self._loop.create_future()
-        self._pending.append(_Pending(future, 1, False, True))
+        self._push(_Pending(future, 1, False, True, self._loop.time()))
         transport.write(encode_command(args))
         if self._writable is not None:
             await self._writable.wait()
@@ -252,18 +267,52 @@ class RespConnection(asyncio.Protocol):
         An error reply is returned in place as its exception instance, or, with
         `raise_on_error=True`, the first one is raised after all replies were read.
         """
-        transport = self._check_open()
         if not isinstance(commands, list | tuple):
             commands = list(commands)
         if not commands:
+            self._check_open()
             return []
-        data = encode_commands(commands)
-        future: asyncio.Future[list[Any]] = self._loop.create_future()
-        self._pending.append(_Pending(future, len(commands), True, raise_on_error))
-        transport.write(data)
+        future = self._send(commands, raise_on_error)
         if self._writable is not None:
             await self._writable.wait()
         return await future
+
+    def send_many(self, commands: Sequence[Sequence[Arg]]) -> asyncio.Future[list[Any]]:
+        """`execute_many` without a coroutine: writes now and returns the future of the
+        replies (errors in place), for a caller that waits on it together with other
+        things. It does not wait for a paused transport: keep such batches small."""
+        if not commands:
+            raise ValueError("send_many needs at least one command")
+        return self._send(commands, False)
+
+    def _send(
+        self, commands: Sequence[Sequence[Arg]], raise_on_error: bool
+    ) -> asyncio.Future[list[Any]]:
+        transport = self._check_open()
+        data = encode_commands(commands)
+        future: asyncio.Future[list[Any]] = self._loop.create_future()
+        self._push(_Pending(future, len(commands), True, raise_on_error, self._loop.time()))
+        transport.write(data)
+        return future
+
+    def _push(self, request: _Pending) -> None:
+        self._pending.append(request)
+        if self._reply_timeout is not None and self._watchdog is None:
+            self._watchdog = self._loop.call_at(request.sent + self._reply_timeout, self._watch)
+
+    def _watch(self) -> None:
+        """The reply timeout: fails the connection when the oldest request is overdue."""
+        self._watchdog = None
+        if not self._pending or self._reply_timeout is None or self.closed:
+            return
+        deadline = self._pending[0].sent + self._reply_timeout
+        if self._loop.time() < deadline:
+            self._watchdog = self._loop.call_at(deadline, self._watch)
+            return
+        self._lost = TimeoutError(f"no reply from redis within {self._reply_timeout}s")
+        if self._transport is not None:
+            self._transport.abort()
+        self._fail_all(self._lost)
 
     def _check_open(self) -> asyncio.Transport:
         if self._closed or self._transport is None:
@@ -335,6 +384,9 @@ class RespConnection(asyncio.Protocol):
                 else ConnectionResetError("connection closed by the server")
             )
         self._fail_all(self._lost)
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         if self._writable is not None:
             self._writable.set()
             self._writable = None

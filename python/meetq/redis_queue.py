@@ -151,8 +151,8 @@ class _Link:
 
     meetq's `RespConnection` (one write per call, hiredis replies) costs a quarter of a
     redis-py round trip; it has no reconnect of its own, so a broken or silent connection
-    is dropped here and the next call opens a new one. Without a URL a private redis-py
-    client does the same job.
+    (no reply within `timeout`) is dropped here and the next call opens a new one. Without
+    a URL a private redis-py client does the same job.
     """
 
     def __init__(
@@ -171,7 +171,12 @@ class _Link:
         self._lock: asyncio.Lock | None = None
         self._id: int | None = None
 
-    async def execute(self, *args: Any, timeout: float | None = None) -> Any:
+    @property
+    def is_open(self) -> bool:
+        """Whether `send_many` can write at once (else it opens the connection first)."""
+        return self._url is None or (self._conn is not None and not self._conn.closed)
+
+    async def execute(self, *args: Any) -> Any:
         if self._url is None:
             if self._client is None:
                 self._client = self._make_client()
@@ -181,13 +186,12 @@ class _Link:
         if conn is None or conn.closed:
             conn = await self._open()
         try:
-            async with asyncio.timeout(timeout or self._timeout):
-                return await conn.execute(*args)
-        except (MeetqConnectionError, TimeoutError, OSError):
+            return await conn.execute(*args)
+        except (MeetqConnectionError, OSError):
             await self._drop(conn)
             raise
 
-    async def execute_many(self, commands: list[tuple[Any, ...]], timeout: float) -> list[Any]:
+    async def execute_many(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         """One write, replies in order; error replies are returned in place."""
         if self._url is None:
             if self._client is None:
@@ -201,13 +205,20 @@ class _Link:
         if conn is None or conn.closed:
             conn = await self._open()
         try:
-            async with asyncio.timeout(timeout):
-                return await conn.execute_many(commands)
-        except (MeetqConnectionError, TimeoutError, OSError):
+            return await conn.execute_many(commands)
+        except (MeetqConnectionError, OSError):
             await self._drop(conn)
             raise
 
-    async def transaction(self, commands: list[tuple[Any, ...]], timeout: float) -> list[Any]:
+    def send_many(self, commands: list[tuple[Any, ...]]) -> asyncio.Future[list[Any]]:
+        """`execute_many` as a future, with no task when the connection is open: the
+        fetcher waits on it together with other things."""
+        conn = self._conn
+        if self._url is not None and conn is not None and not conn.closed:
+            return conn.send_many(commands)
+        return asyncio.ensure_future(self.execute_many(commands))
+
+    async def transaction(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         """MULTI, the commands, EXEC in one write; EXEC's replies, or the first error raised."""
         if self._url is None:
             if self._client is None:
@@ -217,13 +228,16 @@ class _Link:
                 pipe.execute_command(*command)
             done: list[Any] = await pipe.execute()
             return done
-        replies = await self.execute_many([("MULTI",), *commands, ("EXEC",)], timeout)
+        replies = await self.execute_many([("MULTI",), *commands, ("EXEC",)])
         results = replies[-1]
-        for reply in (*replies, *(results or ())):
+        if results is None or isinstance(results, Exception):
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise reply
+            raise RedisError("transaction aborted")
+        for reply in results:
             if isinstance(reply, Exception):
                 raise reply
-        if results is None:
-            raise RedisError("transaction aborted")
         result: list[Any] = results
         return result
 
@@ -253,7 +267,9 @@ class _Link:
             self._lock = asyncio.Lock()
         async with self._lock:
             if self._conn is None or self._conn.closed:
-                self._conn = await RespConnection.connect(self._url, timeout=5.0)
+                self._conn = await RespConnection.connect(
+                    self._url, timeout=5.0, reply_timeout=self._timeout
+                )
             return self._conn
 
     async def _drop(self, conn: RespConnection) -> None:
@@ -580,8 +596,7 @@ class RedisMessageQueue:
                         ("HINCRBY", self._stats_key, "published", len(ready_ids)),
                         ("RPUSH", self._wake_key, 1),
                         ("LTRIM", self._wake_key, 0, 0),
-                    ],
-                    30.0,
+                    ]
                 )
             return _scripts.publish.run(self._pub.execute, self._keys, args, self._pub.load)
 
@@ -693,7 +708,7 @@ class RedisMessageQueue:
 
     # ------------------------------------------------------------------ fetching
 
-    def _kick(self) -> None:
+    def _kick(self, _: object = None) -> None:
         fut = self._kick_fut
         if fut is not None and not fut.done():
             fut.set_result(None)
@@ -726,31 +741,35 @@ class RedisMessageQueue:
         is already in flight while this batch's handlers run. Idle: one write of
         [BLPOP doorbell, EVALSHA dequeue] on the doorbell connection, so the dequeue runs
         inside Redis the moment a publisher rings, with no extra round trip; acks made
-        meanwhile are flushed at most `ack_delay` later on the fetch connection.
+        meanwhile are flushed at most `ack_delay` later on the fetch connection. Both are
+        plain futures of the connections (no task, no timer per call: the connections'
+        reply timeouts catch a silent server), and an idle wait is one future that the
+        doorbell reply, the first ack's timer or stop() completes.
         """
         loop = asyncio.get_running_loop()
-        pending: asyncio.Task[Any] | None = None
-        pair: asyncio.Task[Any] | None = None
+        pending: asyncio.Future[list[Any]] | None = None
+        command: tuple[Any, ...] = ()
+        pair: asyncio.Future[list[Any]] | None = None
         pair_n = 0
         sent_acks: list[str] = []
         asked = 0
         attempt = 0
         drained = False
         wait_ms = -1
-        dequeue = _scripts.dequeue
-        head = [0, self._lease_ms, self.max_deliveries, *self._dlq_args, 0]
-        fetch = self._fetch
-        assert fetch is not None
+        script = _scripts.dequeue
+        head = ["EVALSHA", script.sha, len(self._keys), *self._keys]
+        head += [0, self._lease_ms, self.max_deliveries, *self._dlq_args, 0]
+        n_at, acks_at = len(head) - 6, len(head) - 1
+        fetch, block = self._fetch, self._block
+        assert fetch is not None and block is not None
 
-        def ask(n: int) -> asyncio.Task[Any]:
-            nonlocal sent_acks, asked
+        def ask(n: int) -> asyncio.Future[list[Any]]:
+            nonlocal sent_acks, asked, command
             sent_acks = self._take_acks()
-            asked = n
-            head[0] = n
-            head[5] = len(sent_acks) // 2
-            return loop.create_task(
-                dequeue.run(fetch.execute, self._keys, head + sent_acks, fetch.load)
-            )
+            asked = head[n_at] = n
+            head[acks_at] = len(sent_acks) // 2
+            command = (*head, *sent_acks)
+            return fetch.send_many([command])
 
         try:
             while True:
@@ -770,40 +789,53 @@ class RedisMessageQueue:
                         # Idle: the pair waits for the doorbell; wake early for acks.
                         if pair is None and room > 0:
                             pair_n = room
-                            pair = loop.create_task(self._doorbell_dequeue(room, wait_ms))
-                        timeout = None
+                            pair = self._ring_and_dequeue(block, room, wait_ms)
+                            pair.add_done_callback(self._kick)
+                        timer = None
                         if self._acks:
-                            timeout = max(0.0, self._ack_since + self._ack_delay - time.monotonic())
-                        self._kick_fut = fut = loop.create_future()
-                        waiters: set[asyncio.Future[Any]] = {fut}
-                        if pair is not None:
-                            waiters.add(pair)
-                        await asyncio.wait(
-                            waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-                        )
-                        self._kick_fut = None
+                            due = self._ack_since + self._ack_delay - time.monotonic()
+                            timer = loop.call_later(max(0.0, due), self._kick)
+                        if pair is None or not pair.done():
+                            self._kick_fut = fut = loop.create_future()
+                            await fut
+                            self._kick_fut = None
+                        if timer is not None:
+                            timer.cancel()
                         if pair is not None and pair.done():
                             finished, pair = pair, None
                             try:
-                                reply = finished.result()
+                                rung, reply = finished.result()
+                                if isinstance(reply, NoScriptError):
+                                    await block.load(script.source)
+                                    drained = False  # the dequeue did not run: fetch now
+                                    continue
+                                if isinstance(reply, Exception):
+                                    raise reply
                             except Exception as exc:
                                 log.warning("queue %s: wait failed (%r)", self.queue_name, exc)
                                 await asyncio.sleep(_backoff(attempt))
                                 attempt += 1
                                 drained = False  # a ring may have been lost with it
                                 continue
-                            if reply is None:
-                                drained = False  # the dequeue did not run: fetch now
-                            else:
-                                attempt = 0
-                                got = (len(reply) - 3) // 5
-                                wait_ms = reply[1]
-                                drained = not (reply[2] or (got and got >= pair_n))
-                                if got:
-                                    self._deliver(reply)
+                            attempt = 0
+                            got = (len(reply) - 3) // 5
+                            wait_ms = reply[1]
+                            drained = not (reply[2] or (got and got >= pair_n))
+                            if got:
+                                self._deliver(reply)
+                            if isinstance(rung, Exception):
+                                # e.g. garbage in the doorbell key: do not spin on it
+                                log.warning("queue %s: doorbell failed (%r)", self.queue_name, rung)
+                                await asyncio.sleep(min(1.0, self._block_wait))
                         continue
                 try:
-                    reply = await pending
+                    reply = (await pending)[0]
+                    if isinstance(reply, NoScriptError):
+                        await fetch.load(script.source)
+                        pending = fetch.send_many([command])  # it did not run: same call
+                        continue
+                    if isinstance(reply, Exception):
+                        raise reply
                 except asyncio.CancelledError:
                     self._untake_acks(sent_acks)
                     raise
@@ -836,37 +868,25 @@ class RedisMessageQueue:
             if pair is not None:
                 await self._collect_pair(pair)
 
-    async def _doorbell_dequeue(self, n: int, wait_ms: int) -> list[Any] | None:
-        """[BLPOP wake, EVALSHA dequeue] in one write; returns the dequeue reply (None when
-        the script had to be loaded first, in which case it did not run)."""
-        block = self._block
-        assert block is not None
+    def _ring_and_dequeue(self, block: _Link, n: int, wait_ms: int) -> asyncio.Future[list[Any]]:
+        """[BLPOP doorbell, EVALSHA dequeue] in one write: the future of both replies."""
         timeout = self._block_wait if wait_ms < 0 else min(self._block_wait, wait_ms / 1000)
-        timeout = max(timeout, 0.001)
-        self._block_id = await block.client_id()
         script = _scripts.dequeue
         head = [n, self._lease_ms, self.max_deliveries, *self._dlq_args, 0]
-        replies = await block.execute_many(
-            [
-                ("BLPOP", self._wake_key, round(timeout, 3)),
-                ("EVALSHA", script.sha, len(self._keys), *self._keys, *head),
-            ],
-            timeout=timeout + 5.0,
-        )
-        rung, reply = replies
-        if isinstance(reply, NoScriptError):
-            await block.load(script.source)
-            return None
-        if isinstance(reply, Exception):
-            raise reply
-        if isinstance(rung, Exception):
-            # e.g. garbage in the doorbell key: do not spin on it
-            log.warning("queue %s: doorbell failed (%r)", self.queue_name, rung)
-            await asyncio.sleep(min(1.0, timeout))
-        result: list[Any] = reply
-        return result
+        commands = [
+            ("BLPOP", self._wake_key, round(max(timeout, 0.001), 3)),
+            ("EVALSHA", script.sha, len(self._keys), *self._keys, *head),
+        ]
+        if block.is_open and self._block_id is not None:
+            return block.send_many(commands)
+        return asyncio.ensure_future(self._open_then_send(block, commands))
 
-    async def _collect_pair(self, pair: asyncio.Task[Any]) -> None:
+    async def _open_then_send(self, block: _Link, commands: list[tuple[Any, ...]]) -> list[Any]:
+        # the connection's id lets stop() unblock the wait (CLIENT UNBLOCK)
+        self._block_id = await block.client_id()
+        return await block.execute_many(commands)
+
+    async def _collect_pair(self, pair: asyncio.Future[list[Any]]) -> None:
         """On stop: unblocks the doorbell wait so its dequeue runs now, and keeps what it
         leased (stop() hands it back) instead of leaving it to the visibility timeout."""
         run: Callable[..., Awaitable[Any]] = self._client.execute_command
@@ -880,10 +900,10 @@ class RedisMessageQueue:
         if not pair.done():
             pair.cancel()
         try:
-            reply = await pair
+            reply = (await pair)[1]
         except BaseException:
             return
-        if reply is not None and len(reply) > 3:
+        if isinstance(reply, list) and len(reply) > 3:
             self._deliver(reply)
 
     def _deliver(self, reply: list[Any]) -> None:
@@ -1008,20 +1028,24 @@ class RedisMessageQueue:
         if msg.reply_to:
             self._spawn(self._reply_then_ack(msg, token, result))
             return
-        if not self._acks:
+        self._add_ack(msg.id, token)
+
+    def _add_ack(self, mid: str, token: str) -> None:
+        acks = self._acks
+        if not acks:
             self._ack_since = time.monotonic()
-        self._acks += (msg.id, token)
-        self._kick()
+        acks += (mid, token)
+        if len(acks) == 2 or len(acks) >= 2 * self._fetch_max:
+            # the first ack arms the fetcher's flush timer (or goes out at once when busy);
+            # later ones ride along with it
+            self._kick()
 
     async def _reply_then_ack(self, msg: Message, token: str, result: Any) -> None:
         try:
             await self._reply(msg, "completed", result, None)
         except Exception as exc:
             log.warning("queue %s: reply for %s failed (%r)", self.queue_name, msg.id, exc)
-        if not self._acks:
-            self._ack_since = time.monotonic()
-        self._acks += (msg.id, token)
-        self._kick()
+        self._add_ack(msg.id, token)
 
     async def _reply(self, msg: Message, status: str, result: Any, error: str | None) -> None:
         try:
