@@ -189,6 +189,44 @@ async def test_cancelled_caller_keeps_the_stream_in_sync(redis_url: str) -> None
         assert conn.pending == 0
 
 
+async def test_reply_timeout_fails_a_silent_request_and_spares_answered_ones(
+    redis_url: str,
+) -> None:
+    async with (
+        await RespConnection.connect(redis_url, reply_timeout=0.3) as conn,
+        await RespConnection.connect(redis_url) as other,
+    ):
+        # answered within the timeout, again and again: the connection stays up
+        for _ in range(3):
+            assert await conn.execute("BLPOP", "empty", 0.1) is None
+        assert await conn.send_many([("PING",), ("GET", "x")]) == [b"PONG", None]
+        assert not conn.closed
+        # a reply that never comes in time fails everything pending, with the cause
+        blocked = conn.send_many([("BLPOP", "never", 0), ("PING",)])
+        behind = asyncio.ensure_future(conn.execute("PING"))
+        async with asyncio.timeout(10):  # fails, not hangs, without the watchdog
+            results = await asyncio.gather(blocked, behind, return_exceptions=True)
+        for result in results:
+            assert isinstance(result, MeetqConnectionError), result
+            assert isinstance(result.__cause__, TimeoutError)
+        assert conn.closed
+        await async_wait_until(lambda: _no_blocked(other))
+
+
+async def _no_blocked(conn: RespConnection) -> bool:
+    return await blocked_clients(conn) == 0
+
+
+async def test_send_many_returns_errors_in_place(redis_url: str) -> None:
+    async with await RespConnection.connect(redis_url) as conn:
+        future = conn.send_many([("SET", "s", "v"), ("LPUSH", "s", "x"), ("GET", "s")])
+        ok, wrong, value = await future
+        assert ok == b"OK" and value == b"v"
+        assert isinstance(wrong, ResponseError) and "WRONGTYPE" in str(wrong)
+        with pytest.raises(ValueError):
+            conn.send_many([])
+
+
 async def test_connect_refused_is_a_meetq_connection_error() -> None:
     with pytest.raises(MeetqConnectionError) as info:
         await RespConnection.connect(f"redis://127.0.0.1:{free_port()}/0", timeout=2.0)
