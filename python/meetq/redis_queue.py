@@ -582,14 +582,10 @@ class RedisMessageQueue:
         as plain commands in one MULTI/EXEC, a third of the script's server time; a retry
         after an unknown outcome goes through the script, which stores each id once.
         (Cluster and other shared clients always use the script.)"""
-        first = fresh and self._standard
-
-        def attempt() -> Awaitable[Any]:
-            nonlocal first
-            if first:
-                first = False
-                ready_ids = args[1::2]
-                return self._pub.transaction(
+        if fresh and self._standard:
+            ready_ids = args[1::2]
+            try:
+                return await self._pub.transaction(
                     [
                         ("HSET", self._msg_key, *args[1:]),
                         ("RPUSH", self._ready_keys[int(args[0])], *ready_ids),
@@ -598,9 +594,10 @@ class RedisMessageQueue:
                         ("LTRIM", self._wake_key, 0, 0),
                     ]
                 )
-            return _scripts.publish.run(self._pub.execute, self._keys, args, self._pub.load)
-
-        return await self._retrying(attempt)
+            except _TRANSIENT as exc:
+                log.debug("queue %s: retrying after %r", self.queue_name, exc)
+        script, link = _scripts.publish, self._pub
+        return await self._retrying(lambda: script.run(link.execute, self._keys, args, link.load))
 
     async def _retrying(self, call: Callable[[], Awaitable[T]]) -> T:
         """Runs `call`, retrying transient connection errors within `retry_budget`."""
