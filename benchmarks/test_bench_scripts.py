@@ -26,6 +26,11 @@ HERE = Path(__file__).resolve().parent
             ["meetq  create->write", "raw    create->write"],
         ),
         (
+            "stall_probe.py",
+            ["--rate", "200", "--seconds", "0.5", "--repeats", "1"],
+            ["meetq  pickup p50", "raw    pickup p50"],
+        ),
+        (
             "bench_queue_self.py",
             ["--jobs", "500", "--repeats", "1"],
             ["drain 500 jobs", "latency at 10,000 jobs/s", "CPU slowdown episodes"],
