@@ -125,7 +125,8 @@ async def test_redis_restart_with_aof_loses_nothing(
 
 
 class Proxy:
-    """A loopback TCP proxy that can cut every connection through it at once."""
+    """A loopback TCP proxy that can cut every connection through it at once, or silence
+    them (bytes vanish both ways, nothing is closed: a half-open path)."""
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
@@ -133,6 +134,7 @@ class Proxy:
         self.cuts = 0
         self._server: asyncio.Server | None = None
         self._pairs: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
+        self._silenced: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
@@ -152,16 +154,22 @@ class Proxy:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    @staticmethod
-    async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+    async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
         try:
             while data := await src.read(65536):
+                if dst in self._silenced:
+                    continue
                 dst.write(data)
                 await dst.drain()
         except (ConnectionError, OSError):
             pass
         finally:
             dst.transport.abort()
+
+    def silence(self) -> None:
+        """From now on the connections open now forward nothing; new ones work."""
+        for a, b in self._pairs:
+            self._silenced.update((a, b))
 
     def cut(self) -> None:
         self.cuts += 1
@@ -209,6 +217,42 @@ async def test_cut_connections_lose_nothing(redis_server: RedisServer) -> None:
     finally:
         await publisher.stop()
         await proxy.stop()
+
+
+@pytest.mark.slow
+async def test_silent_connections_are_replaced(redis_server: RedisServer) -> None:
+    """Every connection goes silent at once (a half-open path: nothing closes, nothing
+    arrives). The worker's doorbell wait notices by its reply timeout, reconnects and
+    serves messages published over fresh connections, including those whose dequeue
+    reply was lost in the silence (their leases expire and they come back)."""
+    proxy = Proxy(redis_server.port)
+    await proxy.start()
+    url = f"redis://127.0.0.1:{proxy.port}/0"
+    name = "silent"
+    consumer = RedisMessageQueue(url, name, workers=4, visibility_timeout=2.0, block_timeout=0.3)
+    before, after = RedisMessageQueue(url, name), RedisMessageQueue(url, name)
+    seen: set[str] = set()
+    consumer.register_handler("ok", lambda m: seen.add(m.id))
+    try:
+        async with consumer:
+            first = await before.publish_batch([Message(type="ok") for _ in range(20)])
+            await async_wait_until(lambda: seen >= set(first), timeout=10)
+            # every ack applied, so only the doorbell wait is in flight when it goes quiet
+            await async_wait_until(lambda: _processed_at_least(before, 20), timeout=10)
+            proxy.silence()
+            second = await after.publish_batch([Message(type="ok") for _ in range(20)])
+            # the doorbell connection's reply timeout is block_timeout + 5 s
+            await async_wait_until(lambda: seen >= set(second), timeout=30)
+            proxy.cut()  # the silenced fetch and publish connections, so stop() is quick
+    finally:
+        await proxy.stop()
+        await before.stop()
+        await after.stop()
+
+
+async def _processed_at_least(q: RedisMessageQueue, n: int) -> bool:
+    stats = await q.get_stats()
+    return int(stats["total_processed"]) >= n
 
 
 @pytest.mark.slow

@@ -364,8 +364,10 @@ class RedisMessageQueue:
         self._dlq_args = (dead_letter_max, int(dead_letter_max_age * 1000))
 
         if isinstance(redis_or_url, str):
+            # socket_timeout: a server that stops answering fails the call instead of
+            # hanging it (stats, DLQ, failures, replies run on this client)
             self._client: redis.asyncio.Redis = redis.asyncio.Redis.from_url(
-                redis_or_url, socket_connect_timeout=5, socket_keepalive=True
+                redis_or_url, socket_connect_timeout=5, socket_timeout=30.0, socket_keepalive=True
             )
             self._owns_client = True
             url: str | None = redis_or_url
@@ -419,7 +421,9 @@ class RedisMessageQueue:
             return
         self._started = True
         self._stopping = False
-        self._fetch = self._link(30.0)
+        # the fetch connection only runs scripts that answer in milliseconds: a few seconds
+        # of silence mean a dead path, and the fetcher must not sit on it
+        self._fetch = self._link(5.0)
         self._block = self._link(self.block_timeout + 5.0, single=True)
         self._sync = self._clone_sync() if self._standard else None
         if any(kind == THREAD for _, kind in self._handlers.values()):
