@@ -176,11 +176,23 @@ class _Link:
         """Whether `send_many` can write at once (else it opens the connection first)."""
         return self._url is None or (self._conn is not None and not self._conn.closed)
 
+    @property
+    def _redis(self) -> redis.asyncio.Redis:
+        """The redis-py client of a link without a URL, made on first use."""
+        if self._client is None:
+            self._client = self._make_client()
+        return self._client
+
+    async def _pipeline(self, commands: list[tuple[Any, ...]], transaction: bool) -> list[Any]:
+        pipe = self._redis.pipeline(transaction=transaction)
+        for command in commands:
+            pipe.execute_command(*command)
+        replies: list[Any] = await pipe.execute(raise_on_error=transaction)
+        return replies
+
     async def execute(self, *args: Any) -> Any:
         if self._url is None:
-            if self._client is None:
-                self._client = self._make_client()
-            run: Callable[..., Awaitable[Any]] = self._client.execute_command
+            run: Callable[..., Awaitable[Any]] = self._redis.execute_command
             return await run(*args)
         conn = self._conn
         if conn is None or conn.closed:
@@ -194,13 +206,7 @@ class _Link:
     async def execute_many(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         """One write, replies in order; error replies are returned in place."""
         if self._url is None:
-            if self._client is None:
-                self._client = self._make_client()
-            pipe = self._client.pipeline(transaction=False)
-            for command in commands:
-                pipe.execute_command(*command)
-            replies: list[Any] = await pipe.execute(raise_on_error=False)
-            return replies
+            return await self._pipeline(commands, transaction=False)
         conn = self._conn
         if conn is None or conn.closed:
             conn = await self._open()
@@ -221,13 +227,7 @@ class _Link:
     async def transaction(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         """MULTI, the commands, EXEC in one write; EXEC's replies, or the first error raised."""
         if self._url is None:
-            if self._client is None:
-                self._client = self._make_client()
-            pipe = self._client.pipeline(transaction=True)
-            for command in commands:
-                pipe.execute_command(*command)
-            done: list[Any] = await pipe.execute()
-            return done
+            return await self._pipeline(commands, transaction=True)
         replies = await self.execute_many([("MULTI",), *commands, ("EXEC",)])
         results = replies[-1]
         if results is None or isinstance(results, Exception):
@@ -244,9 +244,7 @@ class _Link:
     async def load(self, source: str) -> None:
         """SCRIPT LOAD on this link (redis-py's script_load, so a cluster loads everywhere)."""
         if self._url is None:
-            if self._client is None:
-                self._client = self._make_client()
-            await self._client.script_load(source)
+            await self._redis.script_load(source)
         else:
             await self.execute("SCRIPT", "LOAD", source)
 
