@@ -222,32 +222,34 @@ async def test_cut_connections_lose_nothing(redis_server: RedisServer) -> None:
 @pytest.mark.slow
 async def test_silent_connections_are_replaced(redis_server: RedisServer) -> None:
     """Every connection goes silent at once (a half-open path: nothing closes, nothing
-    arrives). The worker's doorbell wait notices by its reply timeout, reconnects and
-    serves messages published over fresh connections, including those whose dequeue
-    reply was lost in the silence (their leases expire and they come back)."""
+    arrives). The publisher's reply timeout fails its call and it retries on a fresh
+    connection within its budget; the worker's doorbell wait notices by its own timeout,
+    reconnects and serves the new messages, including any whose dequeue reply was lost in
+    the silence (their leases expire and they come back)."""
     proxy = Proxy(redis_server.port)
     await proxy.start()
     url = f"redis://127.0.0.1:{proxy.port}/0"
     name = "silent"
     consumer = RedisMessageQueue(url, name, workers=4, visibility_timeout=2.0, block_timeout=0.3)
-    before, after = RedisMessageQueue(url, name), RedisMessageQueue(url, name)
+    publisher = RedisMessageQueue(url, name, retry_budget=15.0)
     seen: set[str] = set()
     consumer.register_handler("ok", lambda m: seen.add(m.id))
     try:
         async with consumer:
-            first = await before.publish_batch([Message(type="ok") for _ in range(20)])
+            first = await publisher.publish_batch([Message(type="ok") for _ in range(20)])
             await async_wait_until(lambda: seen >= set(first), timeout=10)
             # every ack applied, so only the doorbell wait is in flight when it goes quiet
-            await async_wait_until(lambda: _processed_at_least(before, 20), timeout=10)
+            await async_wait_until(lambda: _processed_at_least(publisher, 20), timeout=10)
             proxy.silence()
-            second = await after.publish_batch([Message(type="ok") for _ in range(20)])
+            second = await asyncio.wait_for(
+                publisher.publish_batch([Message(type="ok") for _ in range(20)]), 30
+            )
             # the doorbell connection's reply timeout is block_timeout + 5 s
             await async_wait_until(lambda: seen >= set(second), timeout=30)
-            proxy.cut()  # the silenced fetch and publish connections, so stop() is quick
+            proxy.cut()  # the silenced connections that remain, so stop() is quick
     finally:
         await proxy.stop()
-        await before.stop()
-        await after.stop()
+        await publisher.stop()
 
 
 async def _processed_at_least(q: RedisMessageQueue, n: int) -> bool:

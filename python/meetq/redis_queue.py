@@ -382,7 +382,9 @@ class RedisMessageQueue:
             limit = pool.connection_kwargs.get("socket_timeout") if pool else None
             if limit:
                 self._block_wait = min(block_timeout, max(0.05, float(limit) / 2))
-        self._pub = self._link(30.0)
+        # publishes answer in milliseconds; a shorter silence than the retry budget lets a
+        # publisher on a half-open path retry on a fresh connection instead of failing
+        self._pub = self._link(5.0)
         self._fetch: _Link | None = None
         self._block: _Link | None = None
 
