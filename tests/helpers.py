@@ -1,4 +1,5 @@
-"""Test helpers: a real redis-server process and deadline-based waits (never bare sleeps)."""
+"""Test helpers: a real redis-server process, deadline-based waits (never bare sleeps), and
+the native/pure twins of a core as test parameters."""
 
 from __future__ import annotations
 
@@ -13,9 +14,22 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
+import pytest
+
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+
+
+def twins(name: str, pure: ModuleType) -> list[Any]:
+    """The native extension `name` and its pure twin as parameters; the native one is
+    skipped, not failed, when the run uses the pure backend."""
+    from meetq import _native
+
+    native = (_native.native_modules or {}).get(name)
+    skip = pytest.mark.skipif(native is None, reason="pure run")
+    return [pytest.param(native, id="native", marks=skip), pytest.param(pure, id="pure")]
 
 
 def free_port() -> int:

@@ -38,17 +38,18 @@ async def test_result_bare_yields_and_errors_pass_through() -> None:
     assert await Resume(coro, yielded) == 42
 
 
+async def _waits_until_cancelled(seen: list[str]) -> None:
+    """A handler that suspends forever and records its cancellation."""
+    try:
+        await asyncio.Event().wait()
+    except asyncio.CancelledError:
+        seen.append("cancelled")
+        raise
+
+
 async def test_timeout_cancels_the_handler_where_it_waits() -> None:
     seen: list[str] = []
-
-    async def handler() -> None:
-        try:
-            await asyncio.Event().wait()
-        except asyncio.CancelledError:
-            seen.append("cancelled")
-            raise
-
-    coro = handler()
+    coro = _waits_until_cancelled(seen)
     yielded = first_step(coro)
     with pytest.raises(TimeoutError):
         async with asyncio.timeout(0.01):
@@ -80,15 +81,7 @@ async def test_cancelling_the_outer_task_reaches_the_handler() -> None:
 
 async def test_as_a_task_cancelled_before_its_first_step() -> None:
     seen: list[str] = []
-
-    async def handler() -> None:
-        try:
-            await asyncio.Event().wait()
-        except asyncio.CancelledError:
-            seen.append("cancelled")
-            raise
-
-    coro = handler()
+    coro = _waits_until_cancelled(seen)
     task = asyncio.get_running_loop().create_task(Resume(coro, first_step(coro)))
     task.cancel()  # before the task ever ran
     with pytest.raises(asyncio.CancelledError):

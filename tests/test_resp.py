@@ -18,16 +18,10 @@ from redis.asyncio.connection import Connection
 from redis.connection import Encoder, PythonRespSerializer
 from redis.exceptions import DataError
 
+from helpers import twins
 from meetq import _native, _resp
 
-_NATIVE: ModuleType | None = (_native.native_modules or {}).get("resp")
-
-IMPLS = [
-    pytest.param(
-        _NATIVE, id="native", marks=pytest.mark.skipif(_NATIVE is None, reason="pure run")
-    ),
-    pytest.param(_resp, id="pure"),
-]
+IMPLS = twins("resp", _resp)
 
 _REF_CONN = Connection()  # never connected: only its packer is used
 _REF_SERIALIZER = PythonRespSerializer(6000, Encoder("utf-8", "strict", False).encode)

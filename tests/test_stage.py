@@ -16,18 +16,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meetq import Message, Priority, _native, _stage
+from helpers import twins
+from meetq import Message, Priority, _stage
 from meetq.errors import MalformedMessageError, MessageTooLargeError
 from meetq.message import Codec
 
-_NATIVE: ModuleType | None = (_native.native_modules or {}).get("stage")
-
-IMPLS = [
-    pytest.param(
-        _NATIVE, id="native", marks=pytest.mark.skipif(_NATIVE is None, reason="pure run")
-    ),
-    pytest.param(_stage, id="pure"),
-]
+IMPLS = twins("stage", _stage)
 NOW = 1_700_000_000.25
 
 
