@@ -436,23 +436,29 @@ class Script:
     ) -> Any:
         """Calls through any `execute(*command)` (redis-py or meetq's RespConnection);
         `load(source)` loads the script after NOSCRIPT (default: SCRIPT LOAD via execute)."""
+        command = self.command(keys, args)
         try:
-            return await execute("EVALSHA", self.sha, len(keys), *keys, *args)
+            return await execute(*command)
         except NoScriptError:
             if load is None:
                 await execute("SCRIPT", "LOAD", self.source)
             else:
                 await load(self.source)
-            return await execute("EVALSHA", self.sha, len(keys), *keys, *args)
+            return await execute(*command)
 
     def call_sync(self, client: redis.Redis, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """The same call from a thread with a blocking client (the lease renewer)."""
         run: Callable[..., Any] = client.execute_command
+        command = self.command(keys, args)
         try:
-            return run("EVALSHA", self.sha, len(keys), *keys, *args)
+            return run(*command)
         except NoScriptError:
             run("SCRIPT", "LOAD", self.source)
-            return run("EVALSHA", self.sha, len(keys), *keys, *args)
+            return run(*command)
+
+    def command(self, keys: Sequence[str], args: Sequence[Any]) -> tuple[Any, ...]:
+        """The EVALSHA command, for a batch that holds other commands too."""
+        return ("EVALSHA", self.sha, len(keys), *keys, *args)
 
 
 dequeue = Script("dequeue", DEQUEUE)

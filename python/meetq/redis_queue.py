@@ -758,18 +758,14 @@ class RedisMessageQueue:
         drained = False
         wait_ms = -1
         script = _scripts.dequeue
-        head = ["EVALSHA", script.sha, len(self._keys), *self._keys]
-        head += [0, self._lease_ms, self.max_deliveries, *self._dlq_args, 0]
-        n_at, acks_at = len(head) - 6, len(head) - 1
         fetch, block = self._fetch, self._block
         assert fetch is not None and block is not None
 
         def ask(n: int) -> asyncio.Future[list[Any]]:
             nonlocal sent_acks, asked, command
             sent_acks = self._take_acks()
-            asked = head[n_at] = n
-            head[acks_at] = len(sent_acks) // 2
-            command = (*head, *sent_acks)
+            asked = n
+            command = script.command(self._keys, self._dequeue_args(n, sent_acks))
             return fetch.send_many([command])
 
         try:
@@ -869,14 +865,16 @@ class RedisMessageQueue:
             if pair is not None:
                 await self._collect_pair(pair)
 
+    def _dequeue_args(self, n: int, acks: list[str]) -> list[Any]:
+        """The dequeue script's ARGV: fetch up to `n`, apply the (id, token) pairs `acks`."""
+        return [n, self._lease_ms, self.max_deliveries, *self._dlq_args, len(acks) // 2, *acks]
+
     def _ring_and_dequeue(self, block: _Link, n: int, wait_ms: int) -> asyncio.Future[list[Any]]:
         """[BLPOP doorbell, EVALSHA dequeue] in one write: the future of both replies."""
         timeout = self._block_wait if wait_ms < 0 else min(self._block_wait, wait_ms / 1000)
-        script = _scripts.dequeue
-        head = [n, self._lease_ms, self.max_deliveries, *self._dlq_args, 0]
         commands = [
             ("BLPOP", self._wake_key, round(max(timeout, 0.001), 3)),
-            ("EVALSHA", script.sha, len(self._keys), *self._keys, *head),
+            _scripts.dequeue.command(self._keys, self._dequeue_args(n, [])),
         ]
         if block.is_open and self._block_id is not None:
             return block.send_many(commands)
@@ -1130,9 +1128,7 @@ class RedisMessageQueue:
 
     async def _flush_acks(self) -> None:
         while self._acks:
-            acks = self._take_acks()
-            args = [0, self._lease_ms, self.max_deliveries, *self._dlq_args, len(acks) // 2]
-            call = args + acks
+            call = self._dequeue_args(0, self._take_acks())
             try:
                 await self._retrying(lambda: _scripts.dequeue(self._client, self._keys, call))  # noqa: B023
             except MeetqConnectionError as exc:
