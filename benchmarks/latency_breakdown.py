@@ -10,7 +10,8 @@ write (publisher CPU), write -> arrive (redis-server and the wake-ups of both pr
 and arrive -> handler (worker CPU). The timestamps come from wrapping `RespConnection`'s
 methods in both processes: a diagnostic, not an API. Also prints CPU per message of each
 process and of redis-server, and the server time per message of the commands on the path
-(`INFO commandstats`).
+(`INFO commandstats`), and how the pickups over 1 ms bunch up: a burst is a run of them
+created less than 20 ms apart, which is what this machine's slowdown episodes look like.
 
 The floor ("raw") is LPUSH / BRPOP of the same JSON on the same connection class.
 """
@@ -95,12 +96,17 @@ async def run_once(url: str, kind: str, rate: float, seconds: float) -> dict[str
     segments: dict[str, list[float]] = {
         seg: [] for seg in ("create->write", "write->arrive", "arrive->handler", "total")
     }
+    slow: list[float] = []  # creation times of the pickups over 1 ms
     for mid, created, wrote in published["rows"]:
         got, started = seen[mid]
         segments["create->write"].append(wrote - created)
         segments["write->arrive"].append(got - wrote)
         segments["arrive->handler"].append(started - got)
         segments["total"].append(started - created)
+        if started - created > 1e-3:
+            slow.append(created)
+    slow.sort()
+    windows = sum(1 for i, t in enumerate(slow) if i == 0 or t - slow[i - 1] > 0.02)
     server_cpu = sum(cpu_server1[k] - cpu_server0[k] for k in ("used_cpu_user", "used_cpu_sys"))
     usec = {
         k.removeprefix("cmdstat_"): (v["usec"] - stats0.get(k, {"usec": 0})["usec"]) / total
@@ -119,6 +125,7 @@ async def run_once(url: str, kind: str, rate: float, seconds: float) -> dict[str
             "redis-server": server_cpu / total * 1e6,
         },
         "server_us_per_msg": {k: round(v, 1) for k, v in usec.items() if v},
+        "over_1ms": (len(slow), total, windows),
     }
 
 
@@ -134,6 +141,8 @@ async def main_async(url: str, rate: float, seconds: float, repeats: int) -> Non
             cpu = ", ".join(f"{k} {v:.0f}" for k, v in res["cpu_us_per_msg"].items())
             print(f"{kind:5}  {segs}")
             print(f"       CPU us/msg: {cpu}; server us/msg: {res['server_us_per_msg']}")
+            n, total, windows = res["over_1ms"]
+            print(f"       pickups over 1 ms: {n} of {total}, in {windows} bursts")
 
 
 def main() -> None:

@@ -19,11 +19,15 @@ HERE = Path(__file__).resolve().parent
     ("script", "args", "expect"),
     [
         ("bench_publish.py", ["--n", "500", "--rounds", "1"], ["publish_batch"]),
-        ("bench_script_calls.py", ["--calls", "40", "--repeats", "1"], ["whole dequeue"]),
+        (
+            "bench_script_calls.py",
+            ["--calls", "40", "--repeats", "1"],
+            ["whole dequeue", "minimal pickup", "LPOP (plain)"],
+        ),
         (
             "latency_breakdown.py",
             ["--rate", "200", "--seconds", "0.5", "--repeats", "1"],
-            ["meetq  create->write", "raw    create->write"],
+            ["meetq  create->write", "raw    create->write", "pickups over 1 ms"],
         ),
         (
             "stall_probe.py",
