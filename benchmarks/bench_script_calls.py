@@ -11,7 +11,7 @@ median of the repeats. The steps between rows are what each part costs inside Re
 
 Then the pickup of one message, paced 2 ms apart, each message stored just before as
 `publish` stores it: the whole dequeue; the least an atomic pop + lease + body read can
-be in a script (LPOP, HGET, ZADD); `return 1`; and a plain LPOP (the floor's pop, with
+be in a script (LPOP, ZADD, HGET); `return 1`; and a plain LPOP (the floor's pop, with
 no lease). Variants take turns within each repeat, as this box drifts.
 """
 
