@@ -10,10 +10,14 @@ PYTEST_ARGS ?=
 
 .PHONY: demo test system-deps venv dev wheel testenv test-native test-pure lint rust bench bench-smoke bench-peers clean
 
+# Debian packages the build, the demo and the tests need (one list; add to it, don't fork it).
+APT_PACKAGES := redis-server
+
 system-deps:
-	@if ! command -v redis-server >/dev/null 2>&1; then \
-		echo "installing redis-server"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; \
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing $$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 	@command -v cargo >/dev/null 2>&1 || { echo "cargo (Rust toolchain) is required"; exit 1; }
 

@@ -29,11 +29,11 @@ from typing import Any
 import redis.asyncio
 import uvloop
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "support"))
 
 from helpers import running_redis
 from meetq import Message, RedisMessageQueue, backend
-from meetq.connection import RespConnection
+from meetq._redis.connection import RespConnection
 
 PAYLOAD = b"x" * 100
 MESSAGE_PAYLOAD = {"pad": "x" * 80}  # {"pad": "xx..."} is ~100 bytes of JSON

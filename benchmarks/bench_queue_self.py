@@ -33,7 +33,7 @@ import orjson
 import redis
 import uvloop
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "support"))
 
 from benchutil import cpu_slowdowns
 from helpers import running_redis

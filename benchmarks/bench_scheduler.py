@@ -30,7 +30,8 @@ from typing import Any
 import uvloop
 
 from benchutil import scale
-from meetq import Task, TaskScheduler, _wheel
+from meetq import Task, TaskScheduler
+from meetq._pure import wheel as _wheel
 
 NativeWheel: Any = importlib.import_module("meetq._meetq_rs").TimerWheel
 PureWheel: Any = _wheel.TimerWheel
@@ -40,7 +41,7 @@ N_TIMERS = scale("timers", 1_000_000)
 N_TASKS = max(CHUNK, scale("tasks", 200_000) // 1000 * 1000)
 SPAN_MS = 1000  # (b): timers spread over one second
 
-logging.getLogger("meetq.scheduler").setLevel(logging.ERROR)  # stop() reports drops
+logging.getLogger("meetq.local.scheduler").setLevel(logging.ERROR)  # stop() reports drops
 
 
 def noop() -> None:
@@ -287,7 +288,7 @@ if kind == "native":
     from meetq._meetq_rs import TimerWheel
     w = TimerWheel(0); keep = None
 elif kind == "pure":
-    from meetq._wheel import TimerWheel
+    from meetq._pure.wheel import TimerWheel
     w = TimerWheel(0); keep = None
 else:
     loop = uvloop.new_event_loop() if kind == "uvloop" else asyncio.new_event_loop()

@@ -29,11 +29,11 @@ from typing import Any
 import orjson
 import redis
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "support"))
 
 from helpers import running_redis
-from meetq import _scripts
-from meetq._keys import QueueKeys
+from meetq._redis import scripts as _scripts
+from meetq._redis.keys import QueueKeys
 
 ARGS = [250, 30_000, 10, 100_000, 604_800_000, 0]  # n, lease, max deliveries, dlq bounds, acks
 

@@ -26,7 +26,7 @@ import uvloop
 
 from meetq import Message, RedisMessageQueue
 from meetq import connection as conn_module
-from meetq.message import new_id
+from meetq.queue.message import new_id
 
 SCRIPT = str(Path(__file__).resolve())
 

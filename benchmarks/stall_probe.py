@@ -27,7 +27,7 @@ import orjson
 import redis
 import uvloop
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "support"))
 
 from helpers import running_redis
 from meetq import RedisMessageQueue, backend

@@ -17,8 +17,10 @@ import pytest
 import uvloop
 
 from benchutil import record_rate, scale
-from meetq import LocalEventBus, _dispatch, _ring
+from meetq import LocalEventBus
 from meetq._native import BACKEND
+from meetq._pure import dispatch as _dispatch
+from meetq._pure import ring as _ring
 
 N = scale("events", 200_000)
 CHUNK = 4096

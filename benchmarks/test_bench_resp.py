@@ -23,8 +23,9 @@ from redis.asyncio.connection import Connection
 
 from benchutil import record_rate
 from helpers import RedisServer
-from meetq import Message, RedisMessageQueue, _native, _resp
-from meetq.connection import RespConnection
+from meetq import Message, RedisMessageQueue, _native
+from meetq._pure import resp as _resp
+from meetq._redis.connection import RespConnection
 
 PAYLOAD = b"x" * 100
 ENCODE_BATCH = [("RPUSH", "bench:q", PAYLOAD)] * 1_000

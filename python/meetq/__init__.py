@@ -1,9 +1,17 @@
-"""meetq: the messaging layer of a real-time video-conferencing platform."""
+"""meetq: the messaging layer of a real-time video-conferencing platform.
+
+`import meetq` loads only the core (Redis queue, local bus, scheduler); the optional parts
+are imported on first use of their names (PEP 562) and need their extras installed.
+"""
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 from meetq import events
 from meetq._native import LocalEvent, backend
+from meetq._version import __version__
 from meetq.errors import (
     InvalidSessionError,
     MalformedMessageError,
@@ -14,15 +22,36 @@ from meetq.errors import (
     QueueFullError,
     TaskNotFoundError,
 )
-from meetq.local_bus import LocalEventBus, PriorityLocalEventBus
-from meetq.message import Message
+from meetq.local import (
+    LocalEventBus,
+    PriorityLocalEventBus,
+    Task,
+    TaskResult,
+    TaskScheduler,
+    TaskStatus,
+)
 from meetq.priority import Priority
-from meetq.redis_queue import RedisMessageQueue
-from meetq.scheduler import Task, TaskResult, TaskScheduler, TaskStatus
+from meetq.queue import DeadLetter, Message, RedisMessageQueue
 
-__version__ = "0.1.0"
+_LAZY: dict[str, str] = {}
+"""Public name -> the module that defines it, imported when the name is first used."""
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'meetq' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
 
 __all__ = [
+    "DeadLetter",
     "InvalidSessionError",
     "LocalEvent",
     "LocalEventBus",
@@ -41,6 +70,7 @@ __all__ = [
     "TaskResult",
     "TaskScheduler",
     "TaskStatus",
+    "__version__",
     "backend",
     "events",
 ]

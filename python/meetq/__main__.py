@@ -1,3 +1,3 @@
-from meetq.cli import main
+from meetq.ops.cli import main
 
 main()

@@ -3,7 +3,7 @@
 from collections.abc import Callable
 from typing import Any
 
-from meetq._dispatch import Run, Table
+from meetq._pure.dispatch import Run, Table
 
 def dispatch(
     events: list[Any],

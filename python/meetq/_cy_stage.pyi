@@ -3,7 +3,7 @@
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from meetq.message import Message
+from meetq.queue.message import Message
 
 def stage(
     msgs: Iterator[Message],

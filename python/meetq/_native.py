@@ -12,7 +12,11 @@ import os
 import warnings
 from typing import Any, Literal
 
-from meetq import _dispatch, _resp, _ring, _stage, _wheel
+from meetq._pure import dispatch as _dispatch
+from meetq._pure import resp as _resp
+from meetq._pure import ring as _ring
+from meetq._pure import stage as _stage
+from meetq._pure import wheel as _wheel
 
 Backend = Literal["native", "pure"]
 

@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from helpers import native_module
-from meetq import _dispatch, _ring
+from meetq._pure import dispatch as _dispatch
+from meetq._pure import ring as _ring
 
 _cy = native_module("_cy_dispatch")
 IMPLS = [pytest.param(_dispatch.dispatch, id="pure")]

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from helpers import native_module
-from meetq import _ring
+from meetq._pure import ring as _ring
 
 _rs = native_module("_meetq_rs")
 IMPLS = [pytest.param(_ring, id="pure")]

@@ -20,7 +20,7 @@ from redis.exceptions import (
 
 from helpers import RedisServer, async_wait_until, free_port
 from meetq import MeetqConnectionError
-from meetq.connection import ConnectionSettings, RespConnection, RespScript
+from meetq._redis.connection import ConnectionSettings, RespConnection, RespScript
 
 
 async def blocked_clients(conn: RespConnection) -> int:

@@ -24,9 +24,9 @@ from meetq import (
     MessageTooLargeError,
     Priority,
     RedisMessageQueue,
-    _scripts,
 )
-from meetq._keys import QueueKeys
+from meetq._redis import scripts as _scripts
+from meetq._redis.keys import QueueKeys
 
 
 async def snapshot(r: redis.asyncio.Redis, name: str) -> dict[str, Any]:

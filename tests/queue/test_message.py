@@ -6,7 +6,7 @@ import orjson
 import pytest
 
 from meetq import MalformedMessageError, Message, MessageTooLargeError, Priority
-from meetq.message import Codec
+from meetq.queue.message import Codec
 
 
 def test_round_trip_keeps_every_field() -> None:
@@ -74,7 +74,7 @@ def test_msgpack_round_trip() -> None:
 def test_ids_are_unique_and_a_forked_child_gets_its_own_prefix() -> None:
     import os
 
-    from meetq.message import new_id
+    from meetq.queue.message import new_id
 
     ids = {new_id() for _ in range(10_000)}
     assert len(ids) == 10_000

@@ -29,7 +29,7 @@ import orjson
 import uvloop
 
 from meetq import LocalEventBus, Message, Priority, RedisMessageQueue, backend, events
-from meetq.scheduler import Task, TaskScheduler
+from meetq.local.scheduler import Task, TaskScheduler
 
 
 @contextlib.contextmanager

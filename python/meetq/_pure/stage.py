@@ -11,10 +11,12 @@ digit followed by the encoded message.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from meetq.errors import MalformedMessageError, MessageTooLargeError
-from meetq.message import Message
+
+if TYPE_CHECKING:
+    from meetq.queue.message import Message
 
 DIGITS = (b"0", b"1", b"2", b"3")
 

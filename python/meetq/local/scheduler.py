@@ -37,12 +37,12 @@ from enum import StrEnum
 from functools import partial
 from typing import Any, NamedTuple, NoReturn
 
-from meetq._eager import Resume
+from meetq._core.eager import Resume
 from meetq._native import TimerWheel
 from meetq.errors import MeetqError, QueueFullError, TaskNotFoundError
 from meetq.priority import Priority
 
-log = logging.getLogger("meetq.scheduler")
+log = logging.getLogger("meetq.local.scheduler")
 
 Handler = Callable[["Task"], Any]
 

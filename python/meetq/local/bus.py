@@ -19,12 +19,12 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from meetq._eager import ASYNC, SYNC, THREAD, Resume, handler_kind
+from meetq._core.eager import ASYNC, SYNC, THREAD, Resume, handler_kind
 from meetq._native import LocalEvent, RingBuffer, dispatch
 from meetq.errors import QueueFullError
 from meetq.priority import Priority
 
-log = logging.getLogger("meetq.local_bus")
+log = logging.getLogger("meetq.local.bus")
 
 Handler = Callable[[Any], Any]
 

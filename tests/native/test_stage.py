@@ -17,9 +17,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from helpers import twins
-from meetq import Message, Priority, _stage
+from meetq import Message, Priority
+from meetq._pure import stage as _stage
 from meetq.errors import MalformedMessageError, MessageTooLargeError
-from meetq.message import Codec
+from meetq.queue.message import Codec
 
 IMPLS = twins("stage", _stage)
 NOW = 1_700_000_000.25

@@ -17,7 +17,7 @@ if {block!r}:
 warnings.simplefilter("always")
 with warnings.catch_warnings(record=True) as caught:
     import meetq
-    import meetq.local_bus
+    import meetq.local.bus
 print(meetq.backend(), sum(issubclass(w.category, RuntimeWarning) for w in caught))
 """
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from meetq._eager import Resume
+from meetq._core.eager import Resume
 
 
 def first_step(coro: Any) -> Any:

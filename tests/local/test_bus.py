@@ -181,7 +181,7 @@ async def test_handler_panic_does_not_stop_others(caplog: pytest.LogCaptureFixtu
         bus.on("x", panics)
         bus.on("x", async_panics)
         bus.on("x", lambda e: got.append(e.payload["i"]))
-        with caplog.at_level(logging.WARNING, logger="meetq.local_bus"):
+        with caplog.at_level(logging.WARNING, logger="meetq.local.bus"):
             for i in range(10):
                 bus.emit("x", {"i": i})
             await async_wait_until(lambda: bus.get_stats()["processed_events"] == 10)

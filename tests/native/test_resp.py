@@ -19,7 +19,8 @@ from redis.connection import Encoder, PythonRespSerializer
 from redis.exceptions import DataError
 
 from helpers import twins
-from meetq import _native, _resp
+from meetq import _native
+from meetq._pure import resp as _resp
 
 IMPLS = twins("resp", _resp)
 

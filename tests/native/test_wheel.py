@@ -18,7 +18,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from meetq import _native, _wheel
+from meetq import _native
+from meetq._pure import wheel as _wheel
 
 try:
     NativeWheel: Any = importlib.import_module("meetq._meetq_rs").TimerWheel

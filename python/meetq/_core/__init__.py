@@ -1,0 +1,1 @@
+"""What every component shares and nothing Redis-specific: handler running, backoff, life cycle."""

@@ -1,0 +1,1 @@
+"""Pure-Python twins of the native cores; `meetq._native` chooses between them."""

@@ -1,0 +1,194 @@
+"""Client plumbing shared by every Redis-backed component: cloning a caller's redis-py
+client into private connections, and `Link`, one hot-path connection that replaces itself
+when it breaks or goes silent."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import quote
+
+import redis.asyncio
+import redis.asyncio.connection
+from redis.exceptions import RedisError
+
+from meetq._redis.connection import RespConnection
+from meetq.errors import MeetqConnectionError
+
+_STANDARD = (
+    redis.asyncio.connection.Connection,
+    redis.asyncio.connection.SSLConnection,
+    redis.asyncio.connection.UnixDomainSocketConnection,
+)
+
+
+def is_standard(client: redis.asyncio.Redis) -> bool:
+    """A client whose connections we can clone from its kwargs (not Sentinel-managed or
+    otherwise custom: those find their server themselves, so we share the client)."""
+    pool = getattr(client, "connection_pool", None)  # RedisCluster has none
+    return pool is not None and pool.connection_class in _STANDARD
+
+
+def url_of(client: redis.asyncio.Redis) -> str | None:
+    """The URL of a redis-py client's server, when a plain URL says everything (no TLS
+    options, no credential provider); None keeps that client's own connection code."""
+    if not is_standard(client):
+        return None
+    pool = client.connection_pool
+    kw = pool.connection_kwargs
+    cls = pool.connection_class
+    if kw.get("credential_provider") is not None:
+        return None
+    auth = ""
+    if kw.get("password") is not None:
+        auth = f"{quote(kw.get('username') or '', safe='')}:{quote(kw['password'], safe='')}@"
+    db = int(kw.get("db") or 0)
+    if issubclass(cls, redis.asyncio.connection.UnixDomainSocketConnection):
+        return f"unix://{auth}{kw['path']}?db={db}"
+    if issubclass(cls, redis.asyncio.connection.SSLConnection):
+        return None
+    if issubclass(cls, redis.asyncio.connection.Connection):
+        return f"redis://{auth}{kw.get('host') or 'localhost'}:{kw.get('port') or 6379}/{db}"
+    return None
+
+
+class Link:
+    """A connection of the queue's own for one hot path (fetch, doorbell, publish).
+
+    meetq's `RespConnection` (one write per call, hiredis replies) costs a quarter of a
+    redis-py round trip; it has no reconnect of its own, so a broken or silent connection
+    (no reply within `timeout`) is dropped here and the next call opens a new one. Without
+    a URL a private redis-py client does the same job.
+    """
+
+    def __init__(
+        self,
+        url: str | None,
+        make_client: Callable[[], redis.asyncio.Redis],
+        timeout: float,
+        owned: bool = True,
+    ) -> None:
+        self._url = url
+        self._owned = owned
+        self._make_client = make_client
+        self._timeout = timeout
+        self._conn: RespConnection | None = None
+        self._client: redis.asyncio.Redis | None = None
+        self._lock: asyncio.Lock | None = None
+        self._id: int | None = None
+
+    @property
+    def is_open(self) -> bool:
+        """Whether `send_many` can write at once (else it opens the connection first)."""
+        return self._url is None or (self._conn is not None and not self._conn.closed)
+
+    @property
+    def _redis(self) -> redis.asyncio.Redis:
+        """The redis-py client of a link without a URL, made on first use."""
+        if self._client is None:
+            self._client = self._make_client()
+        return self._client
+
+    async def _pipeline(self, commands: list[tuple[Any, ...]], transaction: bool) -> list[Any]:
+        pipe = self._redis.pipeline(transaction=transaction)
+        for command in commands:
+            pipe.execute_command(*command)
+        replies: list[Any] = await pipe.execute(raise_on_error=transaction)
+        return replies
+
+    async def execute(self, *args: Any) -> Any:
+        if self._url is None:
+            run: Callable[..., Awaitable[Any]] = self._redis.execute_command
+            return await run(*args)
+        conn = self._conn
+        if conn is None or conn.closed:
+            conn = await self._open()
+        try:
+            return await conn.execute(*args)
+        except (MeetqConnectionError, OSError):
+            await self._drop(conn)
+            raise
+
+    async def execute_many(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """One write, replies in order; error replies are returned in place."""
+        if self._url is None:
+            return await self._pipeline(commands, transaction=False)
+        conn = self._conn
+        if conn is None or conn.closed:
+            conn = await self._open()
+        try:
+            return await conn.execute_many(commands)
+        except (MeetqConnectionError, OSError):
+            await self._drop(conn)
+            raise
+
+    def send_many(self, commands: list[tuple[Any, ...]]) -> asyncio.Future[list[Any]]:
+        """`execute_many` as a future, with no task when the connection is open: the
+        fetcher waits on it together with other things."""
+        conn = self._conn
+        if self._url is not None and conn is not None and not conn.closed:
+            return conn.send_many(commands)
+        return asyncio.ensure_future(self.execute_many(commands))
+
+    async def transaction(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """MULTI, the commands, EXEC in one write; EXEC's replies, or the first error raised."""
+        if self._url is None:
+            return await self._pipeline(commands, transaction=True)
+        replies = await self.execute_many([("MULTI",), *commands, ("EXEC",)])
+        results = replies[-1]
+        if results is None or isinstance(results, Exception):
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise reply
+            raise RedisError("transaction aborted")
+        for reply in results:
+            if isinstance(reply, Exception):
+                raise reply
+        result: list[Any] = results
+        return result
+
+    async def load(self, source: str) -> None:
+        """SCRIPT LOAD on this link (redis-py's script_load, so a cluster loads everywhere)."""
+        if self._url is None:
+            await self._redis.script_load(source)
+        else:
+            await self.execute("SCRIPT", "LOAD", source)
+
+    async def client_id(self) -> int | None:
+        """CLIENT ID of the connection the next call uses (cached per connection)."""
+        if not self._owned:
+            return None  # a shared pool: no telling which connection serves the next call
+        if self._url is not None and (self._conn is None or self._conn.closed):
+            self._id = None
+        if self._id is None:
+            with contextlib.suppress(RedisError):
+                self._id = int(await self.execute("CLIENT", "ID"))
+        return self._id
+
+    async def _open(self) -> RespConnection:
+        assert self._url is not None
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if self._conn is None or self._conn.closed:
+                self._conn = await RespConnection.connect(
+                    self._url, timeout=5.0, reply_timeout=self._timeout
+                )
+            return self._conn
+
+    async def _drop(self, conn: RespConnection) -> None:
+        if self._conn is conn:
+            self._conn = None
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(1.0):
+                await conn.close()
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._drop(self._conn)
+        if self._client is not None:
+            if self._owned:
+                await self._client.aclose()
+            self._client = None

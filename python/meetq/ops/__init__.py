@@ -1,0 +1,1 @@
+"""Operations: the `meetq` command line, the demo, metrics and the dashboard."""
