@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 import ssl
-import subprocess
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +19,7 @@ from redis.exceptions import (
 from helpers import RedisServer, async_wait_until, free_port
 from meetq import MeetqConnectionError
 from meetq._redis.connection import ConnectionSettings, RespConnection, RespScript
+from tls import Certs, make_certs, tls_args
 
 
 async def blocked_clients(conn: RespConnection) -> int:
@@ -254,30 +253,15 @@ def test_url_parsing() -> None:
 
 
 @pytest.fixture
-def tls_cert(tmp_path: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 and its key."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("openssl CLI not installed")
-    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
-    subprocess.run(
-        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
-         "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
-    return cert, key
+def certs(tmp_path: Path) -> Certs:
+    return make_certs(tmp_path)
 
 
-async def test_tls(redis_factory: Callable[..., RedisServer], tls_cert: tuple[Path, Path]) -> None:
-    cert, key = tls_cert
+async def test_tls(redis_factory: Callable[..., RedisServer], certs: Certs) -> None:
     tls_port = free_port()
-    redis_factory(
-        "--tls-port", str(tls_port), "--tls-cert-file", str(cert), "--tls-key-file", str(key),
-        "--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no",
-    )  # fmt: skip
+    redis_factory(*tls_args(certs, tls_port))
     base = f"rediss://127.0.0.1:{tls_port}/3"
-    async with await RespConnection.connect(f"{base}?ssl_ca_certs={cert}") as conn:
+    async with await RespConnection.connect(f"{base}?ssl_ca_certs={certs.ca}") as conn:
         assert await conn.execute_many([("SET", "t", 1), ("GET", "t")]) == [b"OK", b"1"]
         assert b"db=3" in await conn.execute("CLIENT", "INFO")
     async with await RespConnection.connect(f"{base}?ssl_cert_reqs=none") as conn:
