@@ -121,6 +121,27 @@ class Cluster:
 
         _poll(ok, timeout, "cluster_state:ok")
 
+    def start_migrating(self, slot: int, to_port: int) -> int:
+        """Marks `slot` as migrating from its master to `to_port`; the source's port."""
+        source = self.master_of(slot)
+        src_id = cli(source, "CLUSTER", "MYID").strip()
+        dst_id = cli(to_port, "CLUSTER", "MYID").strip()
+        cli(to_port, "CLUSTER", "SETSLOT", str(slot), "IMPORTING", src_id)
+        cli(source, "CLUSTER", "SETSLOT", str(slot), "MIGRATING", dst_id)
+        return source
+
+    def migrate_keys(self, source: int, to_port: int, keys: list[str]) -> None:
+        cli(source, "MIGRATE", "127.0.0.1", str(to_port), "", "0", "5000", "KEYS", *keys)
+
+    def finish_migrating(self, slot: int, source: int, to_port: int) -> None:
+        """Moves the slot's remaining keys and gives the slot to `to_port` everywhere."""
+        while keys := cli(source, "CLUSTER", "GETKEYSINSLOT", str(slot), "100").split():
+            self.migrate_keys(source, to_port, keys)
+        dst_id = cli(to_port, "CLUSTER", "MYID").strip()
+        for port in self.masters():
+            cli(port, "CLUSTER", "SETSLOT", str(slot), "NODE", dst_id)
+        _poll(lambda: self.master_of(slot) == to_port, 30, f"slot {slot} moved")
+
     def kill_master_of(self, slot: int) -> int:
         """SIGKILLs the master serving `slot`; returns its port."""
         port = self.master_of(slot)
