@@ -1,0 +1,46 @@
+"""meetq's own connections through Redis Sentinel: a real master, replica and 3 sentinels."""
+
+from __future__ import annotations
+
+import pytest
+
+from cluster import cli, running_sentinels
+from helpers import wait_until
+from meetq._redis.sentinel import SentinelConnection, SentinelSettings
+
+
+def _is_master(port: int) -> bool:
+    return "role:master" in cli(port, "INFO", "replication")
+
+
+def test_url_parsing() -> None:
+    s = SentinelSettings.from_url("redis+sentinel://u:pw@127.0.0.1:1,127.0.0.2:2/mymaster/3")
+    assert s.sentinels == (("127.0.0.1", 1), ("127.0.0.2", 2))
+    assert (s.master_name, s.db, s.username, s.password) == ("mymaster", 3, "u", "pw")
+    assert s.master_url("h", 9) == "redis://u:pw@h:9/3"
+    with pytest.raises(ValueError):
+        SentinelSettings.from_url("redis+sentinel://127.0.0.1:1")
+
+
+async def test_forced_failover_and_a_killed_master_are_followed() -> None:
+    with running_sentinels() as group:
+        conn = await SentinelConnection.connect(group.url, reply_timeout=5.0, retry_budget=60)
+        try:
+            assert conn.master == ("127.0.0.1", group.master.port)
+            assert await conn.execute("SET", "k", "1") == b"OK"
+            assert await conn.execute("WAIT", 1, 5000) == 1
+            # A forced failover demotes the master: READONLY or a dropped connection.
+            cli(group.sentinel_ports[0], "SENTINEL", "FAILOVER", "meetq")
+            wait_until(lambda: _is_master(group.replica.port), timeout=30)
+            wait_until(lambda: "role:slave" in cli(group.master.port, "INFO", "replication"), 30)
+            assert await conn.execute("INCR", "k") == 2
+            assert conn.master == ("127.0.0.1", group.replica.port)
+            assert conn.failovers == 1
+            # The old master is a replica now; SIGKILL the new one: it moves back.
+            assert await conn.execute("WAIT", 1, 5000) == 1
+            group.replica.kill()
+            assert await conn.execute("INCR", "k") == 3
+            assert conn.master == ("127.0.0.1", group.master.port)
+            assert conn.failovers == 2
+        finally:
+            await conn.close()
