@@ -10,18 +10,15 @@ from __future__ import annotations
 import itertools
 import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-import orjson
-
-from meetq.errors import MalformedMessageError, MessageTooLargeError
+from meetq._core import codec as _codec
+from meetq._core.codec import DEFAULT_MAX_SIZE, Format
+from meetq.errors import MalformedMessageError
 from meetq.priority import Priority
 
-DEFAULT_MAX_SIZE = 1 << 20
-
-Format = Literal["json", "msgpack"]
+__all__ = ["DEFAULT_MAX_SIZE", "Codec", "Format", "Message", "new_id"]
 
 
 _PRIORITIES = tuple(Priority)
@@ -125,39 +122,12 @@ class Message:
         return self
 
 
-class Codec:
-    """Encodes messages for Redis with a size limit; `fmt` is "json" or "msgpack"."""
-
-    def __init__(self, fmt: Format = "json", max_size: int = DEFAULT_MAX_SIZE) -> None:
-        self.fmt = fmt
-        self.max_size = max_size
-        if fmt == "msgpack":
-            import msgpack
-
-            self.dumps: Callable[[Any], bytes] = msgpack.packb
-            self.loads: Callable[[bytes], Any] = msgpack.unpackb
-        elif fmt == "json":
-            self.dumps = orjson.dumps
-            self.loads = orjson.loads
-        else:
-            raise ValueError(f"unknown format {fmt!r}")
+class Codec(_codec.Codec):
+    """The message codec: `meetq._core.codec.Codec` (format, size limit) that encodes a
+    `Message` and decodes stored bytes into a validated one."""
 
     def encode(self, msg: Message) -> bytes:
-        try:
-            raw: bytes = self.dumps(msg.to_dict())
-        except (TypeError, ValueError) as exc:
-            raise MalformedMessageError(f"payload is not serializable: {exc}") from exc
-        if len(raw) > self.max_size:
-            raise MessageTooLargeError(
-                f"message {msg.id or '?'} is {len(raw)} bytes, limit {self.max_size}"
-            )
-        return raw
+        return self.dump(msg.to_dict(), f"message {msg.id or '?'}")
 
     def decode(self, raw: bytes) -> Message:
-        if len(raw) > self.max_size:
-            raise MessageTooLargeError(f"stored message is {len(raw)} bytes, limit {self.max_size}")
-        try:
-            data = self.loads(raw)
-        except Exception as exc:
-            raise MalformedMessageError(f"undecodable message: {exc}") from exc
-        return Message.from_dict(data)
+        return Message.from_dict(self.load(raw))

@@ -39,14 +39,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 import random
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar
@@ -61,7 +59,7 @@ from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from meetq._core.backoff import backoff
-from meetq._core.eager import ASYNC, SYNC, THREAD, Resume, handler_kind
+from meetq._core.runner import SYNC, HandlerRunner, HandlerSpec, Outcome
 from meetq._native import stage
 from meetq._redis import scripts as _scripts
 from meetq._redis.keys import QueueKeys
@@ -73,6 +71,7 @@ from meetq.queue.message import DEFAULT_MAX_SIZE, Codec, Format, Message, new_id
 log = logging.getLogger("meetq.queue.redis_queue")
 
 Handler = Callable[[Message], Any]
+Pending = HandlerSpec | Coroutine[Any, Any, Outcome]
 T = TypeVar("T")
 
 _TRANSIENT = (
@@ -206,11 +205,13 @@ class RedisMessageQueue:
         self._fetch: Link | None = None
         self._block: Link | None = None
 
-        self._handlers: dict[str, tuple[Handler, int]] = {}
+        self._handlers: dict[str, HandlerSpec] = {}
+        self._runner = HandlerRunner(workers)
         self._held: dict[str, str] = {}  # id -> lease token, for everything leased here
         # fetched, not yet started: one FIFO per priority, highest first, so a CRITICAL
         # message fetched behind a prefetched backlog still starts next
-        self._buffers: tuple[deque[tuple[Message, str, Handler, int]], ...] = tuple(
+        # (the third item: the handler, or the rest of a run that already started)
+        self._buffers: tuple[deque[tuple[Message, str, Pending]], ...] = tuple(
             deque() for _ in range(4)
         )
         self._work_fut: asyncio.Future[None] | None = None
@@ -223,7 +224,6 @@ class RedisMessageQueue:
         self._renewer: threading.Thread | None = None
         self._renew_stop = threading.Event()
         self._renew_task: asyncio.Task[None] | None = None
-        self._executor: ThreadPoolExecutor | None = None
         self._started = False
         self._stopping = False
 
@@ -231,8 +231,7 @@ class RedisMessageQueue:
 
     def register_handler(self, msg_type: str, handler: Handler, in_thread: bool = False) -> None:
         """handler(msg) -> dict | None, sync or async; `in_thread` runs a sync one off-loop."""
-        kind = handler_kind(handler, in_thread)
-        self._handlers[msg_type] = (handler, kind)
+        self._handlers[msg_type] = HandlerSpec.of(handler, in_thread)
 
     async def start(self) -> None:
         if self._started:
@@ -244,8 +243,6 @@ class RedisMessageQueue:
         self._fetch = self._link(5.0)
         self._block = self._link(self.block_timeout + 5.0, single=True)
         self._sync = self._clone_sync() if self._standard else None
-        if any(kind == THREAD for _, kind in self._handlers.values()):
-            self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="meetq-handler")
         self._renew_stop.clear()
         loop = asyncio.get_running_loop()
         if self._sync is not None:
@@ -279,8 +276,11 @@ class RedisMessageQueue:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._fetcher
             self._fetcher = None
-        unstarted = [(msg.id, token) for b in self._buffers for msg, token, _, _ in b]
+        unstarted = [(msg.id, token) for b in self._buffers for msg, token, _ in b]
         for b in self._buffers:
+            for _, _, pending in b:
+                if not isinstance(pending, HandlerSpec):
+                    pending.close()  # a run that began inline; its lease goes back
             b.clear()
         for mid, _ in unstarted:
             self._held.pop(mid, None)
@@ -313,9 +313,7 @@ class RedisMessageQueue:
         if self._renewer is not None:
             await asyncio.get_running_loop().run_in_executor(None, self._renewer.join, 10)
             self._renewer = None
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            self._executor = None
+        self._runner.close()
         for link in (self._fetch, self._block, self._pub):
             if link is not None:
                 await link.close()
@@ -747,47 +745,45 @@ class RedisMessageQueue:
             msg.id = mid
             msg.deliveries = reply[i + 2]
             msg.retry_count = reply[i + 3]
-            entry = handlers.get(msg.type)
-            if entry is None:
+            spec = handlers.get(msg.type)
+            if spec is None:
                 self._finish_failed(
                     mid, token, msg, f"no handler for message type {msg.type!r}", dead=True
                 )
-            elif entry[1] == SYNC and inline and time.monotonic() < deadline:
-                self._run_inline(entry[0], msg, token)
+            elif spec.kind == SYNC and inline and time.monotonic() < deadline:
+                self._run_inline(spec, msg, token)
             else:
-                buffers[3 - msg.priority].append((msg, token, entry[0], entry[1]))
+                buffers[3 - msg.priority].append((msg, token, spec))
                 queued = True
         if queued:
             fut = self._work_fut
             if fut is not None and not fut.done():
                 fut.set_result(None)
 
-    def _run_inline(self, fn: Handler, msg: Message, token: str) -> None:
-        t0 = time.monotonic()
-        try:
-            result = fn(msg)
-        except (Exception, asyncio.CancelledError) as exc:
-            # a sync handler cannot be cancelled from outside: whatever it raises is its own
-            self._finish_failed(msg.id, token, msg, f"{type(exc).__name__}: {exc}")
+    def _run_inline(self, spec: HandlerSpec, msg: Message, token: str) -> None:
+        step = self._runner.start(spec, msg, msg.timeout)
+        if isinstance(step, Outcome):
+            self._settle(msg, token, step)
             return
-        if result is not None and inspect.iscoroutine(result):
-            # a callable that is async without looking so (partial, __call__): a worker
-            # awaits the coroutine it returned
-            self._buffers[3 - msg.priority].append((msg, token, lambda _m: result, ASYNC))
-            fut = self._work_fut
-            if fut is not None and not fut.done():
-                fut.set_result(None)
-            return
-        if msg.timeout and time.monotonic() - t0 > msg.timeout:
-            self._finish_failed(msg.id, token, msg, f"handler timed out after {msg.timeout}s")
-            return
-        self._finish_ok(msg, token, result)
+        # a callable that is async without looking so (partial, __call__): a worker
+        # finishes the run it started
+        self._buffers[3 - msg.priority].append((msg, token, step))
+        fut = self._work_fut
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    def _settle(self, msg: Message, token: str, outcome: Outcome) -> None:
+        if outcome.ok:
+            self._finish_ok(msg, token, outcome.result)
+        else:
+            self._finish_failed(msg.id, token, msg, outcome.error or outcome.status)
 
     async def _worker(self) -> None:
         """One handler slot: runs queued async/thread handlers one after another. A handler
         that finishes without suspending costs no event-loop round."""
         loop = asyncio.get_running_loop()
         buffers = self._buffers
+        start = self._runner.start
         turn_ends = time.monotonic() + _INLINE_BUDGET
         while not self._stopping:
             if time.monotonic() > turn_ends:
@@ -797,7 +793,7 @@ class RedisMessageQueue:
                 turn_ends = time.monotonic() + _INLINE_BUDGET
             for buffer in buffers:
                 if buffer:
-                    msg, token, fn, kind = buffer.popleft()
+                    msg, token, pending = buffer.popleft()
                     break
             else:
                 fut = self._work_fut
@@ -806,37 +802,14 @@ class RedisMessageQueue:
                 await fut
                 turn_ends = time.monotonic() + _INLINE_BUDGET
                 continue
-            if kind == SYNC:
-                self._run_inline(fn, msg, token)
-                continue
-            limit = msg.timeout if msg.timeout > 0 else None
-            try:
-                if kind == ASYNC:
-                    # The first step runs eagerly: a handler that never suspends finishes
-                    # here, with no timer armed; the timeout covers the rest.
-                    coro = fn(msg)
-                    try:
-                        first = coro.send(None)
-                    except StopIteration as finished:
-                        result = finished.value
-                    else:
-                        async with asyncio.timeout(limit):
-                            result = await Resume(coro, first)
-                else:  # THREAD
-                    async with asyncio.timeout(limit):
-                        result = await loop.run_in_executor(self._executor, fn, msg)
-            except TimeoutError:
-                self._finish_failed(msg.id, token, msg, f"handler timed out after {msg.timeout}s")
-            except asyncio.CancelledError:
-                task = asyncio.current_task()
-                if task is not None and task.cancelling():
-                    raise  # stop() past its grace: the lease is released, not failed
-                # the handler's own cancellation (e.g. of a future it awaited): a failure
-                self._finish_failed(msg.id, token, msg, "handler was cancelled")
-            except Exception as exc:
-                self._finish_failed(msg.id, token, msg, f"{type(exc).__name__}: {exc}")
-            else:
-                self._finish_ok(msg, token, result)
+            step = start(pending, msg, msg.timeout) if isinstance(pending, HandlerSpec) else pending
+            # a cancellation of this task (stop() past its grace) propagates: the lease is
+            # released, not failed
+            outcome = step if isinstance(step, Outcome) else await step
+            self._settle(msg, token, outcome)
+            if outcome.straggler is not None:
+                # a timed-out thread still runs: this slot stays taken until it returns
+                await outcome.settled()
 
     # ------------------------------------------------------------------ outcomes
 

@@ -1,0 +1,257 @@
+"""The one way meetq runs a user handler (queue, ServiceWorker, pub/sub, streams, bus,
+scheduler), and the one rule for timeouts, cancellation and failure.
+
+The rule:
+
+- A plain `def` handler runs inline on the loop and is **not timed**: a running sync call
+  cannot be interrupted, so if it returns it succeeded, however long it took. A completed
+  run is never counted failed and never re-run.
+- An `async def` handler's first step runs eagerly (no task, no timer when it never
+  suspends); the rest runs under the timeout. At the timeout the coroutine is cancelled and
+  the run is a timeout failure.
+- `in_thread=True` runs a plain function in the runner's thread pool. At the timeout the run
+  is a timeout failure, but the thread cannot be stopped: the outcome carries it as
+  `straggler`, and a component must hold the run's lease or slot until `await
+  outcome.settled()` returns, so a retry never overlaps a run still going in this process.
+- A `CancelledError` raised by the handler itself (it awaited something that was cancelled)
+  is a failure of that run. Only the cancellation of the component's own task (stop,
+  cancel_task) propagates as a cancellation.
+- Every outcome carries a printable `error` (an exception whose `__str__` raises becomes
+  "<ExceptionType: unprintable>"), the `duration` and the `result`. When the component
+  passes `encode`, the result is encoded here and a result that cannot be encoded makes the
+  run a failure, so what a waiter is told and what the stats count always agree.
+
+API:
+
+    spec = HandlerSpec.of(fn, in_thread=False)    # once, at registration
+    runner = HandlerRunner(threads=4)             # owns the (lazy) thread pool
+    step = runner.start(spec, arg, timeout)       # Outcome, or an awaitable of one
+    outcome = step if isinstance(step, Outcome) else await step
+    outcome = await runner.run(spec, arg, timeout)  # the same, always awaited
+    runner.close()
+
+`start` is the hot path: a sync handler or an async one that never suspends is finished
+when it returns, and the caller awaits the rest only when there is a rest (typically in a
+worker task of its own).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Final
+
+from meetq._core.eager import ASYNC, SYNC, THREAD, Resume, handler_kind
+
+COMPLETED: Final = "completed"
+FAILED: Final = "failed"
+TIMEOUT: Final = "timeout"
+
+Encode = Callable[[Any], Any]
+
+__all__ = [
+    "ASYNC",
+    "COMPLETED",
+    "FAILED",
+    "SYNC",
+    "THREAD",
+    "TIMEOUT",
+    "HandlerRunner",
+    "HandlerSpec",
+    "Outcome",
+    "describe",
+]
+
+
+def describe(exc: BaseException) -> str:
+    """ "Type: text" for an exception, even one whose `__str__` raises."""
+    name = type(exc).__name__
+    try:
+        text = str(exc)
+    except Exception:
+        return f"<{name}: unprintable>"
+    return f"{name}: {text}"
+
+
+class HandlerSpec:
+    """A registered handler and how it runs (SYNC, ASYNC or THREAD)."""
+
+    __slots__ = ("fn", "kind")
+
+    def __init__(self, fn: Callable[..., Any], kind: int) -> None:
+        self.fn = fn
+        self.kind = kind
+
+    @classmethod
+    def of(cls, fn: Callable[..., Any], in_thread: bool = False) -> HandlerSpec:
+        return cls(fn, handler_kind(fn, in_thread))
+
+
+class Outcome:
+    """How one run ended. `status` is COMPLETED, FAILED or TIMEOUT; `error` is None only when
+    completed; `encoded` is the encoded result when the run was given `encode`."""
+
+    __slots__ = ("duration", "encoded", "error", "result", "status", "straggler")
+
+    def __init__(
+        self,
+        status: str,
+        result: Any = None,
+        error: str | None = None,
+        duration: float = 0.0,
+        encoded: Any = None,
+        straggler: asyncio.Future[Any] | None = None,
+    ) -> None:
+        self.status = status
+        self.result = result
+        self.error = error
+        self.duration = duration
+        self.encoded = encoded
+        self.straggler = straggler
+
+    @property
+    def ok(self) -> bool:
+        return self.status == COMPLETED
+
+    async def settled(self) -> None:
+        """Returns once nothing of the run is still going (a timed-out thread returned)."""
+        if self.straggler is not None:
+            await asyncio.wait({self.straggler})
+
+    def __repr__(self) -> str:
+        return f"Outcome({self.status}, error={self.error!r}, duration={self.duration:.6f})"
+
+
+def _finished(result: Any, t0: float, encode: Encode | None) -> Outcome:
+    duration = time.perf_counter() - t0
+    if encode is None:
+        return Outcome(COMPLETED, result, None, duration)
+    try:
+        encoded = encode(result)
+    except Exception as exc:
+        return Outcome(FAILED, result, f"result is not serializable: {describe(exc)}", duration)
+    return Outcome(COMPLETED, result, None, duration, encoded)
+
+
+def _failed(error: str, t0: float, status: str = FAILED) -> Outcome:
+    return Outcome(status, None, error, time.perf_counter() - t0)
+
+
+def _own_cancel() -> bool:
+    """Whether the running task itself was cancelled (the component's stop, not the handler)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+class HandlerRunner:
+    """Runs handlers by the rule above; owns the thread pool of `in_thread` handlers."""
+
+    def __init__(self, threads: int = 4, thread_name: str = "meetq-handler") -> None:
+        self._threads = max(1, threads)
+        self._thread_name = thread_name
+        self._executor: ThreadPoolExecutor | None = None
+
+    def start(
+        self, spec: HandlerSpec, arg: Any, timeout: float | None, encode: Encode | None = None
+    ) -> Outcome | Coroutine[Any, Any, Outcome]:
+        """Runs what can run now: the Outcome if the handler finished, else a coroutine
+        that finishes it (await it, or run it as a task). `timeout` None or <= 0: none."""
+        t0 = time.perf_counter()
+        kind = spec.kind
+        if kind == THREAD:
+            return self._in_thread(spec.fn, arg, timeout, encode, t0)
+        try:
+            value = spec.fn(arg)
+        except (Exception, asyncio.CancelledError) as exc:
+            # a sync call cannot be cancelled from outside: whatever it raises is its own
+            return _failed(describe(exc), t0)
+        if kind == SYNC and not inspect.iscoroutine(value):
+            return _finished(value, t0, encode)
+        # an async handler (or a callable that is async without looking so: a partial,
+        # a __call__): its first step runs now
+        try:
+            first = value.send(None)
+        except StopIteration as done:
+            return _finished(done.value, t0, encode)
+        except asyncio.CancelledError:
+            return _failed("handler was cancelled", t0)
+        except Exception as exc:
+            return _failed(describe(exc), t0)
+        return self._resume(value, first, timeout, encode, t0)
+
+    async def run(
+        self, spec: HandlerSpec, arg: Any, timeout: float | None, encode: Encode | None = None
+    ) -> Outcome:
+        step = self.start(spec, arg, timeout, encode)
+        return step if isinstance(step, Outcome) else await step
+
+    async def _resume(
+        self,
+        coro: Coroutine[Any, Any, Any],
+        first: Any,
+        timeout: float | None,
+        encode: Encode | None,
+        t0: float,
+    ) -> Outcome:
+        rest: Awaitable[Any] = Resume(coro, first)
+        if not timeout or timeout <= 0:
+            try:
+                result = await rest
+            except asyncio.CancelledError:
+                if _own_cancel():
+                    raise
+                return _failed("handler was cancelled", t0)
+            except Exception as exc:
+                return _failed(describe(exc), t0)
+            return _finished(result, t0, encode)
+        scope = asyncio.timeout(timeout)
+        try:
+            async with scope:
+                result = await rest
+        except TimeoutError as exc:
+            if scope.expired():
+                return _failed(f"handler timed out after {timeout}s", t0, TIMEOUT)
+            return _failed(describe(exc), t0)
+        except asyncio.CancelledError:
+            if _own_cancel():
+                raise
+            return _failed("handler was cancelled", t0)
+        except Exception as exc:
+            return _failed(describe(exc), t0)
+        if scope.expired():  # it swallowed the cancellation and returned: still cut short
+            return _failed(f"handler timed out after {timeout}s", t0, TIMEOUT)
+        return _finished(result, t0, encode)
+
+    async def _in_thread(
+        self,
+        fn: Callable[[Any], Any],
+        arg: Any,
+        timeout: float | None,
+        encode: Encode | None,
+        t0: float,
+    ) -> Outcome:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(self._threads, thread_name_prefix=self._thread_name)
+        fut = asyncio.get_running_loop().run_in_executor(self._executor, fn, arg)
+        if timeout and timeout > 0:
+            done, _ = await asyncio.wait({fut}, timeout=timeout)
+            if not done:
+                out = _failed(f"handler timed out after {timeout}s", t0, TIMEOUT)
+                out.straggler = fut
+                return out
+        else:
+            await asyncio.wait({fut})
+        try:
+            result = fut.result()
+        except (Exception, asyncio.CancelledError) as exc:
+            return _failed(describe(exc), t0)
+        return _finished(result, t0, encode)
+
+    def close(self, wait: bool = False) -> None:
+        """Shuts the thread pool down (a new one is made if the runner is used again)."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=wait, cancel_futures=True)
+            self._executor = None
