@@ -27,6 +27,7 @@ from meetq import (
 )
 from meetq._redis import scripts as _scripts
 from meetq._redis.keys import QueueKeys
+from meetq.queue.fetcher import WAITING
 
 
 async def snapshot(r: redis.asyncio.Redis, name: str) -> dict[str, Any]:
@@ -134,7 +135,7 @@ async def test_idle_worker_starts_new_message_within_milliseconds(redis_url: str
         latencies = []
         for _ in range(20):
             # let the fetcher go idle (blocked on the doorbell) before publishing
-            await async_wait_until(lambda: q._kick_fut is not None, timeout=5)
+            await async_wait_until(lambda: q.fetcher.state == WAITING, timeout=5)
             t0 = time.perf_counter()
             await q.publish(Message(type="ping"))
             latencies.append(await asyncio.wait_for(started.get(), 5) - t0)
@@ -681,7 +682,7 @@ async def test_stop_of_an_idle_worker_is_prompt(redis_url: str) -> None:
     q = RedisMessageQueue(redis_url, "prompt", block_timeout=5.0)
     q.register_handler("x", lambda m: None)
     await q.start()
-    await async_wait_until(lambda: q._kick_fut is not None, timeout=5)
+    await async_wait_until(lambda: q.fetcher.state == WAITING, timeout=5)
     t0 = time.monotonic()
     await q.stop()
     assert time.monotonic() - t0 < 2.0
@@ -700,7 +701,7 @@ async def test_given_client_and_both_connection_kinds(
         async with q:
             await q.publish_batch([Message(type="k", payload={"n": n}) for n in range(50)])
             await async_wait_until(lambda: len(seen) == 50)
-            await async_wait_until(lambda: q._kick_fut is not None, timeout=5)
+            await async_wait_until(lambda: q.fetcher.state == WAITING, timeout=5)
             await q.publish(Message(type="k", payload={"n": 50}))
             await async_wait_until(lambda: len(seen) == 51)
         assert sorted(seen) == list(range(51))
@@ -723,7 +724,7 @@ async def test_critical_overtakes_a_prefetched_backlog(redis_url: str) -> None:
     async with q:
         await async_wait_until(_stats_when(q, "processing_count", 10))
         await q.publish(Message(type="o", priority=Priority.CRITICAL, payload={"k": "crit"}))
-        await async_wait_until(lambda: len(q._held) == 11)  # fetched into the local buffers
+        await async_wait_until(lambda: len(q.leases) == 11)  # fetched into the local buffers
         gate.set()
         await async_wait_until(lambda: len(order) == 11)
     assert order[:2] == ["low0", "crit"]
@@ -780,7 +781,7 @@ async def test_script_flush_is_survived_without_delay(redis_url: str) -> None:
     q.register_handler("f", lambda m: started.put_nowait(time.monotonic()))
     async with redis_client(redis_url) as r, q:
         for _ in range(3):
-            await async_wait_until(lambda: q._kick_fut is not None, timeout=5)
+            await async_wait_until(lambda: q.fetcher.state == WAITING, timeout=5)
             await r.script_flush()
             t0 = time.monotonic()
             await q.publish(Message(type="f"))
@@ -934,7 +935,7 @@ async def test_sentinel_managed_client(sentinel_port: int) -> None:
             await q.publish_batch([Message(type="s", payload={"n": n}) for n in range(4)])
             await async_wait_until(lambda: len(seen) == 4, timeout=10)
             await async_wait_until(_stats_when(q, "total_processed", 4))
-            await async_wait_until(lambda: q._kick_fut is not None, timeout=5)
+            await async_wait_until(lambda: q.fetcher.state == WAITING, timeout=5)
             await q.publish(Message(type="s", payload={"n": 4}))
             await async_wait_until(lambda: len(seen) == 5, timeout=10)
         assert sorted(seen) == list(range(5))

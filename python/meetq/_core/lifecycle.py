@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import Final, Self
 
@@ -116,9 +116,12 @@ class Supervisor:
             await asyncio.sleep(pause)  # the restart backoff, not synchronization
             self._down.discard(name)
 
-    async def stop(self, grace: float = 0.0) -> None:
-        """Waits up to `grace` seconds for the tasks to return, then cancels and awaits the
-        rest. No task is restarted once this has begun."""
+    async def stop(self, grace: float = 0.0, names: Iterable[str] | None = None) -> None:
+        """Waits up to `grace` seconds for the tasks (all, or those `names`) to return, then
+        cancels and awaits the rest. No task is restarted once this has begun."""
+        if names is not None:
+            await self._stop_some(grace, set(names))
+            return
         self._closing = True
         tasks = [t for t in self._tasks.values() if not t.done()]
         if tasks and grace > 0:
@@ -133,6 +136,26 @@ class Supervisor:
                 task.exception()  # logged by _guard already; retrieved, so asyncio is quiet
         self._tasks.clear()
         self._down.clear()
+
+    async def _stop_some(self, grace: float, names: set[str]) -> None:
+        self._closing = True  # a task that dies now is not restarted
+        try:
+            chosen = {n: t for n, t in self._tasks.items() if n in names}
+            tasks = [t for t in chosen.values() if not t.done()]
+            if tasks and grace > 0:
+                _, late = await asyncio.wait(tasks, timeout=grace)
+                tasks = list(late)
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                await asyncio.wait(tasks)
+            for name, task in chosen.items():
+                if not task.cancelled():
+                    task.exception()
+                del self._tasks[name]
+                self._down.discard(name)
+        finally:
+            self._closing = False
 
 
 def _text(exc: BaseException) -> str:

@@ -1,21 +1,67 @@
-"""Client plumbing shared by every Redis-backed component: cloning a caller's redis-py
-client into private connections, and `Link`, one hot-path connection that replaces itself
-when it breaks or goes silent."""
+"""Client plumbing shared by every Redis-backed component.
+
+- `Endpoint`: the server a component was given (a URL or a redis.asyncio client). It holds
+  the redis-py client for the cold paths, makes the component's private connections (a
+  `Link` per hot path, a blocking clone for threads) and closes only what it opened.
+- `Link`: one hot-path connection (meetq's `RespConnection`, or a private redis-py client
+  without a URL) that replaces itself when it breaks or goes silent.
+- `retrying`: the one reconnect policy: transient errors are retried with backoff and
+  jitter within a budget, then raised as one `MeetqConnectionError` with the cause kept.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
+import redis
 import redis.asyncio
 import redis.asyncio.connection
+import redis.connection
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from meetq._core.backoff import backoff
 from meetq._redis.connection import RespConnection
 from meetq.errors import MeetqConnectionError
+
+log = logging.getLogger("meetq.redis")
+
+T = TypeVar("T")
+
+TRANSIENT: tuple[type[BaseException], ...] = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    MeetqConnectionError,
+    ConnectionError,
+    OSError,
+    TimeoutError,
+)
+"""Errors after which the same call may succeed on a new connection."""
+
+
+async def retrying(call: Callable[[], Awaitable[T]], budget: float, what: str) -> T:
+    """Runs `call`, retrying `TRANSIENT` errors with backoff within `budget` seconds, then
+    raises `MeetqConnectionError` ("redis unavailable for <what>") with the cause kept."""
+    deadline = time.monotonic() + budget
+    attempt = 0
+    while True:
+        try:
+            return await call()
+        except TRANSIENT as exc:
+            pause = backoff(attempt)
+            attempt += 1
+            if time.monotonic() + pause > deadline:
+                raise MeetqConnectionError(f"redis unavailable for {what}: {exc}") from exc
+            log.debug("%s: retrying after %r", what, exc)
+            await asyncio.sleep(pause)
+
 
 _STANDARD = (
     redis.asyncio.connection.Connection,
@@ -192,3 +238,80 @@ class Link:
             if self._owned:
                 await self._client.aclose()
             self._client = None
+
+
+class Endpoint:
+    """The Redis server of one component, as the caller named it.
+
+    From a URL it builds (and later closes) its own redis-py client; a given client is
+    shared and never closed here. `link()` makes private hot-path connections and
+    `sync_client()` a blocking one for threads, both cloned from the client's settings when
+    its pool is a standard one (else the client itself is shared: Sentinel, Cluster, custom
+    pools find their servers themselves). `resp_connection=False` keeps every path on
+    redis-py."""
+
+    def __init__(self, redis_or_url: str | redis.asyncio.Redis, resp_connection: bool = True):
+        if isinstance(redis_or_url, str):
+            # socket_timeout: a server that stops answering fails the call instead of
+            # hanging it (stats, DLQ, failures and replies run on this client)
+            self.client: redis.asyncio.Redis = redis.asyncio.Redis.from_url(
+                redis_or_url, socket_connect_timeout=5, socket_timeout=30.0, socket_keepalive=True
+            )
+            self.owns_client = True
+            url: str | None = redis_or_url
+        else:
+            self.client = redis_or_url
+            self.owns_client = False
+            url = url_of(redis_or_url)
+        self.standard = is_standard(self.client)
+        self.url = url if resp_connection else None
+
+    def longest_block(self, wanted: float) -> float:
+        """How long a blocking call may wait on this endpoint: a shared client's pool has
+        its own socket timeout, and a BLPOP must stay inside it."""
+        if self.standard:
+            return wanted
+        pool = getattr(self.client, "connection_pool", None)
+        limit = pool.connection_kwargs.get("socket_timeout") if pool else None
+        return min(wanted, max(0.05, float(limit) / 2)) if limit else wanted
+
+    def link(self, timeout: float, single: bool = False) -> Link:
+        """A private hot-path connection whose replies may take at most `timeout` seconds."""
+        if not self.standard:
+            return Link(None, lambda: self.client, timeout, owned=False)
+        return Link(self.url, lambda: self._clone_async(timeout, 1 if single else 8), timeout)
+
+    def sync_client(self, socket_timeout: float) -> redis.Redis | None:
+        """A blocking client of the same server for a thread; None for a shared client."""
+        if not self.standard:
+            return None
+        cls, kwargs = self._conn_kwargs()
+        sync_cls: type[Any] = redis.connection.Connection
+        if issubclass(cls, redis.asyncio.connection.SSLConnection):
+            sync_cls = redis.connection.SSLConnection
+        elif issubclass(cls, redis.asyncio.connection.UnixDomainSocketConnection):
+            sync_cls = redis.connection.UnixDomainSocketConnection
+        kwargs["socket_timeout"] = socket_timeout
+        kwargs.setdefault("socket_connect_timeout", 5.0)
+        pool = redis.ConnectionPool(connection_class=sync_cls, max_connections=2, **kwargs)
+        return redis.Redis(connection_pool=pool)
+
+    async def close(self) -> None:
+        """Closes the client if this endpoint made it."""
+        if self.owns_client:
+            await self.client.aclose()
+
+    def _conn_kwargs(self) -> tuple[type[Any], dict[str, Any]]:
+        pool = self.client.connection_pool
+        kwargs = dict(pool.connection_kwargs)
+        for drop in ("retry", "redis_connect_func", "parser_class", "connection_pool"):
+            kwargs.pop(drop, None)
+        return pool.connection_class, kwargs
+
+    def _clone_async(self, socket_timeout: float, connections: int) -> redis.asyncio.Redis:
+        cls, kwargs = self._conn_kwargs()
+        kwargs["socket_timeout"] = socket_timeout
+        pool = redis.asyncio.ConnectionPool(
+            connection_class=cls, max_connections=connections, **kwargs
+        )
+        return redis.asyncio.Redis(connection_pool=pool)

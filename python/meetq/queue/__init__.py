@@ -1,6 +1,10 @@
-"""The durable queue between services: `RedisMessageQueue` and its parts."""
+"""The durable queue between services: `RedisMessageQueue` and the parts it composes
+(`Publisher`, `QueueAdmin`, `QueueConfig`, ...), each usable on its own."""
 
+from meetq.queue.admin import DeadLetter, QueueAdmin
+from meetq.queue.config import QueueConfig
 from meetq.queue.message import Message
-from meetq.queue.redis_queue import DeadLetter, RedisMessageQueue
+from meetq.queue.message_queue import RedisMessageQueue
+from meetq.queue.publisher import Publisher
 
-__all__ = ["DeadLetter", "Message", "RedisMessageQueue"]
+__all__ = ["DeadLetter", "Message", "Publisher", "QueueAdmin", "QueueConfig", "RedisMessageQueue"]
