@@ -179,6 +179,7 @@ class Component:
         )
         self._state: str = NEW
         self._transition: asyncio.Lock | None = None
+        self._trouble: Exception | None = None
 
     @property
     def state(self) -> str:
@@ -187,11 +188,26 @@ class Component:
 
     @property
     def healthy(self) -> bool:
-        return self._state == RUNNING and self._supervisor.healthy
+        """Running, every supervised task alive, and no outage reported."""
+        return self._state == RUNNING and self._supervisor.healthy and self._trouble is None
+
+    @property
+    def error(self) -> Exception | None:
+        """The outage reported by `_degraded` while it lasts (e.g. a MeetqConnectionError)."""
+        return self._trouble
 
     @property
     def last_error(self) -> str | None:
+        if self._trouble is not None:
+            return f"{type(self._trouble).__name__}: {_text(self._trouble)}"
         return self._supervisor.last_error
+
+    def _degraded(self, error: Exception) -> None:
+        """A part cannot do its job for now (it keeps trying): unhealthy until `_recovered`."""
+        self._trouble = error
+
+    def _recovered(self) -> None:
+        self._trouble = None
 
     def supervise(self, name: str, factory: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:
         return self._supervisor.supervise(name, factory)

@@ -24,7 +24,7 @@ import redis.asyncio
 import redis.asyncio.connection
 import redis.connection
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import ReadOnlyError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from meetq._core.backoff import backoff
@@ -36,14 +36,25 @@ log = logging.getLogger("meetq.redis")
 T = TypeVar("T")
 
 TRANSIENT: tuple[type[BaseException], ...] = (
-    RedisConnectionError,
+    RedisConnectionError,  # includes LOADING (BusyLoadingError)
     RedisTimeoutError,
+    ReadOnlyError,  # a replica (a failover demoted our server, or the URL names a replica)
     MeetqConnectionError,
     ConnectionError,
     OSError,
     TimeoutError,
 )
-"""Errors after which the same call may succeed on a new connection."""
+"""Errors after which the same call may succeed later or on a new connection."""
+
+_TRANSIENT_REPLIES = ("MASTERDOWN", "READONLY", "LOADING", "TRYAGAIN", "CLUSTERDOWN")
+"""Error replies that redis-py leaves as a plain ResponseError but that mean "not now"."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether retrying the call that raised `exc` (after a pause) may succeed."""
+    if isinstance(exc, TRANSIENT):
+        return True
+    return isinstance(exc, ResponseError) and str(exc).startswith(_TRANSIENT_REPLIES)
 
 
 async def retrying(call: Callable[[], Awaitable[T]], budget: float, what: str) -> T:
@@ -54,11 +65,15 @@ async def retrying(call: Callable[[], Awaitable[T]], budget: float, what: str) -
     while True:
         try:
             return await call()
-        except TRANSIENT as exc:
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
             pause = backoff(attempt)
             attempt += 1
             if time.monotonic() + pause > deadline:
-                raise MeetqConnectionError(f"redis unavailable for {what}: {exc}") from exc
+                raise MeetqConnectionError(
+                    f"redis unavailable for {what}: {type(exc).__name__}: {exc}"
+                ) from exc
             log.debug("%s: retrying after %r", what, exc)
             await asyncio.sleep(pause)
 
@@ -98,6 +113,66 @@ def url_of(client: redis.asyncio.Redis) -> str | None:
     if issubclass(cls, redis.asyncio.connection.Connection):
         return f"redis://{auth}{kw.get('host') or 'localhost'}:{kw.get('port') or 6379}/{db}"
     return None
+
+
+class Outage:
+    """The retry policy of a long-running loop (a fetcher, a subscriber): it keeps going.
+
+    `failed(exc)` returns the pause before the next try (backoff with jitter, capped at
+    `cap`), logs the first failure of an outage at WARNING and the rest at DEBUG; once the
+    outage has lasted `budget` seconds it logs ONE error and sets `error` to a
+    `MeetqConnectionError` with the cause kept (`on_down` is told, e.g. to mark the
+    component unhealthy). `succeeded()` ends the outage (`on_up`, logged at INFO when an
+    error had been reported)."""
+
+    def __init__(
+        self,
+        what: str,
+        budget: float,
+        on_down: Callable[[MeetqConnectionError], None] | None = None,
+        on_up: Callable[[], None] | None = None,
+        cap: float = 5.0,
+    ) -> None:
+        self.what = what
+        self.budget = budget
+        self.on_down = on_down
+        self.on_up = on_up
+        self.cap = cap
+        self.error: MeetqConnectionError | None = None
+        self.attempt = 0
+        self._since: float | None = None
+
+    def failed(self, exc: BaseException) -> float:
+        now = time.monotonic()
+        if self._since is None:
+            self._since = now
+            log.warning("%s: %r; reconnecting with backoff", self.what, exc)
+        else:
+            log.debug("%s: still failing: %r", self.what, exc)
+        if self.error is None and now - self._since >= self.budget:
+            error = MeetqConnectionError(
+                f"redis unavailable for {self.what} for {now - self._since:.1f}s: "
+                f"{type(exc).__name__}: {exc}"
+            )
+            error.__cause__ = exc
+            self.error = error
+            log.error("%s: %s (still retrying)", self.what, error)
+            if self.on_down is not None:
+                self.on_down(error)
+        pause = backoff(self.attempt, cap=self.cap)
+        self.attempt += 1
+        return pause
+
+    def succeeded(self) -> None:
+        if self._since is None:
+            return
+        if self.error is not None:
+            log.info("%s: redis reachable again", self.what)
+            if self.on_up is not None:
+                self.on_up()
+        self._since = None
+        self.error = None
+        self.attempt = 0
 
 
 class Link:
@@ -253,10 +328,12 @@ class Endpoint:
     def __init__(self, redis_or_url: str | redis.asyncio.Redis, resp_connection: bool = True):
         if isinstance(redis_or_url, str):
             # socket_timeout: a server that stops answering fails the call instead of
-            # hanging it (stats, DLQ, failures and replies run on this client)
-            self.client: redis.asyncio.Redis = redis.asyncio.Redis.from_url(
-                redis_or_url, socket_connect_timeout=5, socket_timeout=30.0, socket_keepalive=True
-            )
+            # hanging it (stats, DLQ, failures and replies run on this client); keepalive
+            # is a TCP option (a unix socket connection refuses the argument)
+            options: dict[str, Any] = {"socket_connect_timeout": 5, "socket_timeout": 30.0}
+            if not redis_or_url.startswith("unix:"):
+                options["socket_keepalive"] = True
+            self.client: redis.asyncio.Redis = redis.asyncio.Redis.from_url(redis_or_url, **options)
             self.owns_client = True
             url: str | None = redis_or_url
         else:
@@ -264,6 +341,19 @@ class Endpoint:
             self.owns_client = False
             url = url_of(redis_or_url)
         self.standard = is_standard(self.client)
+        if _decodes(self.client):
+            # meetq reads bytes (ids, bodies that may not be UTF-8): a decoding client is
+            # replaced by a private clone that does not decode; one we cannot clone is refused
+            if not self.standard:
+                raise ValueError(
+                    "a redis client with decode_responses=True that meetq cannot clone "
+                    "(Sentinel, Cluster, custom pool): pass one with decode_responses=False"
+                )
+            pool = self.client.connection_pool
+            self.client = self._clone_async(
+                pool.connection_kwargs.get("socket_timeout"), pool.max_connections
+            )
+            self.owns_client = True
         self.url = url if resp_connection else None
 
     def longest_block(self, wanted: float) -> float:
@@ -306,12 +396,21 @@ class Endpoint:
         kwargs = dict(pool.connection_kwargs)
         for drop in ("retry", "redis_connect_func", "parser_class", "connection_pool"):
             kwargs.pop(drop, None)
+        kwargs["decode_responses"] = False
         return pool.connection_class, kwargs
 
-    def _clone_async(self, socket_timeout: float, connections: int) -> redis.asyncio.Redis:
+    def _clone_async(self, socket_timeout: float | None, connections: int) -> redis.asyncio.Redis:
         cls, kwargs = self._conn_kwargs()
         kwargs["socket_timeout"] = socket_timeout
         pool = redis.asyncio.ConnectionPool(
             connection_class=cls, max_connections=connections, **kwargs
         )
         return redis.asyncio.Redis(connection_pool=pool)
+
+
+def _decodes(client: redis.asyncio.Redis) -> bool:
+    """Whether a redis-py client returns str instead of bytes."""
+    get_encoder = getattr(client, "get_encoder", None)
+    if get_encoder is None:
+        return False
+    return bool(get_encoder().decode_responses)

@@ -30,10 +30,9 @@ from typing import Any, Final
 
 from redis.exceptions import NoScriptError
 
-from meetq._core.backoff import backoff
 from meetq._redis import scripts
 from meetq._redis.keys import QueueKeys
-from meetq._redis.links import Endpoint, Link
+from meetq._redis.links import Endpoint, Link, Outage
 from meetq.queue.config import QueueConfig
 from meetq.queue.leases import Leases
 
@@ -112,6 +111,7 @@ class Fetcher:
         leases: Leases,
         deliver: Callable[[list[Any]], None],
         queue_name: str,
+        outage: Outage | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.config = config
@@ -119,6 +119,8 @@ class Fetcher:
         self.acks = AckBatch(leases, config, self.kick)
         self.queue_name = queue_name
         self.state: str = STOPPED
+        self.outage = outage or Outage(f"queue {queue_name!r} fetcher", config.retry_budget)
+        """Reconnect policy: backoff, one warning, one error past the retry budget."""
         self.stopping = False
         self._deliver = deliver
         self._keys = keys.all
@@ -172,7 +174,7 @@ class Fetcher:
         pair_n = 0
         sent_acks: list[str] = []
         asked = 0
-        attempt = 0
+        outage = self.outage
         drained = False
         wait_ms = -1
         script = scripts.dequeue
@@ -228,23 +230,23 @@ class Fetcher:
                                 if isinstance(reply, Exception):
                                     raise reply
                             except Exception as exc:
-                                log.warning("queue %s: wait failed (%r)", self.queue_name, exc)
                                 self.state = BACKOFF
-                                await asyncio.sleep(backoff(attempt))
-                                attempt += 1
+                                await asyncio.sleep(outage.failed(exc))
                                 drained = False  # a ring may have been lost with it
                                 continue
-                            attempt = 0
                             got = (len(reply) - 3) // 5
                             wait_ms = reply[1]
                             drained = not (reply[2] or (got and got >= pair_n))
                             if got:
                                 deliver(reply)
                             if isinstance(rung, Exception):
-                                # e.g. garbage in the doorbell key: do not spin on it
-                                log.warning("queue %s: doorbell failed (%r)", self.queue_name, rung)
+                                # a replica (READONLY: the dequeue's pops are refused
+                                # quietly, the BLPOP is not) or garbage in the doorbell key:
+                                # an outage, with its backoff, not a spin
                                 self.state = BACKOFF
-                                await asyncio.sleep(min(1.0, self._block_wait))
+                                await asyncio.sleep(outage.failed(rung))
+                            else:
+                                outage.succeeded()
                         continue
                 try:
                     reply = (await pending)[0]
@@ -260,13 +262,11 @@ class Fetcher:
                 except Exception as exc:
                     acks.untake(sent_acks)
                     pending = None
-                    log.warning("queue %s: fetch failed (%r); retrying", self.queue_name, exc)
                     self.state = BACKOFF
-                    await asyncio.sleep(backoff(attempt))
-                    attempt += 1
+                    await asyncio.sleep(outage.failed(exc))
                     continue
                 pending = None
-                attempt = 0
+                outage.succeeded()
                 got = (len(reply) - 3) // 5
                 wait_ms = reply[1]
                 more = bool(reply[2] or (got and got >= asked))

@@ -20,7 +20,7 @@ from typing import Any
 import redis
 
 from meetq._redis import scripts
-from meetq._redis.links import Endpoint
+from meetq._redis.links import Endpoint, Outage
 from meetq.queue.config import QueueConfig
 
 log = logging.getLogger("meetq.queue.leases")
@@ -96,8 +96,12 @@ class Leases:
             out.append(args)
         return out
 
+    def _outage(self) -> Outage:
+        return Outage(f"queue {self.queue_name!r} lease renewal", self.config.retry_budget)
+
     def _renew_in_thread(self) -> None:
         interval = max(0.05, self.config.visibility_timeout / 3)
+        outage = self._outage()  # logs one warning per outage, one error past the budget
         while not self._stop.wait(interval):
             held = list(self.held.copy().items())
             sync = self._sync
@@ -107,20 +111,25 @@ class Leases:
                 try:
                     scripts.extend.call_sync(sync, self._keys, args)
                 except Exception as exc:
-                    log.warning("queue %s: lease renewal failed (%r)", self.queue_name, exc)
+                    outage.failed(exc)
                     break
+            else:
+                outage.succeeded()
 
     async def _renew_on_loop(self) -> None:
         interval = max(0.05, self.config.visibility_timeout / 3)
         client = self.endpoint.client
+        outage = self._outage()
         while True:
             await asyncio.sleep(interval)  # a period, not synchronization
             for args in self._batches(list(self.held.items())):
                 try:
                     await scripts.extend(client, self._keys, args)
                 except Exception as exc:
-                    log.warning("queue %s: lease renewal failed (%r)", self.queue_name, exc)
+                    outage.failed(exc)
                     break
+            else:
+                outage.succeeded()
 
 
 __all__ = ["Leases"]

@@ -30,7 +30,7 @@ import redis.asyncio
 from meetq._core.lifecycle import Component
 from meetq._core.runner import HandlerRunner, HandlerSpec
 from meetq._redis.keys import QueueKeys
-from meetq._redis.links import Endpoint
+from meetq._redis.links import Endpoint, Outage
 from meetq.queue.admin import DeadLetter, QueueAdmin
 from meetq.queue.config import QueueConfig, QueueKnobs
 from meetq.queue.fetcher import Fetcher
@@ -89,8 +89,11 @@ class RedisMessageQueue(Component):
         self._handlers: dict[str, HandlerSpec] = {}
         self._runner = HandlerRunner(cfg.workers)
         # the fetcher hands replies to the slots, which hand outcomes back to its acks
+        outage = Outage(
+            f"queue {queue_name!r} fetcher", cfg.retry_budget, self._degraded, self._recovered
+        )
         self.fetcher = Fetcher(
-            self.endpoint, self.keys, cfg, self.leases, self._deliver, queue_name
+            self.endpoint, self.keys, cfg, self.leases, self._deliver, queue_name, outage
         )
         self.outcomes = Outcomes(
             self.endpoint,

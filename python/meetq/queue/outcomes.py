@@ -21,7 +21,7 @@ import orjson
 
 from meetq._core.backoff import backoff
 from meetq._redis import scripts
-from meetq._redis.links import TRANSIENT, Endpoint, retrying
+from meetq._redis.links import Endpoint, is_transient, retrying
 from meetq.errors import MeetqConnectionError
 from meetq.queue.config import QueueConfig
 from meetq.queue.fetcher import AckBatch, dequeue_args
@@ -153,8 +153,8 @@ class Outcomes:
         while True:
             try:
                 return await call()
-            except TRANSIENT as exc:
-                if self.stopping and attempt > 20:
+            except Exception as exc:
+                if not is_transient(exc) or (self.stopping and attempt > 20):
                     raise
                 log.debug("queue %s: retrying after %r", self.queue_name, exc)
                 await asyncio.sleep(backoff(attempt))

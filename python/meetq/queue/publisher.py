@@ -23,7 +23,7 @@ import redis.asyncio
 from meetq._native import stage
 from meetq._redis import scripts
 from meetq._redis.keys import QueueKeys
-from meetq._redis.links import TRANSIENT, Endpoint, retrying
+from meetq._redis.links import Endpoint, is_transient, retrying
 from meetq.queue.config import QueueConfig
 from meetq.queue.message import Codec, Message, new_id
 
@@ -148,7 +148,9 @@ class Publisher:
                         ("LTRIM", self._wake_key, 0, 0),
                     ]
                 )
-            except TRANSIENT as exc:
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
                 log.debug("%s: retrying after %r", self._what, exc)
         script, keys = scripts.publish, self._keys
         return await retrying(
