@@ -33,3 +33,7 @@ class MalformedMessageError(MeetqError):
 
 class MeetqConnectionError(MeetqError):
     """A connection failed after its retry budget; `__cause__` keeps the underlying error."""
+
+
+class DispatcherStoppedError(MeetqError):
+    """A TaskDispatcher stopped (or was never started) while a caller waited on a task."""

@@ -14,6 +14,10 @@ same code runs on Redis Cluster (queues spread across shards).
     meetq:{Q}:stats                hash   published, processed, failed, retried,
                                           dead_letter, seq (last lease token)
     meetq:{Q}:wake                 list   doorbell: idle fetchers BLPOP it
+    meetq:{Q}:reply:<name>         list   replies to one dispatcher process (name: REPLY_NAME)
+    meetq:{Q}:status:<id>          hash   a dispatched task's status, deadline_ms, request,
+                                          reply_to, result, error, times (with a TTL)
+    meetq:{Q}:cancel               pubsub channel: task ids just cancelled (a poke only)
 
 A live message id is in exactly one of ready/delayed/inflight/dlq; its body stays in `msg`
 until it is acked or purged. The priority digit in front of the body lets the scripts
@@ -27,10 +31,14 @@ real hash table whenever it is large. Ids must not contain a NUL byte.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 META_SEP = "\0"
 """Separator between an id and its lease-field suffix ("l") in the `msg` hash."""
+
+REPLY_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
+"""What the <name> of a reply key may be (CONTRACTS.md section 4)."""
 
 READY_LEVELS = (3, 2, 1, 0)
 """Priorities from highest to lowest: the order the dequeue script pops them in."""
@@ -66,3 +74,18 @@ class QueueKeys:
     def named(self, name: str) -> str:
         """One of the keys above by its short name (msg, inflight, dlq, wake, ...)."""
         return self.prefix + name
+
+    def reply(self, name: str) -> str:
+        """The reply list of one dispatcher process; `name` must match `REPLY_NAME`."""
+        if not REPLY_NAME.fullmatch(name):
+            raise ValueError(f"invalid reply name {name!r}")
+        return f"{self.prefix}reply:{name}"
+
+    def status(self, mid: str) -> str:
+        """The status hash of the task (message) `mid`."""
+        return f"{self.prefix}status:{mid}"
+
+    @property
+    def cancel_channel(self) -> str:
+        """Pub/sub channel that pokes the queue's workers when a task is cancelled."""
+        return self.prefix + "cancel"

@@ -1,0 +1,575 @@
+"""`TaskDispatcher`: routes tasks to service queues, tracks them, and brings results back.
+
+- `dispatch` publishes the task to its route's queue and creates its status hash in ONE
+  MULTI (the queue's plain-command publish transition, plus the hash); `dispatch_batch`
+  sends any number of tasks in that one MULTI, one round trip.
+- Results come back over one reply list per queue for this process, read by one blocking
+  connection (`replies.ReplyReader`) and matched to the outstanding task by its id.
+- Every outstanding task has a deadline on the native timer wheel, with one loop timer
+  armed for the earliest; at expiry `task_timeout.lua` ends it TIMEOUT only if no other
+  outcome came first, and the local future/callback resolves with what Redis decided.
+- Each task resolves exactly once: the entry leaves `_pending` on its first outcome; a
+  reply that arrives while its timeout script is in flight waits for the script's answer,
+  and a reply for a task already resolved is counted (`late_replies`) and dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import orjson
+import redis.asyncio
+from redis.exceptions import NoScriptError
+
+from meetq._core.backoff import backoff
+from meetq._native import TimerWheel
+from meetq._redis.keys import QueueKeys
+from meetq._redis.links import Link, url_of
+from meetq.dispatch.replies import ReplyReader
+from meetq.dispatch.routes import RouteTable
+from meetq.dispatch.status import (
+    create_commands,
+    decode_result,
+    decode_state,
+    parse_status,
+    task_cancel,
+    task_timeout,
+)
+from meetq.dispatch.types import (
+    ServiceRoute,
+    TaskRequest,
+    TaskResponse,
+    TaskStatus,
+    queue_of,
+)
+from meetq.errors import (
+    DispatcherStoppedError,
+    MeetqConnectionError,
+    TaskNotFoundError,
+)
+from meetq.priority import Priority
+from meetq.queue.message import DEFAULT_MAX_SIZE, Codec, Message, new_id
+
+log = logging.getLogger("meetq.dispatch")
+
+Callback = Callable[[TaskResponse], Any]
+
+_DIGITS = (b"0", b"1", b"2", b"3")
+_REPLY_STATUS = {
+    "completed": TaskStatus.COMPLETED,
+    "failed": TaskStatus.FAILED,
+    "timeout": TaskStatus.TIMEOUT,
+    "cancelled": TaskStatus.CANCELLED,
+}
+
+
+def _now_ms() -> int:
+    return int(time.monotonic() * 1000)
+
+
+class _Pending:
+    """One outstanding task of this process."""
+
+    __slots__ = ("callback", "dispatched_at", "future", "handle", "late", "timing_out")
+
+    def __init__(self, dispatched_at: float) -> None:
+        self.dispatched_at = dispatched_at
+        self.handle = -1
+        self.future: asyncio.Future[TaskResponse] | None = None
+        self.callback: Callback | None = None
+        self.timing_out = False
+        self.late: dict[str, Any] | None = None
+
+
+class TaskDispatcher:
+    """Dispatches `TaskRequest`s to service queues; see the module docstring.
+
+    Knobs: `routes` (default: the seed's), `name` (this process's reply-list name, random
+    by default), `result_ttl` (reply lists and finished status hashes), `block_timeout`,
+    `retry_budget` (seconds a dispatch retries a lost connection), `stop_grace` (stop()
+    waits that long for outstanding tasks before failing their waiters).
+    """
+
+    def __init__(
+        self,
+        redis_or_url: str | redis.asyncio.Redis,
+        *,
+        routes: list[ServiceRoute] | None = None,
+        name: str | None = None,
+        result_ttl: float = 3600.0,
+        block_timeout: float = 2.0,
+        retry_budget: float = 10.0,
+        stop_grace: float = 5.0,
+        max_message_size: int = DEFAULT_MAX_SIZE,
+    ) -> None:
+        if isinstance(redis_or_url, str):
+            self._client: redis.asyncio.Redis = redis.asyncio.Redis.from_url(
+                redis_or_url, socket_connect_timeout=5, socket_timeout=30.0
+            )
+            self._owns_client = True
+            url: str | None = redis_or_url
+        else:
+            self._client = redis_or_url
+            self._owns_client = False
+            url = url_of(redis_or_url)
+        self._url = url
+        self.name = name or f"d{new_id()}"
+        QueueKeys("x").reply(self.name)  # validates the name
+        self.routes = RouteTable(routes)
+        self.result_ttl = result_ttl
+        self.block_timeout = block_timeout
+        self.retry_budget = retry_budget
+        self.stop_grace = stop_grace
+        self.codec = Codec("json", max_message_size)
+        self._cmd = self._make_link(5.0)
+        self._reader_link = self._make_link(block_timeout + 5.0)
+        self._reader = ReplyReader(self._reader_link, self._cmd, self._on_replies, block_timeout)
+        self._pending: dict[str, _Pending] = {}
+        self._wheel: Any = TimerWheel(_now_ms())
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: set[asyncio.Future[Any]] = set()
+        self._idle: asyncio.Event | None = None
+        self._clock_offset = 0.0  # Redis server time - local time.time(), seconds
+        self._started = False
+        self.total_dispatched = 0
+        self.total_completed = 0
+        self.total_failed = 0
+        self.total_timeout = 0
+        self.total_cancelled = 0
+        self.late_replies = 0
+
+    def _make_link(self, timeout: float) -> Link:
+        if self._url is not None:
+            url = self._url
+            return Link(url, lambda: redis.asyncio.Redis.from_url(url), timeout)
+        client = self._client
+        return Link(None, lambda: client, timeout, owned=False)
+
+    # ------------------------------------------------------------------ routes
+
+    def register_route(self, route: ServiceRoute) -> None:
+        self.routes.register(route)
+
+    def remove_route(self, service_name: str) -> bool:
+        return self.routes.remove(service_name)
+
+    def get_routes(self) -> list[ServiceRoute]:
+        return self.routes.routes()
+
+    # ------------------------------------------------------------------ life cycle
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        self._loop = asyncio.get_running_loop()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        await self._sync_clock()
+        self._started = True
+        self._reader.start()
+        if self._pending:
+            self._arm(self._wheel.next_deadline())
+
+    async def stop(self) -> None:
+        """Waits up to `stop_grace` for outstanding tasks; their remaining waiters get
+        `DispatcherStoppedError` (the tasks themselves go on in Redis and end there)."""
+        if not self._started:
+            await self._close_links()
+            return
+        if self._pending and self._idle is not None:
+            try:
+                async with asyncio.timeout(self.stop_grace):
+                    await self._idle.wait()
+            except TimeoutError:
+                pass
+        self._started = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer, self._timer_at = None, math.inf
+        for tid, entry in list(self._pending.items()):
+            del self._pending[tid]
+            self._wheel.cancel(entry.handle)
+            if entry.future is not None and not entry.future.done():
+                entry.future.set_exception(
+                    DispatcherStoppedError(f"dispatcher stopped before task {tid} ended")
+                )
+        await self._reader.stop()
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=self.stop_grace)
+        await self._close_links()
+
+    async def _close_links(self) -> None:
+        await self._cmd.close()
+        await self._reader_link.close()
+        if self._owns_client:
+            await self._client.aclose()
+
+    async def __aenter__(self) -> TaskDispatcher:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def _sync_clock(self) -> None:
+        """Deadlines travel in Redis server time: measure its offset from ours once."""
+        t0 = time.time()
+        sec, usec = await self._retrying(lambda: self._cmd.execute("TIME"))
+        t1 = time.time()
+        self._clock_offset = int(sec) + int(usec) / 1e6 - (t0 + t1) / 2
+
+    # ------------------------------------------------------------------ dispatching
+
+    async def dispatch(self, request: TaskRequest) -> TaskResponse:
+        """Publishes the task; returns TaskResponse(status=PENDING). Raises NoRouteError."""
+        return (await self._dispatch([request], None, None))[0]
+
+    async def dispatch_async(self, request: TaskRequest, callback: Callback) -> TaskResponse:
+        """Like dispatch; `callback(response)` (sync or async) runs once, on the outcome."""
+        return (await self._dispatch([request], None, callback))[0]
+
+    async def dispatch_and_wait(self, request: TaskRequest) -> TaskResponse:
+        """Dispatches and waits for the final TaskResponse (result, error or TIMEOUT)."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[TaskResponse] = loop.create_future()
+        await self._dispatch([request], fut, None)
+        return await fut
+
+    async def dispatch_batch(
+        self, requests: Sequence[TaskRequest], callback: Callback | None = None
+    ) -> list[TaskResponse]:
+        """Dispatches all of `requests` in one MULTI (one round trip); every route is
+        checked before anything is sent, so a NoRouteError publishes nothing."""
+        return await self._dispatch(list(requests), None, callback)
+
+    async def _dispatch(
+        self,
+        requests: list[TaskRequest],
+        future: asyncio.Future[TaskResponse] | None,
+        callback: Callback | None,
+    ) -> list[TaskResponse]:
+        if not self._started:
+            raise DispatcherStoppedError("dispatcher is not started")
+        routes = [self.routes.route_for(r.type) for r in requests]
+        now = time.time()
+        server_now = now + self._clock_offset
+        mono = _now_ms()
+        commands: list[tuple[Any, ...]] = []
+        per_queue: dict[str, list[list[Any]]] = {}
+        ids: list[str] = []
+        for req, route in zip(requests, routes, strict=True):
+            queue = route.queue_name
+            keys = QueueKeys(queue)
+            reply_to = keys.reply(self.name)
+            req.id = f"{new_id()}@{queue}"
+            req.created_at = now
+            req.priority = Priority.parse(req.priority)
+            if req.timeout <= 0:
+                raise ValueError("TaskRequest.timeout must be positive")
+            request_dict = req.to_dict()
+            msg = Message(
+                type=str(req.type),
+                payload=request_dict,
+                priority=req.priority,
+                id=req.id,
+                timestamp=now,
+                max_retries=req.max_retries,
+                timeout=req.timeout,
+                source=self.name,
+                reply_to=reply_to,
+            )
+            body = _DIGITS[int(msg.priority)] + self.codec.encode(msg)
+            deadline_ms = int((server_now + req.timeout) * 1000)
+            ttl_ms = int((req.timeout + self.result_ttl) * 1000)
+            commands += create_commands(
+                keys.status(req.id), orjson.dumps(request_dict), deadline_ms, reply_to, now, ttl_ms
+            )
+            lists = per_queue.setdefault(queue, [[], [[], [], [], []]])
+            lists[0] += (req.id, body)
+            lists[1][int(msg.priority)].append(req.id)
+            ids.append(req.id)
+        for queue, (bodies, ready) in per_queue.items():
+            keys = QueueKeys(queue)
+            commands.append(("HSET", keys.named("msg"), *bodies))
+            for p, group in enumerate(ready):
+                if group:
+                    commands.append(("RPUSH", keys.ready(p), *group))
+            wake = keys.named("wake")
+            commands += [
+                ("HINCRBY", keys.named("stats"), "published", len(bodies) // 2),
+                ("RPUSH", wake, 1),
+                ("LTRIM", wake, 0, 0),
+            ]
+            self._reader.add_key(keys.reply(self.name))
+        # registered before the write: a reply may be read before the EXEC reply is
+        entries = []
+        for req in requests:
+            entry = _Pending(now)
+            entry.future = future
+            entry.callback = callback
+            entry.handle = self._wheel.insert(mono + int(req.timeout * 1000), req.id)
+            self._pending[req.id] = entry
+            entries.append(entry)
+        if self._idle is not None:
+            self._idle.clear()
+        self._arm(self._wheel.next_deadline())
+        try:
+            await self._publish(commands, QueueKeys(routes[0].queue_name).status(ids[0]))
+        except BaseException:
+            for tid in ids:
+                dropped = self._pending.pop(tid, None)
+                if dropped is not None:
+                    self._wheel.cancel(dropped.handle)
+            self._check_idle()
+            raise
+        self.total_dispatched += len(requests)
+        return [TaskResponse(r.id, TaskStatus.PENDING) for r in requests]
+
+    async def _publish(self, commands: list[tuple[Any, ...]], probe: str) -> None:
+        """One MULTI; after a lost connection, the first task's status hash tells whether
+        the all-or-nothing transaction was applied before it is sent again."""
+        deadline = time.monotonic() + self.retry_budget
+        attempt = 0
+        while True:
+            try:
+                if attempt and await self._cmd.execute("EXISTS", probe):
+                    return
+                await self._cmd.transaction(commands)
+                return
+            except (MeetqConnectionError, ConnectionError, OSError, TimeoutError) as exc:
+                pause = backoff(attempt)
+                attempt += 1
+                if time.monotonic() + pause > deadline:
+                    raise MeetqConnectionError(f"dispatch failed: {exc}") from exc
+                await asyncio.sleep(pause)
+
+    async def _retrying(self, call: Callable[[], Awaitable[Any]]) -> Any:
+        deadline = time.monotonic() + self.retry_budget
+        attempt = 0
+        while True:
+            try:
+                return await call()
+            except (MeetqConnectionError, ConnectionError, OSError, TimeoutError) as exc:
+                pause = backoff(attempt)
+                attempt += 1
+                if time.monotonic() + pause > deadline:
+                    raise MeetqConnectionError(f"redis unavailable: {exc}") from exc
+                await asyncio.sleep(pause)
+
+    # ------------------------------------------------------------------ outcomes
+
+    def _on_replies(self, raws: list[bytes]) -> None:
+        for raw in raws:
+            try:
+                reply = orjson.loads(raw)
+                tid = str(reply["id"])
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                log.warning("dispatcher %s: undecodable reply %r", self.name, raw[:200])
+                continue
+            entry = self._pending.get(tid)
+            if entry is None:
+                self.late_replies += 1
+                continue
+            if entry.timing_out:
+                entry.late = reply  # the timeout script's answer decides
+                continue
+            status = _REPLY_STATUS.get(str(reply.get("status")), TaskStatus.FAILED)
+            result = reply.get("result")
+            self._resolve(
+                tid,
+                TaskResponse(
+                    tid,
+                    status,
+                    result if isinstance(result, dict) or result is None else {"value": result},
+                    reply.get("error"),
+                    float(reply.get("processed_at") or time.time()),
+                ),
+            )
+
+    def _resolve(self, tid: str, response: TaskResponse) -> None:
+        entry = self._pending.pop(tid, None)
+        if entry is None:
+            return
+        if not entry.timing_out:
+            self._wheel.cancel(entry.handle)
+        response.duration = max(0.0, time.time() - entry.dispatched_at)
+        status = response.status
+        if status is TaskStatus.COMPLETED:
+            self.total_completed += 1
+        elif status is TaskStatus.TIMEOUT:
+            self.total_timeout += 1
+        elif status is TaskStatus.CANCELLED:
+            self.total_cancelled += 1
+        else:
+            self.total_failed += 1
+        fut = entry.future
+        if fut is not None and not fut.done():
+            fut.set_result(response)
+        if entry.callback is not None:
+            self._call(entry.callback, response)
+        self._check_idle()
+
+    def _call(self, callback: Callback, response: TaskResponse) -> None:
+        try:
+            result = callback(response)
+        except Exception:
+            log.exception("dispatcher %s: callback for %s failed", self.name, response.task_id)
+            return
+        if inspect.isawaitable(result):
+            task = asyncio.ensure_future(result)
+            self._tasks.add(task)
+            task.add_done_callback(self._callback_done)
+
+    def _callback_done(self, task: asyncio.Future[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("dispatcher %s: async callback failed", self.name, exc_info=task.exception())
+
+    def _check_idle(self) -> None:
+        if not self._pending and self._idle is not None:
+            self._idle.set()
+
+    # ------------------------------------------------------------------ deadlines
+
+    def _arm(self, deadline_ms: int | None) -> None:
+        """Keeps the one loop timer armed for the wheel's earliest deadline."""
+        if deadline_ms is None or not self._started or deadline_ms >= self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = deadline_ms
+        delay = max(deadline_ms / 1000.0 - time.monotonic(), 0.001)
+        assert self._loop is not None
+        self._timer = self._loop.call_later(delay, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer, self._timer_at = None, math.inf
+        expired = []
+        for tid in self._wheel.advance(_now_ms()):
+            entry = self._pending.get(tid)
+            if entry is not None and not entry.timing_out:
+                entry.timing_out = True
+                expired.append(tid)
+        if expired:
+            task = asyncio.ensure_future(self._time_out(expired))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        self._arm(self._wheel.next_deadline())
+
+    async def _time_out(self, tids: list[str]) -> None:
+        """Runs task_timeout.lua for each expired task (one pipelined write); the task
+        resolves as Redis decided. If Redis cannot be reached the task still ends
+        TIMEOUT here, so no waiter hangs."""
+        commands = [
+            task_timeout.command([QueueKeys(queue_of(t) or "").status(t)], ["timed out"])
+            for t in tids
+        ]
+        try:
+            replies: list[Any] = await self._cmd.execute_many(commands)
+            if any(_is_noscript(r) for r in replies):
+                await self._cmd.execute("SCRIPT", "LOAD", task_timeout.source)
+                replies = await self._cmd.execute_many(commands)
+        except Exception as exc:
+            replies = [exc] * len(tids)
+        for tid, reply in zip(tids, replies, strict=True):
+            entry = self._pending.get(tid)
+            if entry is None:
+                continue
+            if isinstance(reply, list) and reply and reply[0] not in (b"timeout", b"missing"):
+                status = parse_status(reply[0])
+                response = TaskResponse(
+                    tid,
+                    status,
+                    decode_result(reply[1]),
+                    reply[2].decode() if reply[2] else None,
+                    float(reply[3] or 0.0),
+                )
+            else:
+                error = "timed out"
+                if isinstance(reply, Exception):
+                    error = f"timed out (status not recorded: {reply})"
+                response = TaskResponse(tid, TaskStatus.TIMEOUT, None, error, time.time())
+            self._resolve(tid, response)
+
+    # ------------------------------------------------------------------ queries
+
+    async def get_task_status(self, task_id: str) -> tuple[TaskRequest, TaskStatus]:
+        """The request and status of any task dispatched by any process, from Redis.
+        A task past its deadline that nothing ended is ended TIMEOUT now (atomically)."""
+        key = await self._status_key(task_id)
+
+        async def read() -> dict[bytes, bytes]:
+            fields: dict[bytes, bytes] = await self._client.hgetall(key)  # type: ignore[misc]
+            return fields
+
+        fields = await self._retrying(read)
+        if not fields:
+            raise TaskNotFoundError(f"no task {task_id!r}")
+        state = decode_state(fields)
+        if not state.final and state.deadline_ms:
+            server_ms = (time.time() + self._clock_offset) * 1000
+            if server_ms > state.deadline_ms:
+                reply = await task_timeout.run(self._cmd.execute, [key], ["timed out"])
+                if reply and reply[0] != b"missing":
+                    state.status = parse_status(reply[0])
+        return state.request, state.status
+
+    async def cancel_task(self, task_id: str) -> bool:
+        """Cancels a task that has not ended: a pending one never runs, a running one is
+        cancelled in its worker. True when this call cancelled it; False when it had
+        already ended or is unknown."""
+        queue = queue_of(task_id)
+        if queue is None:
+            return False
+        keys = QueueKeys(queue)
+        key = keys.status(task_id)
+
+        async def read() -> bytes | None:
+            value: bytes | None = await self._client.hget(key, "reply_to")  # type: ignore[misc]
+            return value
+
+        reply_to = await self._retrying(read)
+        script_keys = [key] if reply_to is None else [key, reply_to.decode()]
+        args = [task_id, int(self.result_ttl * 1000), keys.cancel_channel]
+        outcome = await self._retrying(
+            lambda: task_cancel.run(self._cmd.execute, script_keys, args)
+        )
+        if outcome != 1:
+            return False
+        self._resolve(
+            task_id, TaskResponse(task_id, TaskStatus.CANCELLED, None, "cancelled", time.time())
+        )
+        return True
+
+    async def _status_key(self, task_id: str) -> str:
+        queue = queue_of(task_id)
+        if queue is None:
+            raise TaskNotFoundError(f"{task_id!r} is not a task id of a dispatcher")
+        return QueueKeys(queue).status(task_id)
+
+    def get_stats(self) -> dict[str, Any]:
+        return {
+            "total_dispatched": self.total_dispatched,
+            "total_completed": self.total_completed,
+            "total_failed": self.total_failed,
+            "total_timeout": self.total_timeout,
+            "total_cancelled": self.total_cancelled,
+            "active_tasks": len(self._pending),
+            "late_replies": self.late_replies,
+            "reply_rounds": self._reader.rounds,
+        }
+
+
+def _is_noscript(reply: Any) -> bool:
+    return isinstance(reply, NoScriptError)
+
+
+__all__ = ["TaskDispatcher"]
