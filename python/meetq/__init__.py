@@ -12,7 +12,16 @@ from typing import Any
 from meetq import events
 from meetq._native import LocalEvent, backend
 from meetq._version import __version__
+from meetq.dispatch import (
+    ServiceRoute,
+    ServiceWorker,
+    TaskDispatcher,
+    TaskRequest,
+    TaskResponse,
+    TaskType,
+)
 from meetq.errors import (
+    DispatcherStoppedError,
     InvalidSessionError,
     MalformedMessageError,
     MeetqConnectionError,
@@ -33,7 +42,12 @@ from meetq.local import (
 from meetq.priority import Priority
 from meetq.queue import DeadLetter, Message, RedisMessageQueue
 
-_LAZY: dict[str, str] = {}
+_LAZY: dict[str, str] = {
+    "ClientTaskManager": "meetq.gateway.sessions",
+    "ClientTaskRequest": "meetq.gateway.sessions",
+    "ClientTaskResponse": "meetq.gateway.sessions",
+    "GatewayServer": "meetq.gateway.server",
+}
 """Public name -> the module that defines it, imported when the name is first used."""
 
 
@@ -52,6 +66,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "DeadLetter",
+    "DispatcherStoppedError",
     "InvalidSessionError",
     "LocalEvent",
     "LocalEventBus",
@@ -65,11 +80,17 @@ __all__ = [
     "PriorityLocalEventBus",
     "QueueFullError",
     "RedisMessageQueue",
+    "ServiceRoute",
+    "ServiceWorker",
     "Task",
+    "TaskDispatcher",
     "TaskNotFoundError",
+    "TaskRequest",
+    "TaskResponse",
     "TaskResult",
     "TaskScheduler",
     "TaskStatus",
+    "TaskType",
     "__version__",
     "backend",
     "events",

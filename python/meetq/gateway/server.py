@@ -1,0 +1,575 @@
+"""The WebSocket gateway: authenticated client sessions over picows, on uvloop.
+
+Why picows: measured side by side with `websockets` in benchmarks/bench_gateway.py (see
+BENCHMARKS.md, "Gateway"): at the same load its round trip is about half, and an idle
+connection costs about the same (both well under 30 KB). picows has no
+permessage-deflate at all, so compression is off by construction.
+
+A connection's life:
+- Upgrade: `?token=...` (or `Authorization: Bearer ...`) is checked by the authenticator
+  before the 101; refusals are plain HTTP answers (401 auth, 429 connect rate or sessions
+  per user, 503 connection limit), so a refused client costs no WebSocket state.
+  `?session_id=...` resumes a detached session of the same user.
+- `welcome` frame (the session id), then any outcomes kept while it was away.
+- Requests: `accepted` at once, the final frame later (`frames.py`). Bad frames get an
+  error frame; binary frames and oversize frames also close (1003, 1009); a connection
+  over `max_frames_per_second` is closed 4008; one whose send buffer passes
+  `max_send_bytes` (it stopped reading) is closed 4009 and counted.
+- Keepalive: a ping every `ping_interval` (+-`ping_jitter`, so connections made together
+  do not ping together), closed 4010 without a pong within `ping_timeout`. All deadlines
+  are on one native timer wheel with one loop timer.
+- `stop()`: stops accepting, sends `reconnect` and closes 1012 (service restart).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import random
+import signal
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs
+
+from picows import (
+    WSCloseCode,
+    WSFrame,
+    WSListener,
+    WSMsgType,
+    WSTransport,
+    WSUpgradeRequest,
+    WSUpgradeResponse,
+    WSUpgradeResponseWithListener,
+    ws_create_server,
+)
+
+from meetq._core.eager import Resume
+from meetq._native import TimerWheel
+from meetq.dispatch.dispatcher import TaskDispatcher
+from meetq.gateway.auth import Authenticator, AuthError, HmacAuthenticator, Identity
+from meetq.gateway.frames import (
+    CloseCode,
+    ErrorCode,
+    FrameError,
+    RequestFrame,
+    accepted_frame,
+    error_frame,
+    final_frame,
+    parse_request,
+    reconnect_frame,
+    welcome_frame,
+)
+from meetq.gateway.sessions import (
+    ClientTaskManager,
+    ClientTaskRequest,
+    ClientTaskResponse,
+    Session,
+    SessionLimitError,
+    UnknownTaskTypeError,
+    map_client_type,
+)
+from meetq.queue.message import new_id
+
+log = logging.getLogger("meetq.gateway")
+
+
+@dataclass(slots=True)
+class GatewayConfig:
+    host: str = "127.0.0.1"
+    port: int = 8765
+    max_frame_size: int = 64 * 1024
+    max_connections: int = 20_000
+    connects_per_second: float = 2000.0
+    max_sessions_per_user: int = 8
+    max_send_bytes: int = 256 * 1024
+    max_frames_per_second: float = 200.0
+    ping_interval: float = 20.0
+    ping_jitter: float = 0.25
+    ping_timeout: float = 10.0
+    default_timeout: float = 30.0
+    max_timeout: float = 300.0
+    read_buffer_size: int = 1024
+    reconnect_after: float = 1.0
+
+
+def _now_ms() -> int:
+    return int(time.monotonic() * 1000)
+
+
+class _Bucket:
+    """Token bucket: `rate` per second, bursts up to `rate`."""
+
+    __slots__ = ("last", "rate", "tokens")
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.tokens = rate
+        self.last = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.rate, self.tokens + (now - self.last) * self.rate)
+        self.last = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+class _Connection(WSListener):
+    """One client connection (picows calls these methods on the loop)."""
+
+    __slots__ = (
+        "awaiting_pong",
+        "bucket",
+        "closed",
+        "gw",
+        "handle",
+        "identity",
+        "session",
+        "transport",
+        "wanted_session",
+    )
+
+    def __init__(self, gw: GatewayServer, identity: Identity, wanted_session: str | None) -> None:
+        self.gw = gw
+        self.identity = identity
+        self.wanted_session = wanted_session
+        self.session: Session | None = None
+        self.transport: WSTransport | None = None
+        self.bucket = _Bucket(gw.config.max_frames_per_second)
+        self.handle = -1
+        self.awaiting_pong = False
+        self.closed = False
+
+    # -- picows callbacks
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self.transport = transport
+        self.gw._opened(self)
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        self.closed = True
+        self.gw._closed(self)
+
+    def pause_writing(self) -> None:
+        # the send buffer passed max_send_bytes: the client stopped reading
+        self.gw.stats["closed_slow_consumer"] += 1
+        self.close(CloseCode.SLOW_CONSUMER, "send queue full", abort_after=1.0)
+
+    def resume_writing(self) -> None:
+        pass
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        if self.closed:
+            return
+        kind = frame.msg_type
+        if kind == WSMsgType.PONG:
+            self.awaiting_pong = False
+            self.gw._schedule_ping(self)
+            return
+        if kind == WSMsgType.PING:
+            return  # picows answers
+        if kind == WSMsgType.CLOSE:
+            transport.send_close(frame.get_close_code())
+            transport.disconnect()
+            return
+        gw = self.gw
+        if not self.bucket.take():
+            gw.stats["closed_flood"] += 1
+            self.close(CloseCode.FLOOD, "too many frames per second")
+            return
+        if kind == WSMsgType.BINARY:
+            gw.stats["bad_frames"] += 1
+            self.send(error_frame(ErrorCode.BINARY_FRAME, "binary frames are not accepted"))
+            self.close(CloseCode.UNSUPPORTED_DATA, "binary frames are not accepted")
+            return
+        if kind != WSMsgType.TEXT or not frame.fin:
+            gw.stats["bad_frames"] += 1
+            self.send(error_frame(ErrorCode.INVALID_FRAME, "fragmented messages are not accepted"))
+            self.close(CloseCode.UNSUPPORTED_DATA, "fragmented messages are not accepted")
+            return
+        if frame.payload_size > gw.config.max_frame_size:
+            gw.stats["bad_frames"] += 1
+            self.send(error_frame(ErrorCode.FRAME_TOO_LARGE, "frame too large"))
+            self.close(CloseCode.MESSAGE_TOO_BIG, "frame too large")
+            return
+        try:
+            req = parse_request(
+                frame.get_payload_as_bytes(), gw.config.max_frame_size, gw.config.max_timeout
+            )
+        except FrameError as exc:
+            gw.stats["bad_frames"] += 1
+            self.send(error_frame(exc.code, exc.message, exc.request_id))
+            return
+        gw._submit(self, req)
+
+    # -- sending
+
+    def send(self, data: bytes) -> None:
+        transport = self.transport
+        if transport is None or self.closed:
+            return
+        transport.send(WSMsgType.TEXT, data)
+
+    def send_outcome(self, out: ClientTaskResponse) -> None:
+        self.send(final_frame(out.request_id, out.status, out.data, out.error, out.processed_at))
+
+    def close(self, code: int, reason: str, abort_after: float | None = None) -> None:
+        transport = self.transport
+        if transport is None or self.closed:
+            return
+        self.closed = True
+        transport.send_close(WSCloseCode(code), reason.encode())
+        if abort_after is None:
+            transport.disconnect()
+        else:
+            # graceful close would wait for a reader that is gone: bounded, then abort
+            asyncio.get_running_loop().call_later(abort_after, transport.disconnect, False)
+
+
+class GatewayServer:
+    """Serves WebSocket clients for a ClientTaskManager; see the module docstring."""
+
+    def __init__(
+        self,
+        manager: ClientTaskManager,
+        authenticator: Authenticator,
+        config: GatewayConfig | None = None,
+    ) -> None:
+        self.manager = manager
+        self.authenticator = authenticator
+        self.config = config or GatewayConfig()
+        self._server: asyncio.Server | None = None
+        self._conns: set[_Connection] = set()
+        self._connect_bucket = _Bucket(self.config.connects_per_second)
+        self._wheel: Any = TimerWheel(_now_ms())
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
+        self._tasks: set[asyncio.Future[Any]] = set()
+        self._accepting = False
+        self._all_closed = asyncio.Event()
+        self.stats: dict[str, int] = dict.fromkeys(
+            (
+                "connections_total",
+                "rejected_auth",
+                "rejected_connection_limit",
+                "rejected_connect_rate",
+                "rejected_session_limit",
+                "bad_frames",
+                "closed_flood",
+                "closed_slow_consumer",
+                "closed_idle",
+                "requests",
+                "resumed_results",
+            ),
+            0,
+        )
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    @property
+    def connections(self) -> int:
+        return len(self._conns)
+
+    def get_stats(self) -> dict[str, Any]:
+        return {**self.stats, "connections": len(self._conns), **self.manager.get_stats()}
+
+    async def start(self) -> None:
+        cfg = self.config
+        self._accepting = True
+        self._server = await ws_create_server(
+            self._upgrade,
+            cfg.host,
+            cfg.port,
+            max_frame_size=cfg.max_frame_size * 4,
+            read_buffer_init_size=cfg.read_buffer_size,
+            websocket_handshake_timeout=10,
+            enable_auto_pong=True,
+            backlog=4096,
+        )
+
+    async def stop(self, drain: float = 0.0) -> None:
+        """Stops accepting, tells every client to reconnect and closes it (1012)."""
+        self._accepting = False
+        if self._server is not None:
+            self._server.close()
+        frame = reconnect_frame("shutdown", self.config.reconnect_after)
+        for conn in list(self._conns):
+            conn.send(frame)
+            conn.close(CloseCode.SERVICE_RESTART, "server restarting: reconnect")
+        if self._conns:
+            self._all_closed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._all_closed.wait(), max(drain, 5.0))
+        for conn in list(self._conns):
+            if conn.transport is not None:
+                conn.transport.disconnect(False)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 5)
+            self._server = None
+
+    async def __aenter__(self) -> GatewayServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # ------------------------------------------------------------------ upgrade
+
+    def _refuse(self, status: int, reason: str) -> WSUpgradeResponseWithListener:
+        response = WSUpgradeResponse.create_error_response(status, reason.encode())
+        return WSUpgradeResponseWithListener(response, None)
+
+    def _upgrade(self, request: WSUpgradeRequest) -> Any:
+        """Decides the 101 before any WebSocket state exists."""
+        cfg = self.config
+        if not self._accepting:
+            return self._refuse(503, "shutting down")
+        if len(self._conns) >= cfg.max_connections:
+            self.stats["rejected_connection_limit"] += 1
+            return self._refuse(503, "connection limit reached")
+        if not self._connect_bucket.take():
+            self.stats["rejected_connect_rate"] += 1
+            return self._refuse(429, "too many connection attempts")
+        query = parse_qs(request.path.partition(b"?")[2].decode("latin-1"))
+        tokens = query.get("token")
+        token: str | None = tokens[0] if tokens else None
+        if token is None:
+            header = request.headers.get("Authorization", "")
+            if header.startswith("Bearer "):
+                token = header[7:]
+        try:
+            identity = self.authenticator(token, request.headers)
+        except AuthError as exc:
+            self.stats["rejected_auth"] += 1
+            return self._refuse(401, str(exc))
+        except Exception:
+            log.exception("authenticator failed")
+            self.stats["rejected_auth"] += 1
+            return self._refuse(401, "authentication failed")
+        if not isinstance(identity, Identity):
+            self.stats["rejected_auth"] += 1
+            return self._refuse(401, "authenticator returned no identity")
+        wanted_ids = query.get("session_id")
+        wanted: str | None = wanted_ids[0] if wanted_ids else None
+        resumable = False
+        if wanted:
+            with contextlib.suppress(Exception):
+                s = self.manager.get_session(wanted)
+                resumable = s.user_id == identity.user_id and s.detached
+        if not resumable:
+            wanted = None
+            if self.manager.sessions_of(identity.user_id) >= cfg.max_sessions_per_user:
+                self.stats["rejected_session_limit"] += 1
+                return self._refuse(429, "too many sessions for this user")
+        return _Connection(self, identity, wanted)
+
+    # ------------------------------------------------------------------ connections
+
+    def _opened(self, conn: _Connection) -> None:
+        self._conns.add(conn)
+        self.stats["connections_total"] += 1
+        assert conn.transport is not None
+        under = conn.transport.underlying_transport
+        under.set_write_buffer_limits(high=self.config.max_send_bytes)
+        ident = conn.identity
+        sid = conn.wanted_session or f"s{new_id()}"
+        session = self.manager.register_session(sid, ident.user_id, ident.meeting_id)
+        conn.session = session
+        conn.send(welcome_frame(sid, len(session.backlog) if session.backlog else 0))
+        self.stats["resumed_results"] += self.manager.attach(session, conn.send_outcome)
+        self._schedule_ping(conn)
+
+    def _closed(self, conn: _Connection) -> None:
+        self._conns.discard(conn)
+        if not self._conns:
+            self._all_closed.set()
+        if conn.handle >= 0:
+            self._wheel.cancel(conn.handle)
+            conn.handle = -1
+        session = conn.session
+        if session is not None and session.sender == conn.send_outcome:
+            self.manager.detach(session.session_id)
+
+    def _submit(self, conn: _Connection, frame: RequestFrame) -> None:
+        session = conn.session
+        if session is None:
+            return
+        manager = self.manager
+        if session.in_flight >= manager.max_in_flight:
+            conn.send(
+                error_frame(
+                    ErrorCode.TOO_MANY_REQUESTS, "too many requests in flight", frame.request_id
+                )
+            )
+            return
+        try:
+            map_client_type(frame.type)
+        except UnknownTaskTypeError as exc:
+            conn.send(error_frame(ErrorCode.UNKNOWN_TYPE, str(exc), frame.request_id))
+            return
+        self.stats["requests"] += 1
+        conn.send(accepted_frame(frame.request_id))
+        req = ClientTaskRequest(
+            type=frame.type,
+            session_id=session.session_id,
+            data=frame.data,
+            priority=frame.priority,
+            timeout=frame.timeout or self.config.default_timeout,
+            request_id=frame.request_id,
+        )
+        # the first step runs here (session checks, in-flight count, the dispatch write),
+        # so the next frame of this connection already sees this request counted
+        coro = manager.submit_task_async(req)
+        try:
+            first = coro.send(None)
+        except StopIteration:
+            return
+        except SessionLimitError as exc:
+            conn.send(error_frame(ErrorCode.TOO_MANY_REQUESTS, str(exc), frame.request_id))
+            return
+        except Exception as exc:
+            self._failed(conn, frame.request_id, exc)
+            return
+        task = asyncio.ensure_future(Resume(coro, first))
+        self._tasks.add(task)
+        task.add_done_callback(lambda t: self._submitted(t, conn, frame.request_id))
+
+    def _submitted(self, task: asyncio.Future[Any], conn: _Connection, request_id: str) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self._failed(conn, request_id, task.exception())
+
+    def _failed(self, conn: _Connection, request_id: str, exc: BaseException | None) -> None:
+        log.warning("gateway: request %s failed to dispatch: %r", request_id, exc)
+        conn.send(error_frame(ErrorCode.UNAVAILABLE, f"could not dispatch: {exc}", request_id))
+
+    # ------------------------------------------------------------------ keepalive
+
+    def _schedule_ping(self, conn: _Connection) -> None:
+        cfg = self.config
+        if conn.handle >= 0:
+            self._wheel.cancel(conn.handle)
+        jitter = 1.0 + random.uniform(-cfg.ping_jitter, cfg.ping_jitter)
+        due = _now_ms() + int(cfg.ping_interval * jitter * 1000)
+        conn.handle = self._wheel.insert(due, conn)
+        self._arm(due)
+
+    def _arm(self, deadline_ms: int | None) -> None:
+        if deadline_ms is None or deadline_ms >= self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = deadline_ms
+        delay = max(deadline_ms / 1000.0 - time.monotonic(), 0.001)
+        self._timer = asyncio.get_running_loop().call_later(delay, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer, self._timer_at = None, math.inf
+        now = _now_ms()
+        for conn in self._wheel.advance(now):
+            conn.handle = -1
+            if conn.closed:
+                continue
+            if conn.awaiting_pong:
+                self.stats["closed_idle"] += 1
+                conn.close(CloseCode.IDLE, "no pong", abort_after=1.0)
+                continue
+            conn.awaiting_pong = True
+            if conn.transport is not None:
+                conn.transport.send_ping()
+            due = now + int(self.config.ping_timeout * 1000)
+            conn.handle = self._wheel.insert(due, conn)
+        self._arm(self._wheel.next_deadline())
+
+
+# ---------------------------------------------------------------------- entry points
+
+
+def read_secret(env: str | None, path: str | None) -> str:
+    """The token secret from a file (preferred) or an environment variable."""
+    if path:
+        with open(path, encoding="utf-8") as f:
+            secret = f.read().strip()
+    elif env:
+        secret = os.environ.get(env, "")
+    else:
+        secret = ""
+    if len(secret) < 16:
+        raise SystemExit("the gateway needs a secret of at least 16 characters")
+    return secret
+
+
+async def serve(
+    redis_url: str,
+    secret: str,
+    config: GatewayConfig | None = None,
+    stop: asyncio.Event | None = None,
+    ready: asyncio.Event | None = None,
+) -> dict[str, Any]:
+    """Runs dispatcher, session manager and gateway until `stop` is set (or SIGTERM /
+    SIGINT when no event is given); returns the gateway's final stats."""
+    if stop is None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+    async with (
+        TaskDispatcher(redis_url) as dispatcher,
+        ClientTaskManager(dispatcher) as manager,
+        GatewayServer(manager, HmacAuthenticator(secret), config) as gateway,
+    ):
+        log.info("gateway listening on %s:%d", gateway.config.host, gateway.port)
+        if ready is not None:
+            ready.set()
+        await stop.wait()
+        return gateway.get_stats()
+
+
+def run_from_args(argv: list[str] | None = None) -> int:
+    """`meetq gateway` (wired in meetq.ops.cli): parses options and runs `serve`."""
+    parser = argparse.ArgumentParser(prog="meetq gateway", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument(
+        "--secret-env",
+        default="MEETQ_GATEWAY_SECRET",
+        help="environment variable holding the token secret",
+    )
+    parser.add_argument("--secret-file", help="file holding the token secret (wins over env)")
+    defaults = GatewayConfig()
+    parser.add_argument("--max-connections", type=int, default=defaults.max_connections)
+    parser.add_argument("--max-sessions-per-user", type=int, default=defaults.max_sessions_per_user)
+    args = parser.parse_args(argv)
+    secret = read_secret(args.secret_env, args.secret_file)
+    config = GatewayConfig(
+        host=args.host,
+        port=args.port,
+        max_connections=args.max_connections,
+        max_sessions_per_user=args.max_sessions_per_user,
+    )
+    import uvloop
+
+    uvloop.run(serve(args.redis_url, secret, config))
+    return 0
+
+
+__all__ = ["GatewayConfig", "GatewayServer", "read_secret", "run_from_args", "serve"]
