@@ -160,25 +160,27 @@ class _Connection(WSListener):
     def pause_writing(self) -> None:
         # the send buffer passed max_send_bytes: the client stopped reading
         self.gw.stats["closed_slow_consumer"] += 1
-        self.close(CloseCode.SLOW_CONSUMER, "send queue full", abort_after=1.0)
+        self.close(CloseCode.SLOW_CONSUMER, "send queue full", abort=True)
 
     def resume_writing(self) -> None:
         pass
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        kind = frame.msg_type
+        if kind == WSMsgType.CLOSE:
+            if not self.closed:
+                self.closed = True
+                transport.send_close(frame.get_close_code())
+            transport.disconnect()  # the closing handshake is complete
+            return
         if self.closed:
             return
-        kind = frame.msg_type
         if kind == WSMsgType.PONG:
             self.awaiting_pong = False
             self.gw._schedule_ping(self)
             return
         if kind == WSMsgType.PING:
             return  # picows answers
-        if kind == WSMsgType.CLOSE:
-            transport.send_close(frame.get_close_code())
-            transport.disconnect()
-            return
         gw = self.gw
         if not self.bucket.take():
             gw.stats["closed_flood"] += 1
@@ -220,17 +222,17 @@ class _Connection(WSListener):
     def send_outcome(self, out: ClientTaskResponse) -> None:
         self.send(final_frame(out.request_id, out.status, out.data, out.error, out.processed_at))
 
-    def close(self, code: int, reason: str, abort_after: float | None = None) -> None:
+    def close(self, code: int, reason: str, abort: bool = False) -> None:
+        """Sends the close frame and waits (bounded) for the client's: closing the socket
+        at once would reset a client still sending, which then never reads the code."""
         transport = self.transport
         if transport is None or self.closed:
             return
         self.closed = True
         transport.send_close(WSCloseCode(code), reason.encode())
-        if abort_after is None:
-            transport.disconnect()
-        else:
-            # graceful close would wait for a reader that is gone: bounded, then abort
-            asyncio.get_running_loop().call_later(abort_after, transport.disconnect, False)
+        # a client that stopped reading never answers: abort, a graceful close would wait
+        linger = 1.0 if abort else 2.0
+        asyncio.get_running_loop().call_later(linger, transport.disconnect, not abort)
 
 
 class GatewayServer:
@@ -488,7 +490,7 @@ class GatewayServer:
                 continue
             if conn.awaiting_pong:
                 self.stats["closed_idle"] += 1
-                conn.close(CloseCode.IDLE, "no pong", abort_after=1.0)
+                conn.close(CloseCode.IDLE, "no pong", abort=True)
                 continue
             conn.awaiting_pong = True
             if conn.transport is not None:
