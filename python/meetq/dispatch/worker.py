@@ -28,8 +28,8 @@ from meetq._core.backoff import backoff
 from meetq._core.eager import ASYNC, Resume, handler_kind
 from meetq._redis.keys import QueueKeys
 from meetq.dispatch.types import TaskRequest, default_routes
+from meetq.queue import RedisMessageQueue
 from meetq.queue.message import Message
-from meetq.queue.redis_queue import RedisMessageQueue
 
 log = logging.getLogger("meetq.dispatch.worker")
 
