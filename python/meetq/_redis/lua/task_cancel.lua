@@ -1,11 +1,12 @@
--- task_cancel: cancels a dispatched task unless it has ended, and tells its dispatcher.
+-- task_cancel.lua: Cancels a dispatched task unless it has ended, and tells its dispatcher.
+--
 -- The state is durable here: a pending task is dropped by the queue's dequeue when it sees
 -- status 'cancelled'; the PUBLISH only pokes the workers so a running one stops at once.
--- KEYS[1]  the task's status hash (meetq:{Q}:status:<id>)
--- KEYS[2]  (optional) the dispatcher's reply list, as the hash's reply_to names it
--- ARGV[1]  the task id
--- ARGV[2]  reply list TTL (ms)
--- ARGV[3]  the queue's cancel channel
+-- KEYS:
+--   1 the task's status hash (meetq:{Q}:status:<id>)
+--   2 (optional) the dispatcher's reply list, as the hash's reply_to names it
+-- ARGV:
+--   1 the task id  2 reply list TTL (ms)  3 the queue's cancel channel
 -- Returns 1 when this call cancelled the task, its final status when it had already
 -- ended, or false when there is no such task.
 local s = redis.call('HGET', KEYS[1], 'status')

@@ -1,9 +1,12 @@
--- task_timeout: ends a dispatched task TIMEOUT, only if it has not ended already.
+-- task_timeout.lua: Ends a dispatched task TIMEOUT, only if it has not ended already.
+--
 -- Run by the dispatcher that owns the task when its deadline passes on the timer wheel
 -- (and by get_task_status for a task past its deadline). Atomic against the worker's
 -- final outcome script: whichever runs first decides the status.
--- KEYS[1]  the task's status hash (meetq:{Q}:status:<id>)
--- ARGV[1]  error text for the timeout
+-- KEYS:
+--   1 the task's status hash (meetq:{Q}:status:<id>)
+-- ARGV:
+--   1 error text for the timeout
 -- Returns {'timeout'} when this call ended the task, {'missing'} when there is no such
 -- hash, else {status, result, error, processed_at} of the outcome that came first.
 local s = redis.call('HGET', KEYS[1], 'status')
