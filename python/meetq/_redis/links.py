@@ -16,7 +16,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import quote
 
 import redis
@@ -28,12 +28,33 @@ from redis.exceptions import ReadOnlyError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from meetq._core.backoff import backoff
+from meetq._redis.cluster import ClusterSettings, SlotConnection
 from meetq._redis.connection import RespConnection
+from meetq._redis.sentinel import SentinelConnection, SentinelSettings
 from meetq.errors import MeetqConnectionError
 
 log = logging.getLogger("meetq.redis")
 
 T = TypeVar("T")
+
+HotConnection = RespConnection | SlotConnection | SentinelConnection
+"""What a `Link` talks through: one socket, or one that follows a cluster slot or the
+sentinels' master (same calls)."""
+
+ROUTED_SCHEMES = ("redis+cluster://", "redis+sentinel://")
+
+
+async def open_hot(url: str, reply_timeout: float | None, slot: int | None) -> HotConnection:
+    """Our own connection for a hot path: to the server a plain URL names, to the master of
+    `slot` for a cluster URL, or to the sentinels' master."""
+    if url.startswith("redis+cluster://"):
+        if slot is None:
+            raise ValueError("a cluster connection needs the slot of the keys it serves")
+        return await SlotConnection.connect(url, slot, timeout=5.0, reply_timeout=reply_timeout)
+    if url.startswith("redis+sentinel://"):
+        return await SentinelConnection.connect(url, timeout=5.0, reply_timeout=reply_timeout)
+    return await RespConnection.connect(url, timeout=5.0, reply_timeout=reply_timeout)
+
 
 TRANSIENT: tuple[type[BaseException], ...] = (
     RedisConnectionError,  # includes LOADING (BusyLoadingError)
@@ -190,12 +211,14 @@ class Link:
         make_client: Callable[[], redis.asyncio.Redis],
         timeout: float,
         owned: bool = True,
+        slot: int | None = None,
     ) -> None:
         self._url = url
+        self._slot = slot
         self._owned = owned
         self._make_client = make_client
         self._timeout = timeout
-        self._conn: RespConnection | None = None
+        self._conn: HotConnection | None = None
         self._client: redis.asyncio.Redis | None = None
         self._lock: asyncio.Lock | None = None
         self._id: int | None = None
@@ -288,18 +311,16 @@ class Link:
                 self._id = int(await self.execute("CLIENT", "ID"))
         return self._id
 
-    async def _open(self) -> RespConnection:
+    async def _open(self) -> HotConnection:
         assert self._url is not None
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:
             if self._conn is None or self._conn.closed:
-                self._conn = await RespConnection.connect(
-                    self._url, timeout=5.0, reply_timeout=self._timeout
-                )
+                self._conn = await open_hot(self._url, self._timeout, self._slot)
             return self._conn
 
-    async def _drop(self, conn: RespConnection) -> None:
+    async def _drop(self, conn: HotConnection) -> None:
         if self._conn is conn:
             self._conn = None
         with contextlib.suppress(Exception):
@@ -326,6 +347,24 @@ class Endpoint:
     redis-py."""
 
     def __init__(self, redis_or_url: str | redis.asyncio.Redis, resp_connection: bool = True):
+        self.client: redis.asyncio.Redis
+        self.routed = False
+        """A cluster or sentinel deployment: redis-py finds the servers for the cold paths,
+        our `SlotConnection`/`SentinelConnection` for the hot ones."""
+        if isinstance(redis_or_url, str) and redis_or_url.startswith(ROUTED_SCHEMES):
+            self.client = routed_client(redis_or_url)
+            self.owns_client = True
+            self.standard = False
+            self.routed = True
+            self.url: str | None = redis_or_url if resp_connection else None
+            return
+        if isinstance(redis_or_url, redis.asyncio.RedisCluster):
+            self.client = redis_or_url
+            self.owns_client = False
+            self.standard = False
+            self.routed = True
+            self.url = cluster_url_of(redis_or_url) if resp_connection else None
+            return
         if isinstance(redis_or_url, str):
             # socket_timeout: a server that stops answering fails the call instead of
             # hanging it (stats, DLQ, failures and replies run on this client); keepalive
@@ -333,7 +372,7 @@ class Endpoint:
             options: dict[str, Any] = {"socket_connect_timeout": 5, "socket_timeout": 30.0}
             if not redis_or_url.startswith("unix:"):
                 options["socket_keepalive"] = True
-            self.client: redis.asyncio.Redis = redis.asyncio.Redis.from_url(redis_or_url, **options)
+            self.client = redis.asyncio.Redis.from_url(redis_or_url, **options)
             self.owns_client = True
             url: str | None = redis_or_url
         else:
@@ -365,14 +404,19 @@ class Endpoint:
         limit = pool.connection_kwargs.get("socket_timeout") if pool else None
         return min(wanted, max(0.05, float(limit) / 2)) if limit else wanted
 
-    def link(self, timeout: float, single: bool = False) -> Link:
-        """A private hot-path connection whose replies may take at most `timeout` seconds."""
+    def link(self, timeout: float, single: bool = False, slot: int | None = None) -> Link:
+        """A private hot-path connection whose replies may take at most `timeout` seconds
+        (`slot`: the cluster slot of the keys it serves, needed on a cluster)."""
+        if self.routed and self.url is not None:
+            return Link(self.url, lambda: self.client, timeout, slot=slot)
         if not self.standard:
             return Link(None, lambda: self.client, timeout, owned=False)
         return Link(self.url, lambda: self._clone_async(timeout, 1 if single else 8), timeout)
 
     def sync_client(self, socket_timeout: float) -> redis.Redis | None:
         """A blocking client of the same server for a thread; None for a shared client."""
+        if self.routed and self.url is not None:
+            return routed_sync_client(self.url, socket_timeout)
         if not self.standard:
             return None
         cls, kwargs = self._conn_kwargs()
@@ -414,3 +458,71 @@ def _decodes(client: redis.asyncio.Redis) -> bool:
     if get_encoder is None:
         return False
     return bool(get_encoder().decode_responses)
+
+
+def _client_options(url: str) -> tuple[list[tuple[str, int]], dict[str, Any]]:
+    """The nodes a cluster or sentinel URL names, and redis-py options for its servers."""
+    if url.startswith("redis+cluster://"):
+        c = ClusterSettings.from_url(url)
+        node = c.node
+        options: dict[str, Any] = {"username": node.username, "password": node.password}
+        if node.tls:
+            options.update(
+                ssl=True,
+                ssl_cert_reqs=node.ssl_cert_reqs,
+                ssl_ca_certs=node.ssl_ca_certs,
+                ssl_check_hostname=node.ssl_check_hostname,
+            )
+        return list(c.seeds), options
+    s = SentinelSettings.from_url(url)
+    return list(s.sentinels), {"username": s.username, "password": s.password, "db": s.db}
+
+
+def routed_client(url: str) -> redis.asyncio.Redis:
+    """redis-py's client for a `redis+cluster://` or `redis+sentinel://` URL."""
+    nodes, options = _client_options(url)
+    timeouts = {"socket_connect_timeout": 5.0, "socket_timeout": 30.0}
+    make: Any
+    if url.startswith("redis+cluster://"):
+        from redis.asyncio.cluster import ClusterNode
+
+        make = redis.asyncio.RedisCluster
+        client = make(startup_nodes=[ClusterNode(h, p) for h, p in nodes], **options, **timeouts)
+    else:
+        s = SentinelSettings.from_url(url)
+        make = redis.asyncio.Sentinel
+        sentinel = make(nodes, sentinel_kwargs={"password": s.sentinel_password, **timeouts},
+                        **timeouts)  # fmt: skip
+        client = sentinel.master_for(s.master_name, **options)
+    return cast(redis.asyncio.Redis, client)
+
+
+def routed_sync_client(url: str, socket_timeout: float) -> redis.Redis:
+    """The blocking twin of `routed_client`, for a thread."""
+    nodes, options = _client_options(url)
+    timeouts = {"socket_connect_timeout": 5.0, "socket_timeout": socket_timeout}
+    make: Any
+    if url.startswith("redis+cluster://"):
+        from redis.cluster import ClusterNode
+
+        make, node = redis.RedisCluster, cast(Any, ClusterNode)
+        client = make(startup_nodes=[node(h, p) for h, p in nodes], **options, **timeouts)
+    else:
+        s = SentinelSettings.from_url(url)
+        make = redis.Sentinel
+        sentinel = make(nodes, sentinel_kwargs={"password": s.sentinel_password, **timeouts},
+                        **timeouts)  # fmt: skip
+        client = sentinel.master_for(s.master_name, **options)
+    return cast(redis.Redis, client)
+
+
+def cluster_url_of(client: redis.asyncio.RedisCluster) -> str:
+    """A `redis+cluster://` URL for the nodes a given RedisCluster knows."""
+    kw = client.nodes_manager.connection_kwargs
+    auth = ""
+    if kw.get("password") is not None:
+        auth = f"{quote(kw.get('username') or '', safe='')}:{quote(kw['password'], safe='')}@"
+    nodes = ",".join(f"{n.host}:{n.port}" for n in client.get_nodes()) or ",".join(
+        f"{n.host}:{n.port}" for n in client.nodes_manager.startup_nodes.values()
+    )
+    return f"redis+cluster://{auth}{nodes}"

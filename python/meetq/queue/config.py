@@ -45,6 +45,11 @@ class QueueConfig:
     """False keeps every path on redis-py (no meetq RespConnection)."""
     ack_delay: float = 0.02
     """Longest an ack waits to be batched with others while the fetcher is idle."""
+    wait_replicas: int = 0
+    """A publish returns only once this many replicas have it (WAIT); 0 trusts Redis's
+    asynchronous replication, so a failover can lose the last publishes a master took."""
+    wait_timeout: float = 1.0
+    """Seconds WAIT may take before the publish fails with `MeetqConnectionError`."""
 
     def __post_init__(self) -> None:
         if self.workers <= 0:
@@ -53,6 +58,8 @@ class QueueConfig:
             raise ValueError("visibility_timeout must be positive")
         if self.prefetch is not None and self.prefetch < 0:
             raise ValueError("prefetch must not be negative")
+        if self.wait_replicas < 0:
+            raise ValueError("wait_replicas must not be negative")
 
     def with_changes(self, **changes: Any) -> QueueConfig:
         """A copy with `changes`; an unknown name is a TypeError, as for a keyword."""
@@ -102,6 +109,8 @@ class QueueKnobs(TypedDict, total=False):
     max_message_size: int
     resp_connection: bool
     ack_delay: float
+    wait_replicas: int
+    wait_timeout: float
 
 
 __all__ = ["QueueConfig", "QueueKnobs"]

@@ -31,6 +31,7 @@ from typing import Any, Final
 from redis.exceptions import NoScriptError
 
 from meetq._redis import scripts
+from meetq._redis.cluster import key_slot
 from meetq._redis.keys import QueueKeys
 from meetq._redis.links import Endpoint, Link, Outage
 from meetq.queue.config import QueueConfig
@@ -124,6 +125,7 @@ class Fetcher:
         self.stopping = False
         self._deliver = deliver
         self._keys = keys.all
+        self.slot = key_slot(keys.prefix)
         self._wake_key = keys.named("wake")
         self._block_wait = endpoint.longest_block(config.block_timeout)
         self._kick_fut: asyncio.Future[None] | None = None
@@ -134,8 +136,10 @@ class Fetcher:
     def open(self) -> None:
         # the fetch connection only runs scripts that answer in milliseconds: a few seconds
         # of silence mean a dead path, and the fetcher must not sit on it
-        self._fetch = self.endpoint.link(5.0)
-        self._block = self.endpoint.link(self.config.block_timeout + 5.0, single=True)
+        self._fetch = self.endpoint.link(5.0, slot=self.slot)
+        self._block = self.endpoint.link(
+            self.config.block_timeout + 5.0, single=True, slot=self.slot
+        )
         self.stopping = False
 
     async def close(self) -> None:

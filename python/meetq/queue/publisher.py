@@ -22,8 +22,10 @@ import redis.asyncio
 
 from meetq._native import stage
 from meetq._redis import scripts
+from meetq._redis.cluster import key_slot
 from meetq._redis.keys import QueueKeys
 from meetq._redis.links import Endpoint, is_transient, retrying
+from meetq.errors import MeetqConnectionError
 from meetq.queue.config import QueueConfig
 from meetq.queue.message import Codec, Message, new_id
 
@@ -66,7 +68,7 @@ class Publisher:
         self._what = f"queue {queue_name!r}"
         # publishes answer in milliseconds; a shorter silence than the retry budget lets a
         # publisher on a half-open path retry on a fresh connection instead of failing
-        self._link = self.endpoint.link(5.0)
+        self._link = self.endpoint.link(5.0, slot=key_slot(keys.prefix))
 
     async def close(self) -> None:
         try:
@@ -135,8 +137,27 @@ class Publisher:
         """Stores one chunk of staged messages (args: the publish script's). A fresh chunk
         goes as plain commands in one MULTI/EXEC; a retry after an unknown outcome goes
         through the script. (Cluster and other shared clients always use the script.)"""
+        stored = await self._store(args, fresh)
+        if self.config.wait_replicas:
+            await self._wait_replicas()
+        return stored
+
+    async def _wait_replicas(self) -> None:
+        """WAIT on the connection that stored the chunk: the publish returns only once
+        `wait_replicas` replicas acknowledged every write made on it so far."""
+        cfg = self.config
+        got = int(await self._link.execute("WAIT", cfg.wait_replicas, int(cfg.wait_timeout * 1000)))
+        if got < cfg.wait_replicas:
+            raise MeetqConnectionError(
+                f"{self._what}: stored on the master but acknowledged by {got} of "
+                f"{cfg.wait_replicas} replicas within {cfg.wait_timeout}s (publishing the "
+                "same message again is safe: it is stored once)"
+            )
+
+    async def _store(self, args: list[Any], fresh: bool) -> Any:
         link = self._link
-        if fresh and self.endpoint.standard:
+        endpoint = self.endpoint
+        if fresh and (endpoint.standard or (endpoint.routed and endpoint.url is not None)):
             ready_ids = args[1::2]
             try:
                 return await link.transaction(
