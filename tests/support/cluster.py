@@ -171,22 +171,32 @@ def running_cluster(*extra: str, node_timeout_ms: int = 1000) -> Iterator[Cluste
             for i in range(6):
                 node_dir = Path(d) / str(i)
                 node_dir.mkdir()
-                node = RedisServer(
-                    port=cluster_port(),
-                    dir=node_dir,
-                    extra=(
-                        "--cluster-enabled",
-                        "yes",
-                        "--cluster-config-file",
-                        str(node_dir / "nodes.conf"),
-                        "--cluster-node-timeout",
-                        str(node_timeout_ms),
-                        "--repl-diskless-sync-delay",
-                        "0",
-                        *extra,
-                    ),
-                )
-                node.start()
+                for attempt in range(5):  # another process may take a port we picked
+                    node = RedisServer(
+                        port=cluster_port(),
+                        dir=node_dir,
+                        extra=(
+                            "--cluster-enabled",
+                            "yes",
+                            "--cluster-config-file",
+                            str(node_dir / "nodes.conf"),
+                            "--cluster-node-timeout",
+                            str(node_timeout_ms),
+                            "--repl-diskless-sync-delay",
+                            "0",
+                            "--logfile",
+                            str(node_dir / "redis.log"),
+                            *extra,
+                        ),
+                    )
+                    try:
+                        node.start()
+                        break
+                    except RuntimeError:
+                        log = node_dir / "redis.log"
+                        if attempt == 4:
+                            tail = log.read_text()[-2000:] if log.exists() else ""
+                            raise RuntimeError(f"cluster node did not start: {tail}") from None
                 cluster.nodes.append(node)
             addrs = [f"127.0.0.1:{p}" for p in cluster.ports]
             subprocess.run(
