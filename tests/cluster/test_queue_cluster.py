@@ -46,7 +46,7 @@ async def _serve(q: RedisMessageQueue, n: int) -> list[int]:
         await q.publish_batch([Message(type="t", payload={"i": i}) for i in range(n - 1)])
         await q.publish(Message(type="t", payload={"i": n - 1}))
         await async_wait_until(lambda: len(seen) >= n, timeout=30)
-        stats = await q.get_stats()
+    stats = await q.get_stats()  # after stop(): every ack is flushed
     assert stats["total_processed"] == n and stats["queue_length"]["total"] == 0
     return seen
 

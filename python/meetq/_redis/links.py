@@ -336,6 +336,36 @@ class Link:
             self._client = None
 
 
+SAFE_POLICIES = ("noeviction", "volatile-lru", "volatile-lfu", "volatile-random", "volatile-ttl")
+"""maxmemory policies that never evict meetq's queue keys (they carry no TTL)."""
+
+
+async def warn_if_evicting(client: redis.asyncio.Redis, what: str) -> str | None:
+    """Logs a WARNING when the server's maxmemory-policy may evict keys without a TTL
+    (meetq's messages would silently vanish under memory pressure); returns the policy.
+    Best effort: an unreachable server is left to the component's own retries."""
+    try:
+        async with asyncio.timeout(2.0):
+            info: Any = await client.info("memory")
+    except Exception as exc:
+        log.debug("%s: could not read maxmemory-policy: %r", what, exc)
+        return None
+    infos = info.values() if info and all(isinstance(v, dict) for v in info.values()) else [info]
+    for node in infos:
+        policy = node.get("maxmemory_policy")
+        if isinstance(policy, bytes):
+            policy = policy.decode()
+        if policy and policy not in SAFE_POLICIES:
+            log.warning(
+                "%s: redis maxmemory-policy is %r: under memory pressure Redis may EVICT "
+                "meetq's queue keys and lose messages; use noeviction (or a volatile-* policy)",
+                what,
+                policy,
+            )
+            return str(policy)
+    return None
+
+
 class Endpoint:
     """The Redis server of one component, as the caller named it.
 

@@ -30,7 +30,7 @@ import redis.asyncio
 from meetq._core.lifecycle import Component
 from meetq._core.runner import HandlerRunner, HandlerSpec
 from meetq._redis.keys import QueueKeys
-from meetq._redis.links import Endpoint, Outage
+from meetq._redis.links import Endpoint, Outage, warn_if_evicting
 from meetq.queue.admin import DeadLetter, QueueAdmin
 from meetq.queue.config import QueueConfig, QueueKnobs
 from meetq.queue.fetcher import Fetcher
@@ -118,6 +118,7 @@ class RedisMessageQueue(Component):
     # ------------------------------------------------------------------ life cycle
 
     async def _on_start(self) -> None:
+        await warn_if_evicting(self.endpoint.client, f"queue {self.queue_name!r}")
         self.slots.stopping = self.outcomes.stopping = False
         self.fetcher.open()
         self.leases.start()
