@@ -12,6 +12,7 @@ from typing import Any
 from meetq import events
 from meetq._native import LocalEvent, backend
 from meetq._version import __version__
+from meetq.broadcast import DeadEvent, PubSubMessage, RedisPubSubQueue, StreamEvent
 from meetq.dispatch import (
     ServiceRoute,
     ServiceWorker,
@@ -65,6 +66,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "DeadEvent",
     "DeadLetter",
     "DispatcherStoppedError",
     "InvalidSessionError",
@@ -78,10 +80,13 @@ __all__ = [
     "NoRouteError",
     "Priority",
     "PriorityLocalEventBus",
+    "PubSubMessage",
     "QueueFullError",
     "RedisMessageQueue",
+    "RedisPubSubQueue",
     "ServiceRoute",
     "ServiceWorker",
+    "StreamEvent",
     "Task",
     "TaskDispatcher",
     "TaskNotFoundError",

@@ -25,3 +25,11 @@ ALL = (
     AI_TASK_COMPLETED,
     AI_TASK_FAILED,
 )
+
+# Local events of meetq's own components (emitted in-process, never published).
+PUBSUB_RECONNECTED = "meetq.pubsub.reconnected"
+"""A `RedisPubSubQueue` re-subscribed after losing its subscription; payload `away` (s)."""
+PUBSUB_GAP = "meetq.pubsub.gap"
+"""A subscriber saw a publisher's sequence jump; payload `from`, `to`, `missed`."""
+
+INTERNAL = (PUBSUB_RECONNECTED, PUBSUB_GAP)

@@ -89,3 +89,38 @@ class QueueKeys:
     def cancel_channel(self) -> str:
         """Pub/sub channel that pokes the queue's workers when a task is cancelled."""
         return self.prefix + "cancel"
+
+
+# -- broadcast: Pub/Sub and Streams (meetq.broadcast) --------------------------------------
+#
+#    meetq:pubsub:probe:<instance>     channel  private publish-and-echo probe of one
+#                                              RedisPubSubQueue (never a key, never stored)
+#    meetq:stream:{T}                  stream   the events of topic T; one consumer group per
+#                                              service (the group name is the service name)
+#    meetq:stream:{T}:dead             stream   dead letters of T: original body, id, group,
+#                                              reason, deliveries
+#
+# Both stream keys of a topic share the hash tag `{T}`, so the dead-letter script touches one
+# slot. Channel names are the caller's; Pub/Sub channels are not keys (no slot).
+
+PUBSUB_PROBE_PREFIX = "meetq:pubsub:probe:"
+
+
+def pubsub_probe_channel(instance: str) -> str:
+    """The private channel a `RedisPubSubQueue` publishes its liveness probe on."""
+    return PUBSUB_PROBE_PREFIX + instance
+
+
+@dataclass(frozen=True, slots=True)
+class StreamKeys:
+    """Key names of one `RedisStreamEventBus` topic."""
+
+    topic: str
+
+    @property
+    def stream(self) -> str:
+        return f"meetq:stream:{{{self.topic}}}"
+
+    @property
+    def dead(self) -> str:
+        return f"meetq:stream:{{{self.topic}}}:dead"

@@ -1,0 +1,7 @@
+"""Events across services: Pub/Sub broadcast (at-most-once, never silent) and the durable
+Streams event bus (at-least-once, one consumer group per service)."""
+
+from meetq.broadcast.message import DeadEvent, PubSubMessage, StreamEvent
+from meetq.broadcast.pubsub import RedisPubSubQueue
+
+__all__ = ["DeadEvent", "PubSubMessage", "RedisPubSubQueue", "StreamEvent"]

@@ -1,0 +1,192 @@
+"""The messages of the broadcast layer: `PubSubMessage` (Pub/Sub) and `StreamEvent` (Streams),
+and their wire form.
+
+Both travel as one encoded object (JSON through orjson by default, msgpack optional; never
+pickle) with a size limit. A Pub/Sub message published by meetq also carries its
+publisher's id and a per-(publisher, channel) sequence number, so a subscriber can tell a
+hole (`gap`) or a repeat from a normal delivery.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from meetq.errors import MalformedMessageError, MessageTooLargeError
+from meetq.queue.message import DEFAULT_MAX_SIZE, Codec, Format, new_id
+
+__all__ = [
+    "DEFAULT_MAX_SIZE",
+    "BroadcastCodec",
+    "DeadEvent",
+    "Format",
+    "PubSubMessage",
+    "StreamEvent",
+    "instance_id",
+]
+
+
+def instance_id() -> str:
+    """A fresh random name for one component instance (probe channel, publisher id)."""
+    return os.urandom(8).hex()
+
+
+@dataclass(slots=True)
+class PubSubMessage:
+    """One broadcast event. `channel`, `pattern`, `publisher` and `seq` are filled in on
+    receipt (`pattern` only for a `psubscribe` delivery)."""
+
+    type: str
+    payload: dict[str, Any] = field(default_factory=dict)
+    id: str = ""
+    timestamp: float = 0.0
+    source: str = ""
+    channel: str = ""
+    pattern: str | None = None
+    publisher: str = ""
+    seq: int = 0
+
+    def stamp(self) -> PubSubMessage:
+        if not self.id:
+            self.id = new_id()
+        if not self.timestamp:
+            self.timestamp = time.time()
+        return self
+
+
+@dataclass(slots=True)
+class StreamEvent:
+    """One durable event of a `RedisStreamEventBus` topic. `id` is the stream entry id
+    (`<ms>-<seq>`), `deliveries` how often this service's group has handed it out."""
+
+    type: str
+    payload: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
+    timestamp: float = 0.0
+    id: str = ""
+    topic: str = ""
+    deliveries: int = 1
+
+
+@dataclass(slots=True)
+class DeadEvent:
+    """An entry of a topic's dead-letter stream: why one service's group gave up on it."""
+
+    id: str
+    """The original entry id in the topic's stream."""
+    group: str
+    reason: str
+    deliveries: int
+    event: StreamEvent | None
+    """None when the original body does not decode."""
+    raw: bytes
+    dead_id: str
+    """The id of this entry in the dead-letter stream."""
+
+
+def _check_payload(payload: Any) -> dict[str, Any]:
+    if not isinstance(payload, dict):
+        raise MalformedMessageError("payload must be an object")
+    return payload
+
+
+class BroadcastCodec:
+    """Encodes and validates broadcast messages with the shared codec's formats and limit."""
+
+    def __init__(self, fmt: Format = "json", max_size: int = DEFAULT_MAX_SIZE) -> None:
+        self._codec = Codec(fmt, max_size)
+        self.dumps = self._codec.dumps
+        self.loads = self._codec.loads
+        self.max_size = max_size
+
+    def _dump(self, obj: dict[str, Any]) -> bytes:
+        try:
+            raw: bytes = self.dumps(obj)
+        except (TypeError, ValueError) as exc:
+            raise MalformedMessageError(f"payload is not serializable: {exc}") from exc
+        if len(raw) > self.max_size:
+            raise MessageTooLargeError(f"message is {len(raw)} bytes, limit {self.max_size}")
+        return raw
+
+    def _load(self, raw: bytes) -> dict[str, Any]:
+        if len(raw) > self.max_size:
+            raise MessageTooLargeError(f"message is {len(raw)} bytes, limit {self.max_size}")
+        try:
+            data = self.loads(raw)
+        except Exception as exc:
+            raise MalformedMessageError(f"undecodable message: {exc}") from exc
+        if not isinstance(data, dict):
+            raise MalformedMessageError(f"message must be an object, got {type(data).__name__}")
+        return data
+
+    # -- Pub/Sub -------------------------------------------------------------------------
+
+    def encode_pubsub(self, msg: PubSubMessage, publisher: str, seq: int) -> bytes:
+        return self._dump(
+            {
+                "id": msg.id,
+                "type": msg.type,
+                "payload": msg.payload,
+                "timestamp": msg.timestamp,
+                "source": msg.source,
+                "p": publisher,
+                "s": seq,
+            }
+        )
+
+    def decode_pubsub(self, raw: bytes, channel: str, pattern: str | None) -> PubSubMessage:
+        data = self._load(raw)
+        mtype = data.get("type")
+        if not isinstance(mtype, str) or not mtype:
+            raise MalformedMessageError("message type must be a non-empty string")
+        try:
+            seq = data.get("s", 0)
+            if type(seq) is not int:
+                raise MalformedMessageError("sequence must be an integer")
+            return PubSubMessage(
+                mtype,
+                _check_payload(data.get("payload") or {}),
+                str(data.get("id", "")),
+                float(data.get("timestamp", 0.0)),
+                str(data.get("source", "")),
+                channel,
+                pattern,
+                str(data.get("p", "")),
+                seq,
+            )
+        except (TypeError, ValueError) as exc:
+            raise MalformedMessageError(f"bad message field: {exc!r}") from exc
+
+    # -- Streams -------------------------------------------------------------------------
+
+    def encode_event(self, event: StreamEvent) -> bytes:
+        if not isinstance(event.type, str) or not event.type:
+            raise MalformedMessageError("event type must be a non-empty string")
+        return self._dump(
+            {
+                "type": event.type,
+                "payload": _check_payload(event.payload),
+                "source": event.source,
+                "timestamp": event.timestamp or time.time(),
+            }
+        )
+
+    def decode_event(self, raw: bytes, entry_id: str, topic: str, deliveries: int) -> StreamEvent:
+        data = self._load(raw)
+        etype = data.get("type")
+        if not isinstance(etype, str) or not etype:
+            raise MalformedMessageError("event type must be a non-empty string")
+        try:
+            return StreamEvent(
+                etype,
+                _check_payload(data.get("payload") or {}),
+                str(data.get("source", "")),
+                float(data.get("timestamp", 0.0)),
+                entry_id,
+                topic,
+                deliveries,
+            )
+        except (TypeError, ValueError) as exc:
+            raise MalformedMessageError(f"bad event field: {exc!r}") from exc

@@ -1,0 +1,608 @@
+"""`RedisPubSubQueue`: Redis Pub/Sub broadcast that never fails silently.
+
+One subscription connection per instance (our `RespConnection` in push mode), fanned out
+locally to every handler of the channel or pattern; a message no local handler wants is
+counted and not decoded. Publishing goes through a self-replacing `Link` (one write per
+batch).
+
+Never silent. The subscription is watched three ways: the socket closing (`CLIENT KILL`, a
+restart), and a publish-and-echo probe on a private channel every `probe_interval` seconds
+of quiet, which catches a path that stays open but delivers nothing (a half-open TCP path,
+a proxy that swallows bytes). On any of them the connection is dropped and a supervisor
+reconnects with backoff and jitter, re-subscribes every channel and pattern, waits for the
+server to confirm them, and emits the local event `meetq.pubsub.reconnected` with `away`:
+the seconds since the old connection last proved alive, i.e. the window in which messages
+may have been missed.
+
+Gaps. Every message meetq publishes carries its publisher's id and a sequence number per
+(publisher, channel). A subscriber that sees a number jump emits `meetq.pubsub.gap` with
+the missing range, and drops a repeat (a publish retried after a lost reply). Pub/Sub is
+still at-most-once: what was published while nobody listened is gone, and a gap is only
+seen when that publisher publishes again. Use `RedisStreamEventBus` for what must arrive.
+
+Local events go to handlers registered with `on(name, fn)` and, when a `local_bus` is
+given, are emitted on it too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any, Self
+
+import redis.asyncio
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from meetq import events
+from meetq._core.backoff import backoff
+from meetq._redis.keys import pubsub_probe_channel
+from meetq._redis.links import Link, url_of
+from meetq.broadcast.handlers import HandlerRunner, Registered
+from meetq.broadcast.message import (
+    DEFAULT_MAX_SIZE,
+    BroadcastCodec,
+    Format,
+    PubSubMessage,
+    instance_id,
+)
+from meetq.broadcast.subscriber import SubscriberConnection
+from meetq.errors import MeetqConnectionError, MeetqError
+
+log = logging.getLogger("meetq.broadcast.pubsub")
+
+Handler = Callable[[PubSubMessage], Any]
+
+_TRANSIENT = (
+    MeetqConnectionError,
+    RedisConnectionError,
+    RedisTimeoutError,
+    ConnectionError,
+    OSError,
+    TimeoutError,
+)
+_MAX_TRACKED = 100_000
+"""(publisher, channel) sequences remembered for gap detection; the oldest are forgotten."""
+
+
+class RedisPubSubQueue:
+    """Pub/Sub broadcast with local fan-out; see the module docstring.
+
+    Knobs beyond DESIGN.md: `handler_timeout` (async/thread handlers), `probe_interval` and
+    `probe_timeout` (the liveness probe), `max_in_flight` (suspended handler runs before
+    reading pauses: back-pressure instead of unbounded tasks), `subscribe_batch` (channels
+    per SUBSCRIBE command), `retry_budget` (seconds `start` and publishers retry),
+    `gap_detection`, `local_bus` (a `LocalEventBus` that also receives the local events),
+    `serializer` and `max_message_size`.
+    """
+
+    def __init__(
+        self,
+        redis_or_url: str | redis.asyncio.Redis,
+        *,
+        handler_timeout: float = 10.0,
+        probe_interval: float = 1.0,
+        probe_timeout: float = 2.0,
+        max_in_flight: int = 1000,
+        subscribe_batch: int = 1000,
+        retry_budget: float = 10.0,
+        gap_detection: bool = True,
+        local_bus: Any = None,
+        serializer: Format = "json",
+        max_message_size: int = DEFAULT_MAX_SIZE,
+        stop_timeout: float = 10.0,
+        source: str = "",
+    ) -> None:
+        if isinstance(redis_or_url, str):
+            url: str | None = redis_or_url
+        else:
+            url = url_of(redis_or_url)
+        if url is None:
+            raise ValueError(
+                "RedisPubSubQueue needs a URL, or a plain TCP/unix redis.asyncio client "
+                "that a URL can describe (its subscription runs on meetq's own connection)"
+            )
+        if probe_interval <= 0 or probe_timeout <= 0:
+            raise ValueError("probe_interval and probe_timeout must be positive")
+        if max_in_flight <= 0 or subscribe_batch <= 0:
+            raise ValueError("max_in_flight and subscribe_batch must be positive")
+        self._url = url
+        self.probe_interval = probe_interval
+        self.probe_timeout = probe_timeout
+        self.max_in_flight = max_in_flight
+        self.subscribe_batch = subscribe_batch
+        self.retry_budget = retry_budget
+        self.gap_detection = gap_detection
+        self.stop_timeout = stop_timeout
+        self.source = source
+        self._local_bus = local_bus
+        self._codec = BroadcastCodec(serializer, max_message_size)
+        self._instance = instance_id()
+        self._probe_channel = pubsub_probe_channel(self._instance).encode()
+        self._link = Link(url, lambda: redis.asyncio.Redis.from_url(url), timeout=5.0)
+        self._runner = HandlerRunner(handler_timeout, "pubsub")
+        self._runner.on_release = self._released
+
+        self._channels: dict[bytes, list[Registered]] = {}
+        self._patterns: dict[bytes, list[Registered]] = {}
+        self._local: dict[str, list[Registered]] = {}
+        self._pub_seq: dict[str, int] = {}
+        self._seen: dict[tuple[bytes, bytes, str], int] = {}
+
+        self._conn: SubscriberConnection | None = None
+        self._state = "stopped"
+        self._stopping = False
+        self._paused = False
+        self._down = asyncio.Event()
+        self._lost_cause: BaseException | None = None
+        self._lost_alive = 0.0  # loop time the lost connection last proved alive
+        self._lost_detected = 0.0
+        self._tasks: list[asyncio.Task[None]] = []
+        self._probe_token = 0
+        self._probe_wait: tuple[bytes, asyncio.Future[None]] | None = None
+
+        self._published = 0
+        self._received = 0
+        self._processed = 0
+        self._malformed = 0
+        self._unrouted = 0
+        self._gaps = 0
+        self._missed = 0
+        self._duplicates = 0
+        self._reconnects = 0
+        self._probes_failed = 0
+        self._last_away: float | None = None
+        self._last_subscribe_time: float | None = None
+
+    # -- registration ----------------------------------------------------------------------
+
+    def subscribe(self, channel: str, handler: Handler, *, in_thread: bool = False) -> None:
+        """Runs `handler(msg)` for every message on `channel` (several handlers may share
+        it). When started, the SUBSCRIBE is written at once; `await confirmed()` waits
+        for the server's confirmation."""
+        self._add(self._channels, channel, handler, in_thread, b"SUBSCRIBE")
+
+    def psubscribe(self, pattern: str, handler: Handler, *, in_thread: bool = False) -> None:
+        """Like `subscribe` for a glob pattern (`meeting.*`); `msg.pattern` is set."""
+        self._add(self._patterns, pattern, handler, in_thread, b"PSUBSCRIBE")
+
+    def unsubscribe(self, channel: str, handler: Handler | None = None) -> bool:
+        """Removes `handler` (or every handler) of `channel`; the last one removed
+        unsubscribes. Returns whether anything was removed."""
+        return self._remove(self._channels, channel, handler, b"UNSUBSCRIBE")
+
+    def punsubscribe(self, pattern: str, handler: Handler | None = None) -> bool:
+        return self._remove(self._patterns, pattern, handler, b"PUNSUBSCRIBE")
+
+    def on(self, name: str, handler: Handler, *, in_thread: bool = False) -> None:
+        """Handles a local event: `events.PUBSUB_RECONNECTED` (payload: away,
+        detected_after, reason, channels, patterns, attempts) or `events.PUBSUB_GAP`
+        (channel, publisher, from, to, missed)."""
+        self._local.setdefault(name, []).append(Registered.of(handler, in_thread))
+
+    def _add(
+        self,
+        table: dict[bytes, list[Registered]],
+        name: str,
+        handler: Handler,
+        in_thread: bool,
+        command: bytes,
+    ) -> None:
+        if not name:
+            raise ValueError("channel or pattern must be non-empty")
+        key = name.encode()
+        reg = Registered.of(handler, in_thread)
+        existing = table.get(key)
+        # a fresh list: a message being fanned out keeps the list it started with
+        table[key] = [*existing, reg] if existing else [reg]
+        if not existing:
+            self._write([(command, key)], 1)
+
+    def _remove(
+        self,
+        table: dict[bytes, list[Registered]],
+        name: str,
+        handler: Handler | None,
+        command: bytes,
+    ) -> bool:
+        key = name.encode()
+        existing = table.get(key)
+        if not existing:
+            return False
+        kept = [] if handler is None else [r for r in existing if r.fn != handler]
+        if len(kept) == len(existing):
+            return False
+        if kept:
+            table[key] = kept
+        else:
+            del table[key]
+            self._write([(command, key)], 1)
+        return True
+
+    def _write(self, commands: list[tuple[bytes, ...]], confirmations: int) -> None:
+        conn = self._conn
+        if conn is None or self._state != "live":
+            return  # (re)connecting: the whole table is subscribed then
+        with contextlib.suppress(MeetqConnectionError):
+            conn.write(commands, confirmations)
+
+    async def confirmed(self) -> None:
+        """Returns once every subscribe/unsubscribe made so far is confirmed by the server
+        (at once when not started: `start` confirms them all)."""
+        conn = self._conn
+        if conn is not None and self._state == "live":
+            await conn.confirmed()
+
+    # -- life cycle --------------------------------------------------------------------------
+
+    @property
+    def state(self) -> str:
+        """stopped, connecting, live, reconnecting or stopping."""
+        return self._state
+
+    @property
+    def healthy(self) -> bool:
+        return self._state == "live"
+
+    async def start(self) -> None:
+        """Connects, subscribes every channel and pattern and returns once the server has
+        confirmed them all; retries with backoff for `retry_budget` seconds, then raises
+        `MeetqConnectionError`."""
+        if self._state != "stopped":
+            return
+        self._stopping = False
+        self._state = "connecting"
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.retry_budget
+        attempt = 0
+        while True:
+            try:
+                await self._connect()
+                break
+            except _TRANSIENT as exc:
+                if loop.time() >= deadline:
+                    self._state = "stopped"
+                    raise MeetqConnectionError(f"pubsub cannot subscribe: {exc!r}") from exc
+                await asyncio.sleep(backoff(attempt))
+                attempt += 1
+            except BaseException:
+                self._state = "stopped"
+                raise
+        self._down.clear()
+        self._tasks = [
+            asyncio.ensure_future(self._supervised("reconnect", self._reconnect_loop)),
+            asyncio.ensure_future(self._supervised("probe", self._probe_loop)),
+        ]
+
+    async def stop(self) -> None:
+        """Closes the subscription, lets handler runs in flight finish (cancelling those
+        still running after `stop_timeout`) and closes the publish connection."""
+        if self._state == "stopped":
+            return
+        self._stopping = True
+        self._state = "stopping"
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await conn.close()
+        await self._runner.drain(self.stop_timeout)
+        await self._link.close()
+        self._paused = False
+        self._state = "stopped"
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def _connect(self) -> None:
+        """Opens a subscription connection and subscribes the whole table, confirmed."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        conn = await SubscriberConnection.open(self._url)
+        try:
+            conn.enter_push_mode(self._on_push)
+            conn.on_lost = lambda exc: self._lost(conn, exc)
+            commands: list[tuple[bytes, ...]] = [(b"SUBSCRIBE", self._probe_channel)]
+            count = 1
+            for command, table in ((b"SUBSCRIBE", self._channels), (b"PSUBSCRIBE", self._patterns)):
+                names = list(table)
+                count += len(names)
+                size = self.subscribe_batch
+                commands.extend((command, *names[i : i + size]) for i in range(0, len(names), size))
+            conn.write(commands, count)
+            async with asyncio.timeout(max(10.0, count / 2000)):
+                await conn.confirmed()
+        except BaseException:
+            await conn.close()
+            raise
+        self._last_subscribe_time = loop.time() - started
+        self._paused = False
+        self._conn = conn
+        self._state = "live"
+        if conn.closed:  # lost between the confirmation and here
+            self._lost(conn, conn._lost)
+
+    def _lost(self, conn: SubscriberConnection, cause: BaseException | None) -> None:
+        if conn is not self._conn:
+            return
+        self._conn = None
+        if self._stopping:
+            return
+        self._state = "reconnecting"
+        self._lost_cause = cause
+        self._lost_alive = conn.last_data
+        self._lost_detected = asyncio.get_running_loop().time()
+        log.warning("pubsub subscription lost (%r); reconnecting", cause)
+        self._down.set()
+
+    async def _supervised(self, name: str, body: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Runs a background loop; one that dies is logged and restarted with backoff."""
+        failures = 0
+        while not self._stopping:
+            try:
+                await body()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("pubsub %s loop died; restarting it", name)
+                await asyncio.sleep(backoff(failures))
+                failures += 1
+
+    async def _reconnect_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self._stopping:
+            await self._down.wait()
+            self._down.clear()
+            if self._stopping:
+                return
+            attempt = 0
+            while not self._stopping:
+                try:
+                    await self._connect()
+                    break
+                except _TRANSIENT as exc:
+                    if attempt % 20 == 0:
+                        log.warning("pubsub reconnect attempt %d failed: %r", attempt + 1, exc)
+                    await asyncio.sleep(backoff(attempt))
+                    attempt += 1
+            if self._stopping:
+                return
+            now = loop.time()
+            away = now - self._lost_alive
+            self._reconnects += 1
+            self._last_away = away
+            log.warning(
+                "pubsub re-subscribed %d channels and %d patterns after %.3fs away",
+                len(self._channels),
+                len(self._patterns),
+                away,
+            )
+            self._emit_local(
+                events.PUBSUB_RECONNECTED,
+                {
+                    "away": away,
+                    "detected_after": self._lost_detected - self._lost_alive,
+                    "reason": repr(self._lost_cause),
+                    "channels": len(self._channels),
+                    "patterns": len(self._patterns),
+                    "attempts": attempt + 1,
+                },
+            )
+
+    async def _probe_loop(self) -> None:
+        """Publish-and-echo on the private channel whenever the subscription was quiet
+        for `probe_interval`; no echo within `probe_timeout` drops the connection."""
+        loop = asyncio.get_running_loop()
+        while not self._stopping:
+            await asyncio.sleep(self.probe_interval)  # a period, not a synchronization
+            conn = self._conn
+            if conn is None or self._state != "live" or self._paused:
+                continue
+            if loop.time() - conn.last_data < self.probe_interval:
+                continue  # traffic arrived lately: the path is alive
+            self._probe_token += 1
+            token = str(self._probe_token).encode()
+            future: asyncio.Future[None] = loop.create_future()
+            self._probe_wait = (token, future)
+            try:
+                async with asyncio.timeout(self.probe_timeout):
+                    await self._link.execute("PUBLISH", self._probe_channel, token)
+                    await future
+            except (*_TRANSIENT, RedisError) as exc:
+                if conn is self._conn and not self._paused:
+                    self._probes_failed += 1
+                    log.warning("pubsub probe not echoed (%r): dropping the subscription", exc)
+                    conn.abort(TimeoutError(f"probe not echoed within {self.probe_timeout}s"))
+                    # the publish connection may sit on the same dead path: replace it too
+                    # (publishes in flight on it fail over and retry on a fresh one)
+                    await self._link.close()
+            finally:
+                self._probe_wait = None
+
+    # -- receiving ---------------------------------------------------------------------------
+
+    def _on_push(self, reply: list[Any]) -> None:
+        kind = reply[0]
+        if kind == b"message":
+            channel = reply[1]
+            if channel == self._probe_channel:
+                wait = self._probe_wait
+                if wait is not None and reply[2] == wait[0] and not wait[1].done():
+                    wait[1].set_result(None)
+                return
+            pattern = None
+            data = reply[2]
+            handlers = self._channels.get(channel)
+        elif kind == b"pmessage":
+            pattern = reply[1]
+            channel = reply[2]
+            data = reply[3]
+            handlers = self._patterns.get(pattern)
+        else:
+            return  # pong and the like
+        self._received += 1
+        if not handlers:
+            self._unrouted += 1
+            return
+        try:
+            msg = self._codec.decode_pubsub(
+                data,
+                channel.decode(errors="replace"),
+                pattern.decode(errors="replace") if pattern is not None else None,
+            )
+        except MeetqError as exc:
+            self._malformed += 1
+            if self._malformed <= 10 or self._malformed % 1000 == 0:
+                log.warning(
+                    "malformed pubsub message on %r (%d so far): %s", channel, self._malformed, exc
+                )
+            return
+        if self.gap_detection and msg.publisher and not self._in_sequence(channel, pattern, msg):
+            return
+        try:
+            self._runner.run_all(handlers, msg, self._one_done)
+        except Exception:  # our own bug: never let it reach the reader
+            log.exception("pubsub fan-out failed")
+        if not self._paused and self._runner.in_flight >= self.max_in_flight:
+            self._pause()
+
+    def _one_done(self, error: str | None) -> None:
+        self._processed += 1
+
+    def _in_sequence(self, channel: bytes, pattern: bytes | None, msg: PubSubMessage) -> bool:
+        """Gap detection; False for a repeat (dropped)."""
+        key = (pattern or b"", channel, msg.publisher)
+        seen = self._seen
+        last = seen.get(key)
+        seq = msg.seq
+        if last is not None:
+            if seq <= last:
+                self._duplicates += 1
+                return False
+            if seq > last + 1:
+                self._gaps += 1
+                self._missed += seq - last - 1
+                self._emit_local(
+                    events.PUBSUB_GAP,
+                    {
+                        "channel": msg.channel,
+                        "publisher": msg.publisher,
+                        "from": last + 1,
+                        "to": seq - 1,
+                        "missed": seq - last - 1,
+                    },
+                )
+        elif len(seen) >= _MAX_TRACKED:
+            del seen[next(iter(seen))]
+        seen[key] = seq
+        return True
+
+    def _pause(self) -> None:
+        conn = self._conn
+        if conn is not None and not conn.closed:
+            self._paused = True
+            conn.hold()
+
+    def _released(self) -> None:
+        if self._paused and self._runner.in_flight < self.max_in_flight:
+            self._paused = False
+            conn = self._conn
+            if conn is not None:
+                conn.release()
+
+    def _emit_local(self, name: str, payload: dict[str, Any]) -> None:
+        handlers = self._local.get(name)
+        if handlers:
+            msg = PubSubMessage(name, payload, source="meetq.pubsub").stamp()
+            self._runner.run_all(handlers, msg, _ignore)
+        if self._local_bus is not None:
+            try:
+                self._local_bus.emit(name, payload, "meetq.pubsub")
+            except Exception:
+                log.exception("local bus refused %s", name)
+
+    # -- publishing --------------------------------------------------------------------------
+
+    async def publish(self, channel: str, message: PubSubMessage) -> int:
+        """Publishes one message; returns how many subscriptions received it."""
+        data = self._encode(channel, message)
+        reply = await self._retrying(lambda: self._link.execute("PUBLISH", channel, data))
+        self._published += 1
+        return int(reply)
+
+    async def publish_batch(self, channel: str, messages: Iterable[PubSubMessage]) -> list[int]:
+        """Publishes many messages to one channel with one write and one round trip;
+        returns each one's receiver count."""
+        commands = [(b"PUBLISH", channel, self._encode(channel, m)) for m in messages]
+        if not commands:
+            return []
+        replies = await self._retrying(lambda: self._link.execute_many(commands))
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        self._published += len(replies)
+        return [int(r) for r in replies]
+
+    def _encode(self, channel: str, message: PubSubMessage) -> bytes:
+        if not message.source and self.source:
+            message.source = self.source
+        message.stamp()
+        seq = self._pub_seq.get(channel, 0) + 1
+        data = self._codec.encode_pubsub(message, self._instance, seq)
+        self._pub_seq[channel] = seq
+        message.publisher, message.seq = self._instance, seq
+        return data
+
+    async def _retrying(self, call: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.retry_budget
+        attempt = 0
+        while True:
+            try:
+                return await call()
+            except _TRANSIENT as exc:
+                if loop.time() >= deadline:
+                    raise MeetqConnectionError(f"pubsub publish failed: {exc!r}") from exc
+                await asyncio.sleep(backoff(attempt))
+                attempt += 1
+
+    # -- stats ---------------------------------------------------------------------------------
+
+    def get_stats(self) -> dict[str, Any]:
+        """The seed's counters (total_published, total_received, total_processed,
+        total_failed, channel_count) and what the never-silent machinery saw."""
+        return {
+            "total_published": self._published,
+            "total_received": self._received,
+            "total_processed": self._processed,
+            "total_failed": self._runner.failed,
+            "channel_count": len(self._channels),
+            "pattern_count": len(self._patterns),
+            "malformed": self._malformed,
+            "unrouted": self._unrouted,
+            "gaps": self._gaps,
+            "missed": self._missed,
+            "duplicates": self._duplicates,
+            "reconnects": self._reconnects,
+            "probes_failed": self._probes_failed,
+            "last_away": self._last_away,
+            "last_subscribe_seconds": self._last_subscribe_time,
+            "in_flight": self._runner.in_flight,
+            "state": self._state,
+        }
+
+
+def _ignore(error: str | None) -> None:
+    return None
