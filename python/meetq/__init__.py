@@ -12,7 +12,13 @@ from typing import Any
 from meetq import events
 from meetq._native import LocalEvent, backend
 from meetq._version import __version__
-from meetq.broadcast import DeadEvent, PubSubMessage, RedisPubSubQueue, StreamEvent
+from meetq.broadcast import (
+    DeadEvent,
+    PubSubMessage,
+    RedisPubSubQueue,
+    RedisStreamEventBus,
+    StreamEvent,
+)
 from meetq.dispatch import (
     ServiceRoute,
     ServiceWorker,
@@ -84,6 +90,7 @@ __all__ = [
     "QueueFullError",
     "RedisMessageQueue",
     "RedisPubSubQueue",
+    "RedisStreamEventBus",
     "ServiceRoute",
     "ServiceWorker",
     "StreamEvent",
