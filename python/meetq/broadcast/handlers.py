@@ -2,8 +2,13 @@
 
 The rule is the one every meetq component follows (CONTRACTS.md, section 1):
 - a plain `def` runs inline and is not timed: if it returns, it succeeded;
-- an `async def` has its first step run eagerly (no task when it never suspends), the rest
-  runs in a task under `timeout`, and a run past it is cancelled and counts as failed;
+- an `async def` runs in a task of its own under `timeout` (started eagerly on Python
+  3.12+); a run past it is cancelled and counts as failed. Not stepped inside the reader
+  as `meetq._core.eager` does: a first step runs in the *caller's* task, so an
+  `asyncio.timeout()` the handler enters there is bound to the reader's task. redis-py
+  does exactly that (`can_read_destructive` enters `timeout(0)` when it takes a pooled
+  connection), and it cancelled our Streams reader; in Pub/Sub's `data_received` there
+  is no task at all and such a handler fails;
 - `in_thread=True` runs in the default executor; a run past `timeout` counts as failed,
   but its slot is held until the thread really returns, so nothing overlaps it;
 - a `CancelledError` raised by a handler itself is a failure of that run; only the
@@ -18,11 +23,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from meetq._core.eager import ASYNC, SYNC, Resume, handler_kind
+from meetq._core.eager import ASYNC, SYNC, handler_kind
 
 log = logging.getLogger("meetq.broadcast")
 
@@ -106,20 +112,17 @@ class HandlerRunner:
             if kind == ASYNC:
                 try:
                     coro = h.fn(arg)
-                    first = coro.send(None)
-                except StopIteration:
-                    continue
-                except (Exception, asyncio.CancelledError) as exc:
+                except Exception as exc:
                     err = self._failed(h.fn, describe(exc))
                     error = error or err
                     continue
-                job: Any = self._finish_async(h.fn, Resume(coro, first))
+                job: Any = self._finish_async(h.fn, coro)
             else:
                 job = self._finish_thread(h.fn, arg)
             if join is None:
                 join = _Join()
             join.remaining += 1
-            task = asyncio.ensure_future(job)
+            task = _start(job)
             self.tasks.add(task)
             task.add_done_callback(self._released)
             task.add_done_callback(_join_callback(join))
@@ -134,10 +137,12 @@ class HandlerRunner:
         if self.on_release is not None:
             self.on_release()
 
-    async def _finish_async(self, fn: Callable[[Any], Any], rest: Resume) -> str | None:
+    async def _finish_async(
+        self, fn: Callable[[Any], Any], coro: Coroutine[Any, Any, Any]
+    ) -> str | None:
         try:
             async with asyncio.timeout(self.timeout):
-                await rest
+                await coro
         except TimeoutError:
             return self._failed(fn, f"TimeoutError: handler ran past {self.timeout}s")
         except asyncio.CancelledError as exc:
@@ -175,6 +180,13 @@ class HandlerRunner:
         if left:
             await asyncio.wait(left)
         return len(left)
+
+
+def _start(job: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+    """A task for `job`, run up to its first suspension at once where Python can (3.12+)."""
+    if sys.version_info >= (3, 12):
+        return asyncio.Task(job, loop=asyncio.get_running_loop(), eager_start=True)  # type: ignore[call-arg]
+    return asyncio.ensure_future(job)
 
 
 def _join_callback(join: _Join) -> Callable[[asyncio.Task[Any]], None]:
