@@ -14,8 +14,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from meetq.errors import MalformedMessageError, MessageTooLargeError
-from meetq.queue.message import DEFAULT_MAX_SIZE, Codec, Format, new_id
+from meetq._core.codec import DEFAULT_MAX_SIZE, Codec, Format
+from meetq.errors import MalformedMessageError
+from meetq.queue.message import new_id
 
 __all__ = [
     "DEFAULT_MAX_SIZE",
@@ -102,21 +103,10 @@ class BroadcastCodec:
         self.max_size = max_size
 
     def _dump(self, obj: dict[str, Any]) -> bytes:
-        try:
-            raw: bytes = self.dumps(obj)
-        except (TypeError, ValueError) as exc:
-            raise MalformedMessageError(f"payload is not serializable: {exc}") from exc
-        if len(raw) > self.max_size:
-            raise MessageTooLargeError(f"message is {len(raw)} bytes, limit {self.max_size}")
-        return raw
+        return self._codec.dump(obj, "message")
 
     def _load(self, raw: bytes) -> dict[str, Any]:
-        if len(raw) > self.max_size:
-            raise MessageTooLargeError(f"message is {len(raw)} bytes, limit {self.max_size}")
-        try:
-            data = self.loads(raw)
-        except Exception as exc:
-            raise MalformedMessageError(f"undecodable message: {exc}") from exc
+        data = self._codec.load(raw, "message")
         if not isinstance(data, dict):
             raise MalformedMessageError(f"message must be an object, got {type(data).__name__}")
         return data

@@ -39,9 +39,10 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from meetq import events
 from meetq._core.backoff import backoff
+from meetq._core.lifecycle import Supervisor
 from meetq._redis.keys import pubsub_probe_channel
 from meetq._redis.links import Link, url_of
-from meetq.broadcast.handlers import HandlerRunner, Registered
+from meetq.broadcast.handlers import FanOut, HandlerSpec, spec_of
 from meetq.broadcast.message import (
     DEFAULT_MAX_SIZE,
     BroadcastCodec,
@@ -123,12 +124,12 @@ class RedisPubSubQueue:
         self._instance = instance_id()
         self._probe_channel = pubsub_probe_channel(self._instance).encode()
         self._link = Link(url, lambda: redis.asyncio.Redis.from_url(url), timeout=5.0)
-        self._runner = HandlerRunner(handler_timeout, "pubsub")
+        self._runner = FanOut(handler_timeout, "pubsub")
         self._runner.on_release = self._released
 
-        self._channels: dict[bytes, list[Registered]] = {}
-        self._patterns: dict[bytes, list[Registered]] = {}
-        self._local: dict[str, list[Registered]] = {}
+        self._channels: dict[bytes, list[HandlerSpec]] = {}
+        self._patterns: dict[bytes, list[HandlerSpec]] = {}
+        self._local: dict[str, list[HandlerSpec]] = {}
         self._pub_seq: dict[str, int] = {}
         self._seen: dict[tuple[bytes, bytes, str], int] = {}
 
@@ -140,7 +141,7 @@ class RedisPubSubQueue:
         self._lost_cause: BaseException | None = None
         self._lost_alive = 0.0  # loop time the lost connection last proved alive
         self._lost_detected = 0.0
-        self._tasks: list[asyncio.Task[None]] = []
+        self._supervisor = Supervisor("pubsub")
         self._probe_token = 0
         self._probe_wait: tuple[bytes, asyncio.Future[None]] | None = None
 
@@ -181,11 +182,11 @@ class RedisPubSubQueue:
         """Handles a local event: `events.PUBSUB_RECONNECTED` (payload: away,
         detected_after, reason, channels, patterns, attempts) or `events.PUBSUB_GAP`
         (channel, publisher, from, to, missed)."""
-        self._local.setdefault(name, []).append(Registered.of(handler, in_thread))
+        self._local.setdefault(name, []).append(spec_of(handler, in_thread))
 
     def _add(
         self,
-        table: dict[bytes, list[Registered]],
+        table: dict[bytes, list[HandlerSpec]],
         name: str,
         handler: Handler,
         in_thread: bool,
@@ -194,7 +195,7 @@ class RedisPubSubQueue:
         if not name:
             raise ValueError("channel or pattern must be non-empty")
         key = name.encode()
-        reg = Registered.of(handler, in_thread)
+        reg = spec_of(handler, in_thread)
         existing = table.get(key)
         # a fresh list: a message being fanned out keeps the list it started with
         table[key] = [*existing, reg] if existing else [reg]
@@ -203,7 +204,7 @@ class RedisPubSubQueue:
 
     def _remove(
         self,
-        table: dict[bytes, list[Registered]],
+        table: dict[bytes, list[HandlerSpec]],
         name: str,
         handler: Handler | None,
         command: bytes,
@@ -245,7 +246,7 @@ class RedisPubSubQueue:
 
     @property
     def healthy(self) -> bool:
-        return self._state == "live"
+        return self._state == "live" and self._supervisor.healthy
 
     async def start(self) -> None:
         """Connects, subscribes every channel and pattern and returns once the server has
@@ -272,10 +273,8 @@ class RedisPubSubQueue:
                 self._state = "stopped"
                 raise
         self._down.clear()
-        self._tasks = [
-            asyncio.ensure_future(self._supervised("reconnect", self._reconnect_loop)),
-            asyncio.ensure_future(self._supervised("probe", self._probe_loop)),
-        ]
+        self._supervisor.supervise("reconnect", self._reconnect_loop)
+        self._supervisor.supervise("probe", self._probe_loop)
 
     async def stop(self) -> None:
         """Closes the subscription, lets handler runs in flight finish (cancelling those
@@ -284,16 +283,12 @@ class RedisPubSubQueue:
             return
         self._stopping = True
         self._state = "stopping"
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks = []
+        await self._supervisor.stop()
         conn, self._conn = self._conn, None
         if conn is not None:
             await conn.close()
         await self._runner.drain(self.stop_timeout)
+        self._runner.close()
         await self._link.close()
         self._paused = False
         self._state = "stopped"
@@ -345,20 +340,6 @@ class RedisPubSubQueue:
         self._lost_detected = asyncio.get_running_loop().time()
         log.warning("pubsub subscription lost (%r); reconnecting", cause)
         self._down.set()
-
-    async def _supervised(self, name: str, body: Callable[[], Coroutine[Any, Any, None]]) -> None:
-        """Runs a background loop; one that dies is logged and restarted with backoff."""
-        failures = 0
-        while not self._stopping:
-            try:
-                await body()
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("pubsub %s loop died; restarting it", name)
-                await asyncio.sleep(backoff(failures))
-                failures += 1
 
     async def _reconnect_loop(self) -> None:
         loop = asyncio.get_running_loop()

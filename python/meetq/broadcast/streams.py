@@ -38,10 +38,11 @@ import redis.asyncio
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from meetq._core.backoff import backoff
+from meetq._core.lifecycle import Supervisor
 from meetq._redis.keys import StreamKeys
 from meetq._redis.links import Link, url_of
 from meetq.broadcast import scripts
-from meetq.broadcast.handlers import HandlerRunner, Registered
+from meetq.broadcast.handlers import FanOut, HandlerSpec, spec_of
 from meetq.broadcast.message import DEFAULT_MAX_SIZE, BroadcastCodec, Format, StreamEvent
 from meetq.broadcast.stream_admin import StreamAdmin
 from meetq.broadcast.stream_admin import entry_id as entry_id
@@ -119,8 +120,8 @@ class RedisStreamEventBus(StreamAdmin):
         self._codec = BroadcastCodec(serializer, max_message_size)
         self._link = Link(url, lambda: redis.asyncio.Redis.from_url(url), timeout=10.0)
         self._reader = Link(url, lambda: redis.asyncio.Redis.from_url(url), timeout=block + 10)
-        self._runner = HandlerRunner(handler_timeout, f"streams[{service}]")
-        self._handlers: dict[str, list[Registered]] = {}
+        self._runner = FanOut(handler_timeout, f"streams[{service}]")
+        self._handlers: dict[str, list[HandlerSpec]] = {}
         self._keys: dict[str, StreamKeys] = {}
         self._topic_of: dict[bytes, str] = {}
         # entries read and not yet finished (acked, dead-lettered, or dropped): the window
@@ -131,7 +132,7 @@ class RedisStreamEventBus(StreamAdmin):
         self._room = asyncio.Event()
         self._retry_timers: set[asyncio.TimerHandle] = set()
         self._cursors: dict[str, bytes] = {}
-        self._tasks: list[asyncio.Task[None]] = []
+        self._supervisor = Supervisor(f"streams[{service}]")
         self._state = "stopped"
         self._stopping = False
         self._ackdel = False
@@ -154,7 +155,7 @@ class RedisStreamEventBus(StreamAdmin):
             raise RuntimeError("subscribe before start()")
         if not topic or "{" in topic or "}" in topic:
             raise ValueError("topic must be non-empty and free of braces")
-        self._handlers.setdefault(topic, []).append(Registered.of(handler, in_thread))
+        self._handlers.setdefault(topic, []).append(spec_of(handler, in_thread))
         self._key(topic)
 
     def _key(self, topic: str) -> StreamKeys:
@@ -170,7 +171,7 @@ class RedisStreamEventBus(StreamAdmin):
 
     @property
     def healthy(self) -> bool:
-        return self._state == "live" and all(not t.done() for t in self._tasks)
+        return self._state == "live" and self._supervisor.healthy
 
     async def start(self) -> None:
         """Creates this service's group on every subscribed topic (at `start_from`: "$"
@@ -191,13 +192,12 @@ class RedisStreamEventBus(StreamAdmin):
             raise
         self._state = "live"
         if self._handlers:
-            self._tasks = [
-                asyncio.ensure_future(self._supervised("read", self._read_loop)),
-                asyncio.ensure_future(self._supervised("ack", self._ack_loop)),
-                asyncio.ensure_future(self._supervised("claim", self._claim_loop)),
-            ]
+            supervise = self._supervisor.supervise
+            supervise("read", self._read_loop)
+            supervise("ack", self._ack_loop)
+            supervise("claim", self._claim_loop)
             if not self._ackdel:
-                self._tasks.append(asyncio.ensure_future(self._supervised("trim", self._trim_loop)))
+                supervise("trim", self._trim_loop)
 
     async def stop(self) -> None:
         """Stops reading, lets handler runs finish (cancelling those past `stop_timeout`),
@@ -207,19 +207,16 @@ class RedisStreamEventBus(StreamAdmin):
             return
         self._stopping = True
         self._state = "stopping"
-        reader, others = self._tasks[:1], self._tasks[1:]
-        for task in reader:
-            task.cancel()
+        reader = self._supervisor.task("read")
+        if reader is not None:
+            reader.cancel()
+            await asyncio.wait({reader})
         await self._runner.drain(self.stop_timeout)
+        self._runner.close()
         for timer in self._retry_timers:
             timer.cancel()
         self._retry_timers.clear()
-        for task in others:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks = []
+        await self._supervisor.stop()
         with contextlib.suppress(*_TRANSIENT, RedisError):
             await self._flush_once()
         await self._reader.close()
@@ -246,19 +243,6 @@ class RedisStreamEventBus(StreamAdmin):
             except ResponseError as exc:
                 if "BUSYGROUP" not in str(exc):
                     raise
-
-    async def _supervised(self, name: str, body: Callable[[], Coroutine[Any, Any, None]]) -> None:
-        failures = 0
-        while not self._stopping:
-            try:
-                await body()
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("streams[%s] %s loop died; restarting it", self.service, name)
-                await asyncio.sleep(backoff(failures))
-                failures += 1
 
     async def _retrying(self, call: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
         loop = asyncio.get_running_loop()
