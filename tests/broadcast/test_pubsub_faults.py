@@ -66,7 +66,7 @@ async def test_redis_restart_on_the_same_port(redis_server: RedisServer) -> None
         assert reconnected[0]["away"] > 0 and "reason" in reconnected[0]
         await still_receives(ps, got, 20)
         # what the publisher sent while nobody listened shows up as a gap on its next one
-        publisher._pub_seq["ch5"] += 3  # three publishes that reached no subscriber
+        publisher._publisher.seqs["ch5"] += 3  # three publishes that reached no subscriber
         await publisher.publish("ch5", PubSubMessage(type="t", payload={"n": 30}))
         await async_wait_until(lambda: gaps, timeout=20)
         assert gaps[0]["from"] == 2 and gaps[0]["to"] == 4

@@ -29,13 +29,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Self
 
 import redis.asyncio
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from meetq import events
 from meetq._core.backoff import backoff
@@ -50,6 +48,8 @@ from meetq.broadcast.message import (
     PubSubMessage,
     instance_id,
 )
+from meetq.broadcast.publisher import TRANSIENT, Publisher
+from meetq.broadcast.sequence import SequenceTracker
 from meetq.broadcast.subscriber import SubscriberConnection
 from meetq.errors import MeetqConnectionError, MeetqError
 
@@ -57,16 +57,7 @@ log = logging.getLogger("meetq.broadcast.pubsub")
 
 Handler = Callable[[PubSubMessage], Any]
 
-_TRANSIENT = (
-    MeetqConnectionError,
-    RedisConnectionError,
-    RedisTimeoutError,
-    ConnectionError,
-    OSError,
-    TimeoutError,
-)
-_MAX_TRACKED = 100_000
-"""(publisher, channel) sequences remembered for gap detection; the oldest are forgotten."""
+_TRANSIENT = TRANSIENT
 
 
 class RedisPubSubQueue:
@@ -124,14 +115,14 @@ class RedisPubSubQueue:
         self._instance = instance_id()
         self._probe_channel = pubsub_probe_channel(self._instance).encode()
         self._link = Link(url, lambda: redis.asyncio.Redis.from_url(url), timeout=5.0)
+        self._publisher = Publisher(self._link, self._codec, self._instance, retry_budget, source)
         self._runner = FanOut(handler_timeout, "pubsub")
         self._runner.on_release = self._released
 
         self._channels: dict[bytes, list[HandlerSpec]] = {}
         self._patterns: dict[bytes, list[HandlerSpec]] = {}
         self._local: dict[str, list[HandlerSpec]] = {}
-        self._pub_seq: dict[str, int] = {}
-        self._seen: dict[tuple[bytes, bytes, str], int] = {}
+        self._sequences = SequenceTracker()
 
         self._conn: SubscriberConnection | None = None
         self._state = "stopped"
@@ -145,14 +136,10 @@ class RedisPubSubQueue:
         self._probe_token = 0
         self._probe_wait: tuple[bytes, asyncio.Future[None]] | None = None
 
-        self._published = 0
         self._received = 0
         self._processed = 0
         self._malformed = 0
         self._unrouted = 0
-        self._gaps = 0
-        self._missed = 0
-        self._duplicates = 0
         self._reconnects = 0
         self._probes_failed = 0
         self._last_away: float | None = None
@@ -464,30 +451,21 @@ class RedisPubSubQueue:
 
     def _in_sequence(self, channel: bytes, pattern: bytes | None, msg: PubSubMessage) -> bool:
         """Gap detection; False for a repeat (dropped)."""
-        key = (pattern or b"", channel, msg.publisher)
-        seen = self._seen
-        last = seen.get(key)
-        seq = msg.seq
-        if last is not None:
-            if seq <= last:
-                self._duplicates += 1
-                return False
-            if seq > last + 1:
-                self._gaps += 1
-                self._missed += seq - last - 1
-                self._emit_local(
-                    events.PUBSUB_GAP,
-                    {
-                        "channel": msg.channel,
-                        "publisher": msg.publisher,
-                        "from": last + 1,
-                        "to": seq - 1,
-                        "missed": seq - last - 1,
-                    },
-                )
-        elif len(seen) >= _MAX_TRACKED:
-            del seen[next(iter(seen))]
-        seen[key] = seq
+        gap = self._sequences.check(channel, pattern, msg)
+        if gap is False:
+            return False
+        if gap:
+            first, last = gap  # type: ignore[misc]
+            self._emit_local(
+                events.PUBSUB_GAP,
+                {
+                    "channel": msg.channel,
+                    "publisher": msg.publisher,
+                    "from": first,
+                    "to": last,
+                    "missed": last - first + 1,
+                },
+            )
         return True
 
     def _pause(self) -> None:
@@ -517,47 +495,14 @@ class RedisPubSubQueue:
     # -- publishing --------------------------------------------------------------------------
 
     async def publish(self, channel: str, message: PubSubMessage) -> int:
-        """Publishes one message; returns how many subscriptions received it."""
-        data = self._encode(channel, message)
-        reply = await self._retrying(lambda: self._link.execute("PUBLISH", channel, data))
-        self._published += 1
-        return int(reply)
+        """Publishes one message; returns how many subscriptions received it. Works on an
+        instance that was never started."""
+        return await self._publisher.publish(channel, message)
 
     async def publish_batch(self, channel: str, messages: Iterable[PubSubMessage]) -> list[int]:
         """Publishes many messages to one channel with one write and one round trip;
         returns each one's receiver count."""
-        commands = [(b"PUBLISH", channel, self._encode(channel, m)) for m in messages]
-        if not commands:
-            return []
-        replies = await self._retrying(lambda: self._link.execute_many(commands))
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
-        self._published += len(replies)
-        return [int(r) for r in replies]
-
-    def _encode(self, channel: str, message: PubSubMessage) -> bytes:
-        if not message.source and self.source:
-            message.source = self.source
-        message.stamp()
-        seq = self._pub_seq.get(channel, 0) + 1
-        data = self._codec.encode_pubsub(message, self._instance, seq)
-        self._pub_seq[channel] = seq
-        message.publisher, message.seq = self._instance, seq
-        return data
-
-    async def _retrying(self, call: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.retry_budget
-        attempt = 0
-        while True:
-            try:
-                return await call()
-            except _TRANSIENT as exc:
-                if loop.time() >= deadline:
-                    raise MeetqConnectionError(f"pubsub publish failed: {exc!r}") from exc
-                await asyncio.sleep(backoff(attempt))
-                attempt += 1
+        return await self._publisher.publish_batch(channel, messages)
 
     # -- stats ---------------------------------------------------------------------------------
 
@@ -565,7 +510,7 @@ class RedisPubSubQueue:
         """The seed's counters (total_published, total_received, total_processed,
         total_failed, channel_count) and what the never-silent machinery saw."""
         return {
-            "total_published": self._published,
+            "total_published": self._publisher.published,
             "total_received": self._received,
             "total_processed": self._processed,
             "total_failed": self._runner.failed,
@@ -573,9 +518,9 @@ class RedisPubSubQueue:
             "pattern_count": len(self._patterns),
             "malformed": self._malformed,
             "unrouted": self._unrouted,
-            "gaps": self._gaps,
-            "missed": self._missed,
-            "duplicates": self._duplicates,
+            "gaps": self._sequences.gaps,
+            "missed": self._sequences.missed,
+            "duplicates": self._sequences.duplicates,
             "reconnects": self._reconnects,
             "probes_failed": self._probes_failed,
             "last_away": self._last_away,
