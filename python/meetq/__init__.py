@@ -46,6 +46,7 @@ from meetq.local import (
     TaskScheduler,
     TaskStatus,
 )
+from meetq.manager import QueueManager
 from meetq.priority import Priority
 from meetq.queue import DeadLetter, Message, RedisMessageQueue
 
@@ -88,6 +89,7 @@ __all__ = [
     "PriorityLocalEventBus",
     "PubSubMessage",
     "QueueFullError",
+    "QueueManager",
     "RedisMessageQueue",
     "RedisPubSubQueue",
     "RedisStreamEventBus",

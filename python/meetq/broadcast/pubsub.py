@@ -110,7 +110,7 @@ class RedisPubSubQueue:
         self.gap_detection = gap_detection
         self.stop_timeout = stop_timeout
         self.source = source
-        self._local_bus = local_bus
+        self.local_bus = local_bus
         self._codec = BroadcastCodec(serializer, max_message_size)
         self._instance = instance_id()
         self._probe_channel = pubsub_probe_channel(self._instance).encode()
@@ -486,9 +486,9 @@ class RedisPubSubQueue:
         if handlers:
             msg = PubSubMessage(name, payload, source="meetq.pubsub").stamp()
             self._runner.run_all(handlers, msg, _ignore)
-        if self._local_bus is not None:
+        if self.local_bus is not None:
             try:
-                self._local_bus.emit(name, payload, "meetq.pubsub")
+                self.local_bus.emit(name, payload, "meetq.pubsub")
             except Exception:
                 log.exception("local bus refused %s", name)
 
