@@ -121,4 +121,5 @@ async def test_back_pressure_pauses_reading_instead_of_piling_tasks(redis_url: s
         release.set()
         await async_wait_until(lambda: len(done) == 50, timeout=20)
         assert done == list(range(1, 51))
-        assert ps.get_stats()["reconnects"] == 0 and not ps._paused
+        await async_wait_until(lambda: not ps._paused and ps.get_stats()["in_flight"] == 0)
+        assert ps.get_stats()["reconnects"] == 0
