@@ -255,3 +255,20 @@ async def test_bad_arguments_are_refused(redis_url: str) -> None:
         await bus.publish("t", StreamEvent("x", {"bad": object()}))
     with pytest.raises(MalformedMessageError):
         await bus.publish("t", StreamEvent("", {}))
+
+
+async def test_xadd_approximate_maxlen_and_retention(redis_url: str) -> None:
+    capped = RedisStreamEventBus(redis_url, "svc", maxlen=100)
+    aged = RedisStreamEventBus(redis_url, "svc", retention=0.001)
+    async with redis_client(redis_url) as r:
+        for _ in range(10):
+            await capped.publish_batch("capped", [StreamEvent("x", {}) for _ in range(100)])
+        length = await r.xlen(StreamKeys("capped").stream)
+        assert 100 <= length < 300  # approximate: whole nodes of 100 go
+        await aged.publish_batch("aged", [StreamEvent("x", {}) for _ in range(1000)])
+        t_end = time.time() + 0.01
+        await async_wait_until(lambda: time.time() > t_end)  # the 1000 are now past retention
+        await aged.publish("aged", "x", {})
+        assert await r.xlen(StreamKeys("aged").stream) < 200
+    await capped.stop()
+    await aged.stop()

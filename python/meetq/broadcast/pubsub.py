@@ -267,6 +267,7 @@ class RedisPubSubQueue:
         """Closes the subscription, lets handler runs in flight finish (cancelling those
         still running after `stop_timeout`) and closes the publish connection."""
         if self._state == "stopped":
+            await self._link.close()  # a publisher that was never started
             return
         self._stopping = True
         self._state = "stopping"

@@ -204,6 +204,7 @@ class RedisStreamEventBus(StreamAdmin):
         flushes the acks and closes the connections. Entries read and not finished stay
         pending in Redis: the service's other processes claim them after `claim_idle`."""
         if self._state == "stopped":
+            await self._link.close()  # a publisher that was never started
             return
         self._stopping = True
         self._state = "stopping"
@@ -345,8 +346,8 @@ class RedisStreamEventBus(StreamAdmin):
         self, topic: str, eid: bytes, fields: list[bytes] | None, deliveries: int
     ) -> None:
         key = (topic, eid)
-        self._held[key] = asyncio.get_running_loop().time()
-        body = _body(fields)
+        self._held[key] = time.monotonic()
+        body = fields[1] if fields and len(fields) == 2 and fields[0] == b"d" else _body(fields)
         try:
             if body is None:
                 raise MeetqError("entry has no body")
@@ -487,8 +488,7 @@ class RedisStreamEventBus(StreamAdmin):
                 log.warning("streams[%s] claim failed: %r", self.service, exc)
 
     async def _claim_once(self) -> None:
-        loop = asyncio.get_running_loop()
-        now = loop.time()
+        now = time.monotonic()
         idle_ms = int(self.claim_idle * 1000)
         # entries still being handled here: reset their idle time so nobody claims them
         long_held: dict[str, list[bytes]] = {}
