@@ -1,47 +1,16 @@
 """Publishing Pub/Sub messages: one write per batch through a self-replacing `Link`, a
 sequence number per channel for the subscribers' gap detection, and retries of connection
-errors within a budget (a repeat after a lost reply carries the same number, so
-subscribers drop it)."""
+errors within a budget (`links.retrying`, the shared policy; a repeat after a lost reply
+carries the same number, so subscribers drop it)."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable, Coroutine, Iterable
-from typing import Any
+from collections.abc import Iterable
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
-from meetq._core.backoff import backoff
-from meetq._redis.links import Link
+from meetq._redis.links import TRANSIENT, Link, retrying
 from meetq.broadcast.message import BroadcastCodec, PubSubMessage
-from meetq.errors import MeetqConnectionError
 
-TRANSIENT = (
-    MeetqConnectionError,
-    RedisConnectionError,
-    RedisTimeoutError,
-    ConnectionError,
-    OSError,
-    TimeoutError,
-)
-"""Errors worth another try on a fresh connection."""
-
-
-async def retrying(call: Callable[[], Coroutine[Any, Any, Any]], budget: float, what: str) -> Any:
-    """Runs `call` again after connection errors, with backoff, for `budget` seconds; then
-    raises `MeetqConnectionError` with the last error as its cause."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + budget
-    attempt = 0
-    while True:
-        try:
-            return await call()
-        except TRANSIENT as exc:
-            if loop.time() >= deadline:
-                raise MeetqConnectionError(f"{what} failed: {exc!r}") from exc
-            await asyncio.sleep(backoff(attempt))
-            attempt += 1
+__all__ = ["TRANSIENT", "Publisher", "retrying"]
 
 
 class Publisher:

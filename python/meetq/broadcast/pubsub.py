@@ -58,6 +58,8 @@ log = logging.getLogger("meetq.broadcast.pubsub")
 Handler = Callable[[PubSubMessage], Any]
 
 _TRANSIENT = TRANSIENT
+_FAILED_CALL: tuple[type[BaseException], ...] = (*TRANSIENT, RedisError)
+"""A call that did not go through: the connection, or an error reply."""
 
 
 class RedisPubSubQueue:
@@ -389,7 +391,7 @@ class RedisPubSubQueue:
                 async with asyncio.timeout(self.probe_timeout):
                     await self._link.execute("PUBLISH", self._probe_channel, token)
                     await future
-            except (*_TRANSIENT, RedisError) as exc:
+            except _FAILED_CALL as exc:
                 if conn is self._conn and not self._paused:
                     self._probes_failed += 1
                     log.warning("pubsub probe not echoed (%r): dropping the subscription", exc)

@@ -1,5 +1,6 @@
-"""The Lua transitions of the Streams bus, one file each in `meetq/_redis/lua/`, read once at
-import and run by EVALSHA on a `Link` (loaded again on NOSCRIPT)."""
+"""The Lua transitions of the Streams bus, one file each in `meetq/_redis/lua/streams/`
+(beside the queue's in `lua/`, which have a prelude of their own), read once at import and
+run by EVALSHA on a `Link` (loaded again on NOSCRIPT)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ class LuaScript:
 
     def __init__(self, filename: str) -> None:
         self.name = filename
-        self.source = (resources.files("meetq._redis") / "lua" / filename).read_text()
+        self.source = (resources.files("meetq._redis") / "lua" / "streams" / filename).read_text()
         self.sha = hashlib.sha1(self.source.encode()).hexdigest()
 
     def command(self, keys: Sequence[Any], args: Sequence[Any]) -> tuple[Any, ...]:
@@ -33,8 +34,8 @@ class LuaScript:
             return await link.execute(*command)
 
 
-CLAIM = LuaScript("stream_claim-2.lua")
-DEAD_LETTER = LuaScript("stream_dead_letter-2.lua")
-TRIM = LuaScript("stream_trim-1.lua")
-REAP = LuaScript("stream_reap-1.lua")
+CLAIM = LuaScript("claim.lua")
+DEAD_LETTER = LuaScript("dead_letter.lua")
+TRIM = LuaScript("trim.lua")
+REAP = LuaScript("reap.lua")
 ALL = (CLAIM, DEAD_LETTER, TRIM, REAP)

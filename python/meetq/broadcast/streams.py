@@ -17,7 +17,7 @@ a service, each event goes to one of its processes.
   (XCLAIM JUSTID) so nobody claims them. Consumers idle for `dead_consumer_after` with
   nothing pending are removed from the group.
 - Memory stays bounded: every `trim_interval` the stream is trimmed behind the oldest entry
-  any group still needs (`stream_trim-1.lua`); on Redis 8.2+ acks are XACKDEL ... ACKED,
+  any group still needs (`lua/streams/trim.lua`); on Redis 8.2+ acks are XACKDEL ... ACKED,
   which deletes an entry once every group has acknowledged it.
 - `replay(topic, since=...)` reads history by id or time; `rewind` moves this service's
   group back so it receives again from there.
@@ -40,18 +40,20 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 from meetq._core.backoff import backoff
 from meetq._core.lifecycle import Supervisor
 from meetq._redis.keys import StreamKeys
-from meetq._redis.links import Link, url_of
+from meetq._redis.links import TRANSIENT, Link, retrying, url_of
 from meetq.broadcast import scripts
 from meetq.broadcast.handlers import FanOut, HandlerSpec, spec_of
 from meetq.broadcast.message import DEFAULT_MAX_SIZE, BroadcastCodec, Format, StreamEvent
 from meetq.broadcast.stream_admin import StreamAdmin
 from meetq.broadcast.stream_admin import entry_id as entry_id
-from meetq.errors import MeetqConnectionError, MeetqError
+from meetq.errors import MeetqError
 
 log = logging.getLogger("meetq.broadcast.streams")
 
 Handler = Callable[[StreamEvent], Any]
-_TRANSIENT = (MeetqConnectionError, ConnectionError, OSError, TimeoutError)
+_TRANSIENT = TRANSIENT
+_FAILED_CALL: tuple[type[BaseException], ...] = (*TRANSIENT, RedisError)
+"""A call that did not go through: the connection, or an error reply."""
 
 
 def _consumer_name() -> str:
@@ -218,7 +220,7 @@ class RedisStreamEventBus(StreamAdmin):
             timer.cancel()
         self._retry_timers.clear()
         await self._supervisor.stop()
-        with contextlib.suppress(*_TRANSIENT, RedisError):
+        with contextlib.suppress(*_FAILED_CALL):
             await self._flush_once()
         await self._reader.close()
         await self._link.close()
@@ -246,17 +248,7 @@ class RedisStreamEventBus(StreamAdmin):
                     raise
 
     async def _retrying(self, call: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.retry_budget
-        attempt = 0
-        while True:
-            try:
-                return await call()
-            except _TRANSIENT as exc:
-                if loop.time() >= deadline:
-                    raise MeetqConnectionError(f"streams: redis unreachable: {exc!r}") from exc
-                await asyncio.sleep(backoff(attempt))
-                attempt += 1
+        return await retrying(call, self.retry_budget, f"streams[{self.service}]")
 
     # -- publishing ----------------------------------------------------------------------------
 
@@ -398,7 +390,7 @@ class RedisStreamEventBus(StreamAdmin):
                 "XCLAIM", keys.stream, self.service, self.consumer, 0, eid
             )
             pending = await self._link.execute("XPENDING", keys.stream, self.service, eid, eid, 1)
-        except (*_TRANSIENT, RedisError) as exc:
+        except _FAILED_CALL as exc:
             log.warning("streams[%s]: retry of %s failed (%r); left to the claimer",
                         self.service, eid, exc)  # fmt: skip
             self._release(topic, eid)
@@ -419,7 +411,7 @@ class RedisStreamEventBus(StreamAdmin):
             self._flush.clear()
             try:
                 await self._flush_once()
-            except (*_TRANSIENT, RedisError) as exc:
+            except _FAILED_CALL as exc:
                 log.warning("streams[%s] ack flush failed: %r; retrying", self.service, exc)
                 await asyncio.sleep(backoff(0))
                 self._flush.set()
@@ -484,7 +476,7 @@ class RedisStreamEventBus(StreamAdmin):
             await asyncio.sleep(self.claim_interval)  # a period, not a synchronization
             try:
                 await self._claim_once()
-            except (*_TRANSIENT, RedisError) as exc:
+            except _FAILED_CALL as exc:
                 log.warning("streams[%s] claim failed: %r", self.service, exc)
 
     async def _claim_once(self) -> None:
@@ -533,7 +525,7 @@ class RedisStreamEventBus(StreamAdmin):
     async def _trim_loop(self) -> None:
         while not self._stopping:
             await asyncio.sleep(self.trim_interval)  # a period, not a synchronization
-            with contextlib.suppress(*_TRANSIENT, RedisError):
+            with contextlib.suppress(*_FAILED_CALL):
                 await self.trim()
 
     async def trim(self) -> int:

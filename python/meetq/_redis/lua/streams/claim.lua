@@ -1,11 +1,11 @@
--- Claims a group's entries idle for at least min_idle (a dead or wedged consumer's) for
--- this consumer with XAUTOCLAIM; an entry delivered more than max_deliveries times goes
--- to the dead-letter stream instead (its consumers kept dying on it).
+-- claim.lua: XAUTOCLAIM a group's entries idle past min_idle (a dead or wedged consumer's);
+-- those delivered more than max_deliveries times go to the dead-letter stream instead.
 --
--- KEYS[1] the topic stream          KEYS[2] its dead-letter stream
--- ARGV[1] group      ARGV[2] consumer       ARGV[3] min idle (ms)   ARGV[4] cursor
--- ARGV[5] count      ARGV[6] max deliveries ARGV[7] dead-letter maxlen (approximate)
--- ARGV[8] "1" to acknowledge with XACKDEL ... ACKED (Redis 8.2+), else XACK
+-- KEYS: 1 the topic stream   2 its dead-letter stream
+-- ARGV:
+--   ARGV[1] group      ARGV[2] consumer       ARGV[3] min idle (ms)   ARGV[4] cursor
+--   ARGV[5] count      ARGV[6] max deliveries ARGV[7] dead-letter maxlen (approximate)
+--   ARGV[8] "1" to acknowledge with XACKDEL ... ACKED (Redis 8.2+), else XACK
 --
 -- Returns {next cursor, {{id, deliveries, {field, value, ...}}, ...}, dead-lettered count}.
 -- Entries deleted from the stream while pending are dropped from the group by XAUTOCLAIM.

@@ -1,8 +1,11 @@
+-- reap.lua: Remove a group's dead consumers (idle past the limit, holding nothing).
+--
 -- Removes a group's dead consumers: idle for longer than the limit and holding nothing
 -- (a dead consumer's pending entries are first claimed by the live ones, XAUTOCLAIM).
 --
--- KEYS[1] the topic stream
--- ARGV[1] group   ARGV[2] idle limit (ms)   ARGV[3] the calling consumer (never removed)
+-- KEYS: 1 the topic stream
+-- ARGV:
+--   ARGV[1] group   ARGV[2] idle limit (ms)   ARGV[3] the calling consumer (never removed)
 -- Returns the names removed.
 
 local stream, group = KEYS[1], ARGV[1]

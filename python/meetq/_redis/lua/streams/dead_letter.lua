@@ -1,11 +1,15 @@
+-- dead_letter.lua: One entry a group gave up on goes to the dead-letter stream, acked for
+-- that group only.
+--
 -- Moves one entry a group gave up on (a handler failed on its last allowed delivery, or
 -- its body does not decode) to the topic's dead-letter stream, with the reason, and
 -- acknowledges it for that group only: the other services still get it.
 --
--- KEYS[1] the topic stream          KEYS[2] its dead-letter stream
--- ARGV[1] group   ARGV[2] entry id   ARGV[3] reason   ARGV[4] deliveries
--- ARGV[5] dead-letter maxlen (approximate)
--- ARGV[6] "1" to acknowledge with XACKDEL ... ACKED (Redis 8.2+), else XACK
+-- KEYS: 1 the topic stream   2 its dead-letter stream
+-- ARGV:
+--   ARGV[1] group   ARGV[2] entry id   ARGV[3] reason   ARGV[4] deliveries
+--   ARGV[5] dead-letter maxlen (approximate)
+--   ARGV[6] "1" to acknowledge with XACKDEL ... ACKED (Redis 8.2+), else XACK
 --
 -- Returns 1 when the entry was still pending for the group (and is dead-lettered now),
 -- 0 when it was not (acknowledged or dead-lettered already: nothing is written).

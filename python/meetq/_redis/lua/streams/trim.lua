@@ -1,10 +1,13 @@
+-- trim.lua: Trim a topic stream behind everything its groups still need.
+--
 -- Trims a topic stream behind everything a group still needs: for each group, its oldest
 -- pending entry, or (nothing pending) the entry after the last one it was handed. Entries
 -- older than the minimum over all groups were acknowledged by every group. Approximate
 -- (`~`): only whole stream nodes go, so an entry still needed is never removed. A stream
 -- without groups is left alone. (Redis 8.2+ does this per ack with XACKDEL ... ACKED.)
 --
--- KEYS[1] the topic stream
+-- KEYS: 1 the topic stream
+-- ARGV: none
 -- Returns the number of entries removed.
 
 local stream = KEYS[1]
