@@ -186,27 +186,26 @@ async def test_pubsub_through_the_manager_and_a_client(redis_url: str) -> None:
     await client.aclose()
 
 
-async def test_dispatcher_is_imported_lazily(redis_url: str) -> None:
-    import importlib.util
+async def test_task_dispatcher_through_the_manager(redis_url: str) -> None:
+    """init_task_dispatcher wires meetq.dispatch's TaskDispatcher in; a ServiceWorker added
+    as a component answers it, and the manager's stats and health include both."""
+    from meetq import ServiceWorker, TaskRequest, TaskStatus, TaskType
 
     qm = QueueManager(redis_url)
-    if importlib.util.find_spec("meetq.dispatch") is None:
-        with pytest.raises(ModuleNotFoundError):
-            qm.init_task_dispatcher()
-        return
     dispatcher = qm.init_task_dispatcher()
+    worker = qm.add_component("ai_worker", ServiceWorker(redis_url, "ai-service"))
+    worker.register_handler(TaskType.SPEECH_RECOGNITION, lambda req: {"text": "hi"})
     assert qm.get_task_dispatcher() is dispatcher
     async with qm:
-        assert qm.running
-
-
-def test_import_meetq_does_not_import_the_dispatcher() -> None:
-    import subprocess
-    import sys
-
-    code = "import sys, meetq; meetq.QueueManager; print('meetq.dispatch' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
+        final = await dispatcher.dispatch_and_wait(
+            TaskRequest(type=TaskType.SPEECH_RECOGNITION, user_id=1, meeting_id=2,
+                        session_id="s", payload={}, timeout=30)
+        )  # fmt: skip
+        assert final.status == TaskStatus.COMPLETED and final.result == {"text": "hi"}
+        stats = await qm.get_stats()
+        assert stats["task_dispatcher"]["total_dispatched"] == 1
+        assert "ai_worker" in stats
+        assert (await qm.health())["redis"]["ok"]
 
 
 async def test_unreachable_redis_fails_start_cleanly() -> None:
