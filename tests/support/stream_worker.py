@@ -2,8 +2,9 @@
 
 usage: stream_worker.py URL SERVICE TOPIC DONE_KEY
 
-Every event handled is RPUSHed to DONE_KEY as "<consumer>|<entry id>". Short claim and
-dead-consumer times so a test sees a SIGKILLed sibling's entries claimed within seconds.
+Every event handled is RPUSHed to DONE_KEY as "<consumer>|<entry id>". Claim and
+dead-consumer times of seconds, so a test sees a SIGKILLed sibling's entries claimed soon,
+yet a live process stalled by a loaded machine is not mistaken for a dead one.
 Prints "ready" once started; stops gracefully on SIGTERM.
 """
 
@@ -26,9 +27,9 @@ async def main(url: str, service: str, topic: str, done_key: str) -> None:
         url,
         service,
         start_from="0",
-        claim_idle=1.0,
-        claim_interval=0.1,
-        dead_consumer_after=1.0,
+        claim_idle=5.0,  # well past a handler's time even on a loaded box: no false claims
+        claim_interval=0.2,
+        dead_consumer_after=2.0,
         block=0.5,
         batch=20,
         max_in_flight=40,
