@@ -39,6 +39,11 @@ HERE = Path(__file__).resolve().parent
             ["--jobs", "500", "--repeats", "1"],
             ["drain 500 jobs", "latency at 10,000 jobs/s", "CPU slowdown episodes"],
         ),
+        (
+            "bench_cluster.py",
+            ["--messages", "200", "--rounds", "1"],
+            ["3 queues on 3 shards", "scaling 3 shards / 1 shard", "routing cost"],
+        ),
     ],
 )
 def test_script_runs(script: str, args: list[str], expect: list[str]) -> None:

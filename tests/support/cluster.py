@@ -163,12 +163,15 @@ class Cluster:
 
 
 @contextlib.contextmanager
-def running_cluster(*extra: str, node_timeout_ms: int = 1000) -> Iterator[Cluster]:
-    """A 3-master, 3-replica Redis Cluster on loopback, stopped on exit."""
+def running_cluster(
+    *extra: str, node_timeout_ms: int = 1000, replicas: int = 1
+) -> Iterator[Cluster]:
+    """A Redis Cluster of 3 masters with `replicas` replicas each on loopback, stopped on
+    exit."""
     with tempfile.TemporaryDirectory(prefix="meetq-cluster-") as d:
         cluster = Cluster()
         try:
-            for i in range(6):
+            for i in range(3 * (1 + replicas)):
                 node_dir = Path(d) / str(i)
                 node_dir.mkdir()
                 for attempt in range(5):  # another process may take a port we picked
@@ -200,7 +203,7 @@ def running_cluster(*extra: str, node_timeout_ms: int = 1000) -> Iterator[Cluste
                 cluster.nodes.append(node)
             addrs = [f"127.0.0.1:{p}" for p in cluster.ports]
             subprocess.run(
-                [REDIS_CLI, "--cluster", "create", *addrs, "--cluster-replicas", "1",
+                [REDIS_CLI, "--cluster", "create", *addrs, "--cluster-replicas", str(replicas),
                  "--cluster-yes"],
                 capture_output=True, check=True, timeout=60,
             )  # fmt: skip

@@ -1,0 +1,185 @@
+"""Redis Cluster scaling: 3 busy queues on one shard vs spread over 3 shards, and the cost
+of cluster routing for one queue against a single redis-server, in one run.
+
+Each side pre-fills its queues, then drains them with one worker process per queue
+(no-op handler) and reports messages/s over all queues and the CPU seconds the workers
+and the redis-servers used (from /proc). Sides alternate `--rounds` times; the table gives
+the median.
+
+    python benchmarks/bench_cluster.py [--messages 20000] [--rounds 3] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests" / "support"))
+
+from cluster import Cluster, running_cluster  # noqa: E402
+from helpers import running_redis  # noqa: E402
+from meetq import Message, RedisMessageQueue  # noqa: E402
+from meetq._redis.cluster import key_slot  # noqa: E402
+from meetq._redis.keys import QueueKeys  # noqa: E402
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+async def fill(url: str, queue: str, n: int) -> None:
+    q = RedisMessageQueue(url, queue)
+    try:
+        for start in range(0, n, 5000):
+            batch = [
+                Message(type="t", payload={"i": i}) for i in range(start, min(n, start + 5000))
+            ]
+            await q.publish_batch(batch)
+    finally:
+        await q.stop()
+
+
+async def drain(url: str, queue: str, n: int) -> None:
+    done = asyncio.Event()
+    count = 0
+
+    def handle(_: Message) -> None:
+        nonlocal count
+        count += 1
+        if count >= n:
+            done.set()
+
+    q = RedisMessageQueue(url, queue, workers=4)
+    q.register_handler("t", handle)
+    async with q:
+        print("ready", flush=True)
+        sys.stdin.readline()
+        t0 = time.perf_counter()
+        await done.wait()
+        print(f"{time.perf_counter() - t0:.6f}", flush=True)
+
+
+def run_side(url: str, queues: list[str], n: int, servers: list[int]) -> dict[str, float]:
+    for q in queues:
+        asyncio.run(fill(url, q, n))
+    procs = [
+        subprocess.Popen(
+            [sys.executable, __file__, "--drain", url, q, str(n)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for q in queues
+    ]
+    try:
+        for p in procs:
+            assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+        cpu0 = [cpu_seconds(p.pid) for p in procs] + [cpu_seconds(s) for s in servers]
+        t0 = time.perf_counter()
+        for p in procs:
+            assert p.stdin is not None
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        for p in procs:
+            assert p.stdout is not None
+            float(p.stdout.readline())
+        wall = time.perf_counter() - t0
+        cpu1 = [cpu_seconds(p.pid) for p in procs] + [cpu_seconds(s) for s in servers]
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+    k = len(procs)
+    return {
+        "rate": len(queues) * n / wall,
+        "worker_cpu": sum(b - a for a, b in zip(cpu0[:k], cpu1[:k], strict=True)),
+        "redis_cpu": sum(b - a for a, b in zip(cpu0[k:], cpu1[k:], strict=True)),
+        "wall": wall,
+    }
+
+
+def queue_names(cluster: Cluster) -> tuple[list[str], list[str]]:
+    """Three names on one shard, and three on three different shards."""
+    by_master: dict[int, list[str]] = {}
+    i = 0
+    while len(by_master) < 3 or max(len(v) for v in by_master.values()) < 3:
+        name = f"bq{i}"
+        by_master.setdefault(cluster.master_of(key_slot(QueueKeys(name).prefix)), []).append(name)
+        i += 1
+    one = next(v for v in by_master.values() if len(v) >= 3)[:3]
+    spread = [v[0] for v in by_master.values()][:3]
+    return one, spread
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--messages", type=int, default=20000)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--out", type=Path)
+    ap.add_argument("--drain", nargs=3)
+    args = ap.parse_args()
+    if args.drain:
+        url, queue, n = args.drain
+        asyncio.run(drain(url, queue, int(n)))
+        return
+    n = args.messages
+    results: dict[str, list[dict[str, float]]] = {
+        "one": [],
+        "spread": [],
+        "single": [],
+        "routed": [],
+    }
+    with running_cluster(replicas=0) as cluster, running_redis() as single:
+        curl = "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in cluster.ports)
+        pids = [node.proc.pid for node in cluster.nodes if node.proc is not None]
+        assert single.proc is not None
+        one, spread = queue_names(cluster)
+        for _ in range(args.rounds):
+            results["one"].append(run_side(curl, one, n, pids))
+            results["spread"].append(run_side(curl, spread, n, pids))
+            results["single"].append(run_side(single.url, ["solo"], n, [single.proc.pid]))
+            results["routed"].append(run_side(curl, [spread[0]], n, pids))
+    med = {k: {f: statistics.median(x[f] for x in v) for f in v[0]} for k, v in results.items()}
+    lines = [
+        f"# bench_cluster.py --messages {n} --rounds {args.rounds} (median of the rounds)",
+        "",
+        "| side | messages/s | worker CPU s | redis CPU s | wall s |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    names = {
+        "one": "3 queues on 1 shard",
+        "spread": "3 queues on 3 shards",
+        "single": "1 queue, single redis-server",
+        "routed": "1 queue, cluster (routed)",
+    }
+    for key, label in names.items():
+        m = med[key]
+        lines.append(
+            f"| {label} | {m['rate']:,.0f} | {m['worker_cpu']:.2f} | {m['redis_cpu']:.2f} "
+            f"| {m['wall']:.2f} |"
+        )
+    lines += [
+        "",
+        f"scaling 3 shards / 1 shard: {med['spread']['rate'] / med['one']['rate']:.2f}x",
+        f"routing cost, cluster / single node, one queue: "
+        f"{med['routed']['rate'] / med['single']['rate']:.2f}x",
+        f"cores on this machine: {os.cpu_count()}",
+    ]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.out:
+        args.out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
