@@ -164,7 +164,7 @@ class Cluster:
 
 @contextlib.contextmanager
 def running_cluster(
-    *extra: str, node_timeout_ms: int = 1000, replicas: int = 1
+    *extra: str, node_timeout_ms: int = 3000, replicas: int = 1
 ) -> Iterator[Cluster]:
     """A Redis Cluster of 3 masters with `replicas` replicas each on loopback, stopped on
     exit."""
