@@ -280,3 +280,28 @@ async def test_expired_task_is_dropped_by_the_worker(
         assert marker.status is TaskStatus.COMPLETED
         ran = await r.lrange(LOG_KEY, 0, -1)
         assert f"ran:{expired.task_id}".encode() not in ran
+
+
+async def test_dispatches_of_one_loop_turn_share_one_multi(
+    redis_url: str, route: ServiceRoute
+) -> None:
+    async with redis_client(redis_url) as r, dispatcher(redis_url, route) as d:
+        await r.config_resetstat()
+        responses = await asyncio.gather(
+            *(d.dispatch(TaskRequest(type="echo", payload={"i": i})) for i in range(50))
+        )
+        info = await r.info("commandstats")
+        assert info["cmdstat_exec"]["calls"] == 1
+        assert len({resp.task_id for resp in responses}) == 50
+        assert await r.llen(QueueKeys(QUEUE).ready(1)) == 50
+        assert d.get_stats()["publishes"] == 1 and d.get_stats()["total_dispatched"] == 50
+
+
+async def test_a_refused_call_stages_nothing(redis_url: str, route: ServiceRoute) -> None:
+    async with redis_client(redis_url) as r, dispatcher(redis_url, route) as d:
+        good = asyncio.ensure_future(d.dispatch(TaskRequest(type="echo")))
+        with pytest.raises(ValueError):
+            await d.dispatch(TaskRequest(type="echo", timeout=0))
+        await good
+        assert await r.llen(QueueKeys(QUEUE).ready(1)) == 1
+        assert d.get_stats()["active_tasks"] == 1

@@ -30,7 +30,7 @@ from redis.exceptions import NoScriptError
 from meetq._core.backoff import backoff
 from meetq._native import TimerWheel
 from meetq._redis.keys import QueueKeys
-from meetq._redis.links import Link, url_of
+from meetq._redis.links import TRANSIENT, Endpoint, retrying
 from meetq.dispatch.replies import ReplyReader
 from meetq.dispatch.routes import RouteTable
 from meetq.dispatch.status import (
@@ -87,6 +87,48 @@ class _Pending:
         self.late: dict[str, Any] | None = None
 
 
+class _Outbox:
+    """Tasks staged in one loop turn, published together in one MULTI."""
+
+    __slots__ = ("done", "ids", "queues", "status")
+
+    def __init__(self, done: asyncio.Future[None]) -> None:
+        self.done = done
+        self.ids: list[str] = []
+        self.status: list[tuple[Any, ...]] = []
+        # queue -> [msg hash field/value pairs, ready ids per priority]
+        self.queues: dict[str, tuple[list[Any], list[list[str]]]] = {}
+
+    def add(self, tid: str, queue: str, priority: int, body: bytes, status: list[Any]) -> None:
+        self.ids.append(tid)
+        self.status += status
+        bodies, ready = self.queues.setdefault(queue, ([], [[], [], [], []]))
+        bodies += (tid, body)
+        ready[priority].append(tid)
+
+    def probe(self) -> str:
+        """A key the MULTI creates: after a lost reply, it tells whether EXEC ran."""
+        return QueueKeys(queue_of(self.ids[0]) or "").status(self.ids[0])
+
+    def commands(self) -> list[tuple[Any, ...]]:
+        """The status hashes, then per queue the queue's plain-command publish transition
+        for fresh ids (bodies, ready lists by priority, published counter, doorbell)."""
+        out = list(self.status)
+        for queue, (bodies, ready) in self.queues.items():
+            keys = QueueKeys(queue)
+            out.append(("HSET", keys.named("msg"), *bodies))
+            for p, group in enumerate(ready):
+                if group:
+                    out.append(("RPUSH", keys.ready(p), *group))
+            wake = keys.named("wake")
+            out += [
+                ("HINCRBY", keys.named("stats"), "published", len(bodies) // 2),
+                ("RPUSH", wake, 1),
+                ("LTRIM", wake, 0, 0),
+            ]
+        return out
+
+
 class TaskDispatcher:
     """Dispatches `TaskRequest`s to service queues; see the module docstring.
 
@@ -108,17 +150,8 @@ class TaskDispatcher:
         stop_grace: float = 5.0,
         max_message_size: int = DEFAULT_MAX_SIZE,
     ) -> None:
-        if isinstance(redis_or_url, str):
-            self._client: redis.asyncio.Redis = redis.asyncio.Redis.from_url(
-                redis_or_url, socket_connect_timeout=5, socket_timeout=30.0
-            )
-            self._owns_client = True
-            url: str | None = redis_or_url
-        else:
-            self._client = redis_or_url
-            self._owns_client = False
-            url = url_of(redis_or_url)
-        self._url = url
+        self.endpoint = Endpoint(redis_or_url)
+        self._client = self.endpoint.client
         self.name = name or f"d{new_id()}"
         QueueKeys("x").reply(self.name)  # validates the name
         self.routes = RouteTable(routes)
@@ -127,10 +160,14 @@ class TaskDispatcher:
         self.retry_budget = retry_budget
         self.stop_grace = stop_grace
         self.codec = Codec("json", max_message_size)
-        self._cmd = self._make_link(5.0)
-        self._reader_link = self._make_link(block_timeout + 5.0)
+        self._cmd = self.endpoint.link(5.0)
+        block_timeout = self.endpoint.longest_block(block_timeout)
+        self._reader_link = self.endpoint.link(block_timeout + 5.0, single=True)
         self._reader = ReplyReader(self._reader_link, self._cmd, self._on_replies, block_timeout)
         self._pending: dict[str, _Pending] = {}
+        self._outbox: _Outbox | None = None
+        self.publishes = 0
+        """MULTIs sent (a benchmark reads it)."""
         self._wheel: Any = TimerWheel(_now_ms())
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
@@ -145,13 +182,6 @@ class TaskDispatcher:
         self.total_timeout = 0
         self.total_cancelled = 0
         self.late_replies = 0
-
-    def _make_link(self, timeout: float) -> Link:
-        if self._url is not None:
-            url = self._url
-            return Link(url, lambda: redis.asyncio.Redis.from_url(url), timeout)
-        client = self._client
-        return Link(None, lambda: client, timeout, owned=False)
 
     # ------------------------------------------------------------------ routes
 
@@ -209,8 +239,7 @@ class TaskDispatcher:
     async def _close_links(self) -> None:
         await self._cmd.close()
         await self._reader_link.close()
-        if self._owns_client:
-            await self._client.aclose()
+        await self.endpoint.close()
 
     async def __aenter__(self) -> TaskDispatcher:
         await self.start()
@@ -256,24 +285,24 @@ class TaskDispatcher:
         future: asyncio.Future[TaskResponse] | None,
         callback: Callback | None,
     ) -> list[TaskResponse]:
+        """Stages the tasks into the outbox and waits for its MULTI. Every check (route,
+        timeout, encoding) happens before anything is staged, so a refused call stages
+        nothing; calls made in one loop turn share one MULTI (one round trip)."""
         if not self._started:
             raise DispatcherStoppedError("dispatcher is not started")
         routes = [self.routes.route_for(r.type) for r in requests]
         now = time.time()
         server_now = now + self._clock_offset
-        mono = _now_ms()
-        commands: list[tuple[Any, ...]] = []
-        per_queue: dict[str, list[list[Any]]] = {}
-        ids: list[str] = []
+        staged: list[tuple[TaskRequest, str, bytes, list[tuple[Any, ...]]]] = []
         for req, route in zip(requests, routes, strict=True):
+            if req.timeout <= 0:
+                raise ValueError("TaskRequest.timeout must be positive")
             queue = route.queue_name
             keys = QueueKeys(queue)
             reply_to = keys.reply(self.name)
             req.id = f"{new_id()}@{queue}"
             req.created_at = now
             req.priority = Priority.parse(req.priority)
-            if req.timeout <= 0:
-                raise ValueError("TaskRequest.timeout must be positive")
             request_dict = req.to_dict()
             msg = Message(
                 type=str(req.type),
@@ -289,49 +318,55 @@ class TaskDispatcher:
             body = _DIGITS[int(msg.priority)] + self.codec.encode(msg)
             deadline_ms = int((server_now + req.timeout) * 1000)
             ttl_ms = int((req.timeout + self.result_ttl) * 1000)
-            commands += create_commands(
+            status = create_commands(
                 keys.status(req.id), orjson.dumps(request_dict), deadline_ms, reply_to, now, ttl_ms
             )
-            lists = per_queue.setdefault(queue, [[], [[], [], [], []]])
-            lists[0] += (req.id, body)
-            lists[1][int(msg.priority)].append(req.id)
-            ids.append(req.id)
-        for queue, (bodies, ready) in per_queue.items():
-            keys = QueueKeys(queue)
-            commands.append(("HSET", keys.named("msg"), *bodies))
-            for p, group in enumerate(ready):
-                if group:
-                    commands.append(("RPUSH", keys.ready(p), *group))
-            wake = keys.named("wake")
-            commands += [
-                ("HINCRBY", keys.named("stats"), "published", len(bodies) // 2),
-                ("RPUSH", wake, 1),
-                ("LTRIM", wake, 0, 0),
-            ]
-            self._reader.add_key(keys.reply(self.name))
-        # registered before the write: a reply may be read before the EXEC reply is
-        entries = []
-        for req in requests:
+            staged.append((req, queue, body, status))
+        box = self._outbox
+        if box is None:
+            box = self._outbox = _Outbox(asyncio.get_running_loop().create_future())
+            asyncio.get_running_loop().call_soon(self._flush)
+        mono = _now_ms()
+        for req, queue, body, status in staged:
+            box.add(req.id, queue, int(req.priority), body, status)
+            # registered before the write: a reply may be read before the EXEC reply is
             entry = _Pending(now)
             entry.future = future
             entry.callback = callback
             entry.handle = self._wheel.insert(mono + int(req.timeout * 1000), req.id)
             self._pending[req.id] = entry
-            entries.append(entry)
+            self._reader.add_key(QueueKeys(queue).reply(self.name))
         if self._idle is not None:
             self._idle.clear()
         self._arm(self._wheel.next_deadline())
+        await asyncio.shield(box.done)
+        return [TaskResponse(r.id, TaskStatus.PENDING) for r in requests]
+
+    def _flush(self) -> None:
+        box, self._outbox = self._outbox, None
+        if box is None:
+            return
+        task = asyncio.ensure_future(self._send(box))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, box: _Outbox) -> None:
         try:
-            await self._publish(commands, QueueKeys(routes[0].queue_name).status(ids[0]))
-        except BaseException:
-            for tid in ids:
+            await self._publish(box.commands(), box.probe())
+        except BaseException as exc:
+            for tid in box.ids:
                 dropped = self._pending.pop(tid, None)
                 if dropped is not None:
                     self._wheel.cancel(dropped.handle)
             self._check_idle()
-            raise
-        self.total_dispatched += len(requests)
-        return [TaskResponse(r.id, TaskStatus.PENDING) for r in requests]
+            if not box.done.done():
+                box.done.set_exception(exc)
+            box.done.exception()  # retrieved: no "never retrieved" warning without waiters
+            return
+        self.total_dispatched += len(box.ids)
+        self.publishes += 1
+        if not box.done.done():
+            box.done.set_result(None)
 
     async def _publish(self, commands: list[tuple[Any, ...]], probe: str) -> None:
         """One MULTI; after a lost connection, the first task's status hash tells whether
@@ -344,7 +379,7 @@ class TaskDispatcher:
                     return
                 await self._cmd.transaction(commands)
                 return
-            except (MeetqConnectionError, ConnectionError, OSError, TimeoutError) as exc:
+            except TRANSIENT as exc:
                 pause = backoff(attempt)
                 attempt += 1
                 if time.monotonic() + pause > deadline:
@@ -352,17 +387,7 @@ class TaskDispatcher:
                 await asyncio.sleep(pause)
 
     async def _retrying(self, call: Callable[[], Awaitable[Any]]) -> Any:
-        deadline = time.monotonic() + self.retry_budget
-        attempt = 0
-        while True:
-            try:
-                return await call()
-            except (MeetqConnectionError, ConnectionError, OSError, TimeoutError) as exc:
-                pause = backoff(attempt)
-                attempt += 1
-                if time.monotonic() + pause > deadline:
-                    raise MeetqConnectionError(f"redis unavailable: {exc}") from exc
-                await asyncio.sleep(pause)
+        return await retrying(call, self.retry_budget, f"dispatcher {self.name}")
 
     # ------------------------------------------------------------------ outcomes
 
@@ -565,6 +590,7 @@ class TaskDispatcher:
             "active_tasks": len(self._pending),
             "late_replies": self.late_replies,
             "reply_rounds": self._reader.rounds,
+            "publishes": self.publishes,
         }
 
 

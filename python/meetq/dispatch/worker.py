@@ -66,12 +66,7 @@ class ServiceWorker:
         self.queue_name = queue_name
         self.keys = QueueKeys(queue_name)
         self.queue = RedisMessageQueue(redis_or_url, queue_name, workers=workers, **queue_options)
-        if isinstance(redis_or_url, str):
-            self._client = redis.asyncio.Redis.from_url(redis_or_url, socket_connect_timeout=5)
-            self._owns_client = True
-        else:
-            self._client = redis_or_url
-            self._owns_client = False
+        self._client = self.queue.endpoint.client  # status reads and the cancel pokes
         self.cancel_check_interval = cancel_check_interval
         self._running: dict[str, asyncio.Future[Any]] = {}
         self._cancelling: set[str] = set()
@@ -130,8 +125,6 @@ class ServiceWorker:
                     await task
         self._watch = self._sweep = None
         await self.queue.stop()
-        if self._owns_client:
-            await self._client.aclose()
 
     async def __aenter__(self) -> ServiceWorker:
         await self.start()
@@ -184,7 +177,7 @@ class ServiceWorker:
                 attempt += 1
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def _sweep_loop(self) -> None:
         while True:
