@@ -1,0 +1,230 @@
+"""The gateway under many connections, beside bare echo servers of both WebSocket libraries.
+
+    python benchmarks/bench_gateway.py [--connections 10000] [--rates 1000,5000]
+                                       [--seconds 5] [--json out.json]
+
+In one run, each server in its own process and the load generator (gateway_load.py,
+picows client) in another:
+- echo/picows and echo/websockets (gateway_echo.py): the library floors, compression off,
+  same small buffers;
+- gateway: `meetq.gateway.server.serve` (picows) with its dispatcher, on a private
+  redis-server, and a no-op ServiceWorker process for ai_tasks.
+For each: `--connections` connections (authenticated with HMAC tokens for the gateway),
+the server's RSS growth per connection once all are idle, then paced request -> final
+frame round trips at each rate, spread round-robin over the connections, measured from
+each request's scheduled send time. Raises RLIMIT_NOFILE for itself and its children.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import uvloop
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "support"))
+
+from helpers import free_port, running_redis
+
+HERE = Path(__file__).resolve().parent
+
+SECRET = "bench-secret-0123456789abcdef"
+
+
+def rss_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def spawn(args: list[str], **kw: Any) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, **kw)
+    assert proc.stdout is not None
+    line = proc.stdout.readline().strip()
+    if line != b"ready":
+        proc.kill()
+        raise RuntimeError(f"{args[1]} did not start: {line!r}")
+    return proc
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def measure(
+    server: subprocess.Popen[bytes],
+    url: str,
+    connections: int,
+    rates: list[float],
+    seconds: float,
+    ttype: str,
+    secret: str | None,
+) -> dict[str, Any]:
+    time.sleep(1.0)  # the server's own start-up allocations settle
+    before = rss_kb(server.pid)
+    args = [sys.executable, str(HERE / "gateway_load.py"), url, str(connections)]
+    if secret:
+        args.append(secret)
+    load = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert load.stdin is not None and load.stdout is not None
+    try:
+        words = load.stdout.readline().split()
+        if not words or words[0] != b"connected":
+            raise RuntimeError(f"load generator failed: {words!r}")
+        time.sleep(2.0)  # idle: handshakes done, buffers settled
+        after = rss_kb(server.pid)
+        out: dict[str, Any] = {
+            "connections": int(words[1]),
+            "connect_seconds": float(words[2]),
+            "rss_before_kb": before,
+            "rss_idle_kb": after,
+            "kb_per_connection": round((after - before) / max(1, int(words[1])), 2),
+            "runs": [],
+        }
+        for rate in rates:
+            load.stdin.write(f"rate {rate} {seconds} {ttype}\n".encode())
+            load.stdin.flush()
+            out["runs"].append(json.loads(load.stdout.readline()))
+        out["rss_after_load_kb"] = rss_kb(server.pid)
+        load.stdin.write(b"quit\n")
+        load.stdin.flush()
+        load.wait(60)
+        return out
+    finally:
+        if load.poll() is None:
+            load.kill()
+            load.wait()
+
+
+# ---------------------------------------------------------------------- child modes
+
+
+async def serve_gateway(redis_url: str, port: int, connections: int) -> None:
+    from meetq.gateway.server import GatewayConfig, serve
+
+    config = GatewayConfig(
+        port=port,
+        max_connections=connections + 100,
+        connects_per_second=100_000,
+        max_sessions_per_user=1_000,
+        ping_interval=30.0,
+    )
+    ready = asyncio.Event()
+    stop_event = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop_event.set)
+    task = asyncio.ensure_future(serve(redis_url, SECRET, config, stop=stop_event, ready=ready))
+    await ready.wait()
+    gc.collect()
+    print("ready", flush=True)
+    stats = await task
+    print(json.dumps(stats), file=sys.stderr, flush=True)
+
+
+async def noop_worker(redis_url: str) -> None:
+    from meetq import ServiceWorker, TaskType
+
+    w = ServiceWorker(redis_url, "ai-service", workers=64)
+    w.register_handler(TaskType.SPEECH_RECOGNITION, lambda req: {"ok": True})
+    stop_event = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop_event.set)
+    async with w:
+        print("ready", flush=True)
+        await stop_event.wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--connections", type=int, default=10_000)
+    parser.add_argument("--rates", default="1000,5000")
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--only", default="picows,websockets,gateway")
+    parser.add_argument("--json")
+    parser.add_argument("--serve-gateway", nargs=3, metavar=("REDIS_URL", "PORT", "N"))
+    parser.add_argument("--noop-worker", metavar="REDIS_URL")
+    args = parser.parse_args()
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if args.serve_gateway:
+        url, port, n = args.serve_gateway
+        uvloop.run(serve_gateway(url, int(port), int(n)))
+        return
+    if args.noop_worker:
+        uvloop.run(noop_worker(args.noop_worker))
+        return
+    if hard < args.connections + 1000:  # per process: the server and the load generator
+        raise SystemExit(f"RLIMIT_NOFILE hard limit {hard} is too low for {args.connections}")
+    rates = [float(r) for r in args.rates.split(",")]
+    results: dict[str, Any] = {"connections": args.connections, "seconds": args.seconds}
+    for lib in ("picows", "websockets"):
+        if lib not in args.only:
+            continue
+        port = free_port()
+        server = spawn([sys.executable, str(HERE / "gateway_echo.py"), lib, str(port)])
+        try:
+            results[f"echo_{lib}"] = measure(
+                server,
+                f"ws://127.0.0.1:{port}/",
+                args.connections,
+                rates,
+                args.seconds,
+                "echo",
+                None,
+            )
+        finally:
+            stop(server)
+        print(json.dumps({f"echo_{lib}": results[f"echo_{lib}"]}), flush=True)
+    if "gateway" in args.only:
+        with running_redis() as redis_server:
+            worker = spawn([sys.executable, __file__, "--noop-worker", redis_server.url])
+            port = free_port()
+            gateway = spawn(
+                [
+                    sys.executable,
+                    __file__,
+                    "--serve-gateway",
+                    redis_server.url,
+                    str(port),
+                    str(args.connections),
+                ]
+            )
+            try:
+                results["gateway"] = measure(
+                    gateway,
+                    f"ws://127.0.0.1:{port}/",
+                    args.connections,
+                    rates,
+                    args.seconds,
+                    "ai.speech_recognition",
+                    SECRET,
+                )
+            finally:
+                stop(gateway)
+                stop(worker)
+        print(json.dumps({"gateway": results["gateway"]}), flush=True)
+    results["command"] = " ".join(["python", *sys.argv])
+    print(json.dumps(results, indent=2))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()
