@@ -1,314 +1,402 @@
-"""`meetq` command line: the demo and operator commands.
+"""`meetq`: the command line of the platform.
 
-    meetq demo                       the whole pipeline on this machine
-    meetq stats QUEUE                queue depths and counters
-    meetq dlq list|requeue|purge QUEUE
+    meetq demo                       the whole pipeline on this machine (private redis-server)
+    meetq worker MODULE[:ATTR]       run a module's handlers on a queue (SIGTERM: graceful)
+    meetq gateway / meetq ai-node    the WebSocket gateway / a StackFlow AI node
+    meetq stats [QUEUE...]           depths, DLQ, counters (--watch refreshes in place)
+    meetq dlq list|requeue|purge Q   browse or act on a dead-letter queue
+    meetq metrics / meetq dashboard  Prometheus /metrics, the live web dashboard
+    meetq bench                      run the benchmark suites, print the ratio tables
 
-Commands that need Redis use `--redis-url` or `REDIS_URL`; `demo` starts a private
-redis-server when neither is given.
+Commands that need Redis take `--redis-url` or `REDIS_URL` (default redis://127.0.0.1:6379/0).
+Exit codes (scripts can rely on them): 0 ok, 1 the command failed, 2 usage or a bad URL,
+3 Redis unreachable, 4 something required is missing, 5 a confirmation was declined,
+130 interrupted. Errors are one line on stderr, never a traceback (`-v` logs more).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
+import logging
 import os
-import random
-import shutil
-import socket
-import subprocess
 import sys
-import tempfile
-import threading
-import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-import orjson
-import uvloop
+from meetq.ops.common import (
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_MISSING,
+    EXIT_OK,
+    EXIT_USAGE,
+    CliError,
+    check_redis_url,
+    missing_extra,
+    unreachable,
+)
 
-from meetq import LocalEventBus, Message, Priority, RedisMessageQueue, backend, events
-from meetq.local.scheduler import Task, TaskScheduler
-
-
-@contextlib.contextmanager
-def private_redis() -> Iterator[str]:
-    """A throwaway redis-server on a free loopback port, stopped on exit."""
-    server = shutil.which("redis-server")
-    if server is None:
-        raise SystemExit("redis-server not found: install it or set REDIS_URL")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    with tempfile.TemporaryDirectory(prefix="meetq-demo-") as d:
-        proc = subprocess.Popen(
-            [server, "--port", str(port), "--bind", "127.0.0.1", "--dir", d, "--save", ""],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            deadline = time.monotonic() + 10
-            while True:
-                with (
-                    contextlib.suppress(OSError),
-                    socket.create_connection(("127.0.0.1", port), timeout=0.2),
-                ):
-                    break
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit("could not start redis-server")
-                time.sleep(0.01)
-            yield f"redis://127.0.0.1:{port}/0"
-        finally:
-            proc.terminate()
-            proc.wait(10)
+DEFAULT_URL = "redis://127.0.0.1:6379/0"
+log = logging.getLogger("meetq.ops.cli")
 
 
-class Progress:
-    """One status line, rewritten in place on a terminal and printed plainly otherwise."""
-
-    def __init__(self) -> None:
-        self.tty = sys.stderr.isatty()
-
-    def show(self, text: str) -> None:
-        if self.tty:
-            sys.stderr.write(f"\r\033[K{text}")
-            sys.stderr.flush()
-
-    def done(self, text: str) -> None:
-        if self.tty:
-            sys.stderr.write("\r\033[K")
-        print(f"  ✓ {text}", file=sys.stderr)
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if n <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {n}")
+    return n
 
 
-async def demo_bus(progress: Progress, n: int) -> dict[str, Any]:
-    """Media services emit stream events from several threads; handlers count them."""
-    per_stream: dict[str, int] = {}
-
-    def on_started(ev: Any) -> None:
-        sid = ev.payload["stream_id"]
-        per_stream[sid] = per_stream.get(sid, 0) + 1
-
-    async def on_stopped(ev: Any) -> None:
-        per_stream.pop(ev.payload["stream_id"], None)
-
-    async with LocalEventBus(buffer_size=8192, workers=4) as bus:
-        bus.on(events.STREAM_STARTED, on_started)
-        bus.on(events.STREAM_STOPPED, on_stopped)
-        threads = 4
-        started = time.perf_counter()
-
-        def produce(t: int) -> None:
-            for i in range(n // threads):
-                payload = {"stream_id": f"s{t}-{i % 50}"}
-                while not bus.emit(events.STREAM_STARTED, payload, source=f"media-{t}"):
-                    time.sleep(0)
-
-        workers = [threading.Thread(target=produce, args=(t,)) for t in range(threads)]
-        for w in workers:
-            w.start()
-        total = n // threads * threads
-        while bus.get_stats()["processed_events"] < total:
-            progress.show(f"local bus: {bus.get_stats()['processed_events']:,}/{total:,} events")
-            await asyncio.sleep(0.05)
-        for w in workers:
-            w.join()
-        elapsed = time.perf_counter() - started
-        for sid in list(per_stream)[:10]:
-            await bus.emit_wait(events.STREAM_STOPPED, {"stream_id": sid}, "media-0", 1.0)
-    stats = bus.get_stats()
-    progress.done(f"local bus: {total:,} events from {threads} threads in {elapsed:.2f}s")
-    return {"events": total, "rate": total / elapsed, "stats": stats}
+def _non_negative_int(text: str) -> int:
+    n = int(text) if text.lstrip("-").isdigit() else -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0: {text!r}")
+    return n
 
 
-async def demo_scheduler(progress: Progress, n: int) -> dict[str, Any]:
-    """Delayed clean-ups and prioritized jobs on the timer wheel."""
-    lateness: list[float] = []
-
-    def job(task: Task) -> None:
-        due = task.payload.get("due")
-        if due is not None:
-            lateness.append(time.time() - due)
-
-    async with TaskScheduler(buffer_size=n, workers=8) as s:
-        now = time.time()
-        ids = []
-        for i in range(n):
-            delay = random.uniform(0.01, 0.5) if i % 2 else 0.0
-            prio = Priority(i % 4)
-            ids.append(
-                s.submit(
-                    Task(
-                        type="cleanup",
-                        priority=prio,
-                        handler=job,
-                        delay=delay,
-                        payload={"due": now + delay} if delay else {},
-                    )
-                )
-            )
-        for i, tid in enumerate(ids):
-            await s.wait(tid)
-            if i % 100 == 0:
-                progress.show(f"scheduler: {i:,}/{n:,} tasks done")
-        stats = s.get_stats()
-    lateness.sort()
-    p99 = lateness[int(len(lateness) * 0.99) - 1] * 1000 if lateness else 0.0
-    progress.done(f"scheduler: {n:,} tasks ({n // 2:,} delayed), p99 lateness {p99:.1f} ms")
-    return {"tasks": n, "p99_late_ms": p99, "stats": stats}
+def _positive_float(text: str) -> float:
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not x > 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text}")
+    return x
 
 
-async def demo_queue(progress: Progress, url: str, n: int) -> dict[str, Any]:
-    """AI tasks through Redis: priorities, a flaky handler that retries, a DLQ."""
-    done: dict[str, int] = {}
+def _port(text: str) -> int:
+    n = _non_negative_int(text)
+    if n > 65535:
+        raise argparse.ArgumentTypeError(f"not a port: {text}")
+    return n
 
-    def transcribe(msg: Message) -> dict[str, Any]:
-        if msg.payload.get("corrupt"):
-            raise ValueError("audio chunk is corrupt")
-        done[msg.priority.name] = done.get(msg.priority.name, 0) + 1
-        return {"text": f"transcript of {msg.payload['chunk']}"}
 
-    queue_name = f"demo_ai_tasks_{os.getpid()}"
-    async with RedisMessageQueue(url, queue_name, workers=8, retry_backoff=0.01) as q:
-        q.register_handler("speech_recognition", transcribe)
-        started = time.perf_counter()
-        batch: list[Message] = []
-        for i in range(n):
-            batch.append(
-                Message(
-                    type="speech_recognition",
-                    priority=Priority(i % 4),
-                    payload={"chunk": i, "meeting_id": 42, "corrupt": i % 500 == 0},
-                    max_retries=2,
-                )
-            )
-            if len(batch) == 500:
-                await q.publish_batch(batch)
-                batch = []
-        if batch:
-            await q.publish_batch(batch)
-        corrupt = len(range(0, n, 500))
-        while True:
-            stats = await q.get_stats()
-            finished = stats["total_processed"] + stats["dead_letter_count"]
-            progress.show(f"redis queue: {finished:,}/{n:,} messages")
-            if finished >= n:
-                break
-            await asyncio.sleep(0.05)
-        elapsed = time.perf_counter() - started
-        dead = await q.dead_letters(1)
-        reason = dead[0].reason if dead else ""
-        await q.purge_dead_letters()
-    progress.done(
-        f"redis queue: {n:,} messages in {elapsed:.2f}s, {corrupt} to the DLQ after retries"
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="meetq",
+        description="meetq: the messaging layer of a real-time video-conferencing platform.",
+        epilog="Exit codes: 0 ok, 1 failed, 2 usage/bad URL, 3 Redis unreachable, "
+        "4 missing requirement, 5 declined, 130 interrupted.",
     )
-    return {
-        "messages": n,
-        "rate": n / elapsed,
-        "stats": stats,
-        "by_priority": done,
-        "dlq_reason": reason,
-    }
-
-
-def table(rows: list[tuple[str, str, str]]) -> str:
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
-    line = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
-    out = [line]
-    for j, row in enumerate(rows):
-        out.append("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |")
-        if j == 0:
-            out.append(line)
-    out.append(line)
-    return "\n".join(out)
-
-
-async def run_demo(url: str, scale: float) -> None:
-    progress = Progress()
-    print(f"meetq demo — backend {backend()}, redis {url}", file=sys.stderr)
-    bus = await demo_bus(progress, int(200_000 * scale))
-    sched = await demo_scheduler(progress, int(2_000 * scale))
-    queue = await demo_queue(progress, url, int(5_000 * scale))
-    qs = queue["stats"]
-    print(
-        table(
-            [
-                ("component", "work", "result"),
-                (
-                    "LocalEventBus",
-                    f"{bus['events']:,} events, 4 threads",
-                    f"{bus['rate']:,.0f} events/s, "
-                    f"{bus['stats']['dropped_events']} refused while full (re-emitted)",
-                ),
-                (
-                    "TaskScheduler",
-                    f"{sched['tasks']:,} tasks, half delayed",
-                    f"{sched['stats']['completed_tasks']:,} completed, "
-                    f"delayed ones p99 {sched['p99_late_ms']:.1f} ms late (sharing 8 workers)",
-                ),
-                (
-                    "RedisMessageQueue",
-                    f"{queue['messages']:,} AI tasks, 4 priorities",
-                    f"{queue['rate']:,.0f} msgs/s, {qs['total_processed']:,} processed, "
-                    f"{qs['total_retried']} retried, {qs['dead_letter_count']} dead-lettered",
-                ),
-            ]
-        )
+    parser.add_argument(
+        "--redis-url",
+        default=os.environ.get("REDIS_URL"),
+        help=f"Redis to use (default: $REDIS_URL, else {DEFAULT_URL}; demo: a private one)",
     )
-    if queue["dlq_reason"]:
-        print(f"DLQ reason recorded: {queue['dlq_reason']}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv: debug)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = sub.add_parser(
+        "demo",
+        help="run the whole platform path on this machine and print a summary",
+        description="Starts a private redis-server (unless --redis-url/REDIS_URL), the "
+        "services, simulated clients and events; shows live progress, then a summary table. "
+        "Everything it starts is stopped on exit or Ctrl-C.",
+    )
+    demo.add_argument("--duration", type=_positive_float, default=8.0, help="seconds of load")
+    demo.add_argument("--rate", type=_positive_float, default=300.0, help="client tasks/s")
+    demo.add_argument("--clients", type=_positive_int, default=24, help="client sessions")
+    demo.add_argument("--meetings", type=_positive_int, default=4, help="meetings they are in")
+    demo.add_argument(
+        "--dashboard",
+        action="store_true",
+        help="keep running with the dashboard open on a printed URL (Ctrl-C ends it)",
+    )
+    demo.add_argument("--dashboard-port", type=_port, default=0, help="0 picks a free port")
+    demo.add_argument("--seed", type=int, default=None, help="random seed of the workload")
+
+    worker = sub.add_parser(
+        "worker",
+        help="run the handlers of an importable module on a queue",
+        description="Runs MODULE[:ATTR]'s handlers (default ATTR: settings) on its queue. "
+        "The settings (a dict or object) name `queue` and `handlers` ({type: fn}), and "
+        "optionally `workers`, `in_thread`, `queue_options`, `on_startup`, `on_shutdown`. "
+        "SIGTERM/SIGINT stop it gracefully: in-flight work is finished or handed back.",
+    )
+    worker.add_argument("target", metavar="MODULE[:ATTR]", help="e.g. myapp.tasks:settings")
+    worker.add_argument("--queue", help="override the settings' queue name")
+    worker.add_argument("--workers", type=_positive_int, help="override the settings' workers")
+    worker.add_argument("--metrics-port", type=_port, help="serve /metrics on this port")
+    worker.add_argument("--metrics-host", default="127.0.0.1", help="address for /metrics")
+
+    gateway = sub.add_parser(
+        "gateway",
+        help="run the WebSocket gateway",
+        description="Runs the client WebSocket gateway (meetq[gateway]); the remaining "
+        "arguments go to the gateway's own parser (`meetq gateway --help`).",
+        add_help=False,
+    )
+    gateway.add_argument("args", nargs=argparse.REMAINDER)
+    ai_node = sub.add_parser(
+        "ai-node",
+        help="run a StackFlow AI node",
+        description="Runs one StackFlow AI node (meetq[ai]); the remaining arguments go to "
+        "the node's own parser (`meetq ai-node --help`).",
+        add_help=False,
+    )
+    ai_node.add_argument("args", nargs=argparse.REMAINDER)
+
+    stats = sub.add_parser(
+        "stats",
+        help="queue depths, in flight, delayed, DLQ and counters",
+        description="Prints each queue's figures (all queues found when none is named).",
+    )
+    stats.add_argument("queues", nargs="*", metavar="QUEUE")
+    stats.add_argument("--json", action="store_true", help="JSON instead of a table")
+    stats.add_argument(
+        "--watch",
+        type=_positive_float,
+        nargs="?",
+        const=2.0,
+        metavar="SECONDS",
+        help="refresh in place every SECONDS (default 2) until Ctrl-C",
+    )
+    stats.add_argument("--iterations", type=_positive_int, help="with --watch: stop after N")
+
+    dlq = sub.add_parser("dlq", help="browse, requeue or purge a dead-letter queue")
+    dsub = dlq.add_subparsers(dest="action", required=True, metavar="ACTION")
+    dl = dsub.add_parser("list", help="show dead letters, oldest first")
+    dl.add_argument("queue")
+    dl.add_argument("--limit", type=_positive_int, default=20, help="entries per page")
+    dl.add_argument("--offset", type=_non_negative_int, default=0, help="start of the page")
+    dl.add_argument("--type", default="", help="only this message type")
+    dl.add_argument("--reason", default="", help="only reasons containing this text")
+    dl.add_argument("--json", action="store_true")
+    dr = dsub.add_parser("requeue", help="move the oldest dead letters back to ready")
+    dr.add_argument("queue")
+    how = dr.add_mutually_exclusive_group(required=True)
+    how.add_argument("--count", type=_positive_int, help="how many (oldest first)")
+    how.add_argument("--all", action="store_true", help="every dead letter")
+    dp = dsub.add_parser("purge", help="delete every dead letter (asks unless --yes)")
+    dp.add_argument("queue")
+    dp.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+
+    metrics = sub.add_parser(
+        "metrics",
+        help="serve Prometheus /metrics for queues",
+        description="Serves /metrics (meetq[metrics]) for the named queues, or every queue "
+        "found at start.",
+    )
+    metrics.add_argument("--queue", action="append", default=[], dest="queues")
+    metrics.add_argument("--host", default="127.0.0.1")
+    metrics.add_argument("--port", type=_port, default=9464)
+    metrics.add_argument("--cache-ttl", type=_positive_float, default=1.0, help="seconds")
+
+    dash = sub.add_parser(
+        "dashboard",
+        help="serve the live web dashboard",
+        description="Serves the dashboard (meetq[dashboard]) and /metrics. Requeue and purge "
+        "need the token from $MEETQ_DASHBOARD_TOKEN (a random one is made and printed in "
+        "the URL when it is unset).",
+    )
+    dash.add_argument("--queue", action="append", default=[], dest="queues")
+    dash.add_argument("--host", default="127.0.0.1")
+    dash.add_argument("--port", type=_port, default=8460)
+    dash.add_argument("--interval", type=_positive_float, default=1.0, help="push every N s")
+
+    bench = sub.add_parser(
+        "bench",
+        help="run the benchmark suites and print the ratio tables",
+        description="Runs pytest-benchmark on benchmarks/ of a source checkout, then "
+        "benchmarks/report.py (the tables of BENCHMARKS.md).",
+    )
+    bench.add_argument("--path", help="the benchmarks/ directory (default: ./benchmarks)")
+    bench.add_argument("--scale", type=_positive_float, help="MEETQ_BENCH_SCALE (0.02: smoke)")
+    bench.add_argument("-k", dest="select", help="only benchmarks matching this expression")
+    return parser
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="meetq", description=__doc__.splitlines()[0])
-    parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL"))
-    sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="run the whole pipeline on this machine")
-    demo.add_argument("--scale", type=float, default=1.0, help="shrink or grow the workload")
-    stats = sub.add_parser("stats", help="print a queue's stats as JSON")
-    stats.add_argument("queue")
-    dlq = sub.add_parser("dlq", help="inspect or act on a dead-letter queue")
-    dlq.add_argument("action", choices=["list", "requeue", "purge"])
-    dlq.add_argument("queue")
-    dlq.add_argument("-n", type=int, default=10)
-    args = parser.parse_args(argv)
-
-    if args.command == "demo":
-        if args.redis_url:
-            uvloop.run(run_demo(args.redis_url, args.scale))
-        else:
-            with private_redis() as url:
-                uvloop.run(run_demo(url, args.scale))
-        return
-    if not args.redis_url:
-        raise SystemExit("set --redis-url or REDIS_URL")
-    uvloop.run(_operate(args))
+    sys.exit(run(argv))
 
 
-async def _operate(args: argparse.Namespace) -> None:
-    q = RedisMessageQueue(args.redis_url, args.queue)
+def run(argv: list[str] | None = None) -> int:
+    """Parses and runs one command; returns its exit status (see the module docstring)."""
+    args = build_parser().parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        if args.command == "stats":
-            print(orjson.dumps(await q.get_stats(), option=orjson.OPT_INDENT_2).decode())
-        elif args.action == "list":
-            for d in await q.dead_letters(args.n):
-                print(
-                    orjson.dumps(
-                        {
-                            "id": d.id,
-                            "reason": d.reason,
-                            "failed_at": d.failed_at,
-                            "deliveries": d.deliveries,
-                        }
-                    ).decode()
-                )
-        elif args.action == "requeue":
-            print(f"requeued {await q.requeue_dead_letters(args.n)}")
-        else:
-            print(f"purged {await q.purge_dead_letters()}")
+        return _dispatch(args)
+    except CliError as exc:
+        print(f"meetq {args.command}: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        print(f"meetq {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        if args.verbose:
+            log.exception("meetq %s failed", args.command)
+        print(
+            f"meetq {args.command}: {type(exc).__name__}: {exc} (-v shows the traceback)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
+
+
+def _url(args: argparse.Namespace) -> str:
+    return check_redis_url(args.redis_url or DEFAULT_URL)
+
+
+def _run_async(main: Callable[[], Coroutine[Any, Any, int | None]]) -> int:
+    import uvloop
+
+    return uvloop.run(main()) or EXIT_OK
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    cmd = args.command
+    if cmd == "demo":
+        from meetq.ops import demo
+
+        return demo.run_from_args(args)
+    if cmd == "bench":
+        from meetq.ops.bench import run_bench
+
+        return run_bench(args.path, args.scale, args.select, [])
+    if cmd in ("gateway", "ai-node"):
+        return _delegate(cmd, args.args)
+    url = _url(args)
+    if cmd == "worker":
+        return _run_async(lambda: _worker(url, args))
+    if cmd in ("stats", "dlq"):
+        return _run_async(lambda: _with_inspector(url, lambda i: _admin(i, args)))
+    if cmd == "metrics":
+        return _run_async(lambda: _with_inspector(url, lambda i: _serve(i, args, False)))
+    if cmd == "dashboard":
+        return _run_async(lambda: _with_inspector(url, lambda i: _serve(i, args, True)))
+    raise CliError(f"unknown command {cmd!r}", EXIT_USAGE)
+
+
+def _delegate(cmd: str, rest: list[str]) -> int:
+    """`meetq gateway` / `meetq ai-node`: the component's own argument parser and runner."""
+    module, entry, extra = {
+        "gateway": ("meetq.gateway.server", "run_from_args", "gateway"),
+        "ai-node": ("meetq.ai.node", "run_node_from_args", "ai"),
+    }[cmd]
+    import importlib
+
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name and (exc.name == module or module.startswith(exc.name + ".")):
+            raise CliError(f"{cmd} is not part of this meetq build yet", EXIT_MISSING) from None
+        raise missing_extra(extra, exc) from None
+    runner = getattr(mod, entry, None)
+    if runner is None:
+        raise CliError(f"{cmd} is not part of this meetq build yet", EXIT_MISSING)
+    result = runner(rest)
+    return int(result or 0)
+
+
+async def _with_inspector(url: str, body: Callable[[Any], Awaitable[int | None]]) -> int:
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import RedisError
+
+    from meetq.errors import MeetqConnectionError
+    from meetq.ops.queues import QueueInspector
+
+    inspector = QueueInspector(url)
+    try:
+        try:
+            await asyncio.wait_for(inspector.ping(), 10.0)
+        except (OSError, RedisError, TimeoutError) as exc:
+            raise unreachable(url, exc) from None
+        try:
+            return await body(inspector) or EXIT_OK
+        except (MeetqConnectionError, ConnectionError, RedisConnectionError) as exc:
+            raise unreachable(url, exc) from None
     finally:
-        await q.stop()
+        await inspector.close()
 
 
-if __name__ == "__main__":
-    main()
+async def _admin(inspector: Any, args: argparse.Namespace) -> int:
+    from meetq.ops import admin
+
+    if args.command == "stats":
+        await admin.stats(inspector, args.queues, args.json, args.watch, args.iterations)
+    elif args.action == "list":
+        await admin.dlq_list(
+            inspector, args.queue, args.limit, args.offset, args.type, args.reason, args.json
+        )
+    elif args.action == "requeue":
+        await admin.dlq_requeue(inspector, args.queue, args.count, args.all)
+    else:
+        await admin.dlq_purge(inspector, args.queue, args.yes)
+    return EXIT_OK
+
+
+async def _serve(inspector: Any, args: argparse.Namespace, dashboard: bool) -> int:
+    try:
+        from meetq.ops.http import HttpServer
+        from meetq.ops.metrics import MetricsHub
+    except ImportError as exc:
+        raise missing_extra("dashboard" if dashboard else "metrics", exc) from None
+    queues = args.queues or await inspector.discover()
+    hub = MetricsHub(inspector, queues, cache_ttl=getattr(args, "cache_ttl", 1.0))
+    server = HttpServer(args.host, args.port)
+    hub.routes(server)
+    board = None
+    url_suffix = "/metrics"
+    if dashboard:
+        import secrets
+
+        from meetq.ops.dashboard import Dashboard
+
+        token = os.environ.get("MEETQ_DASHBOARD_TOKEN") or secrets.token_urlsafe(16)
+        board = Dashboard(hub, token=token, interval=args.interval)
+        board.routes(server)
+        await board.start()
+        url_suffix = "/" if os.environ.get("MEETQ_DASHBOARD_TOKEN") else f"/#token={token}"
+    try:
+        await server.start()
+    except OSError as exc:
+        raise CliError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
+    print(f"serving {server.url}{url_suffix} ({len(queues)} queue(s))", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    import signal
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        if board is not None:
+            await board.stop()
+        await server.stop()
+    return EXIT_OK
+
+
+async def _worker(url: str, args: argparse.Namespace) -> int:
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import RedisError
+
+    from meetq.errors import MeetqConnectionError
+    from meetq.ops.queues import QueueInspector
+    from meetq.ops.worker import load_settings, run_worker
+
+    settings = load_settings(args.target)
+    if args.queue:
+        settings.queue = args.queue
+    if args.workers:
+        settings.workers = args.workers
+    probe = QueueInspector(url)
+    try:
+        await asyncio.wait_for(probe.ping(), 10.0)
+    except (OSError, RedisError, TimeoutError) as exc:
+        raise unreachable(url, exc) from None
+    finally:
+        await probe.close()
+    try:
+        await run_worker(url, settings, args.metrics_port, args.metrics_host)
+    except (MeetqConnectionError, ConnectionError, RedisConnectionError) as exc:
+        raise unreachable(url, exc) from None
+    except ImportError as exc:
+        raise missing_extra("metrics", exc) from None
+    return EXIT_OK
+
+
+__all__ = ["EXIT_MISSING", "build_parser", "main", "run"]

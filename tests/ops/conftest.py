@@ -1,0 +1,8 @@
+"""tests/ops: the helpers beside these tests (clirun) are importable by name."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))

@@ -1,0 +1,104 @@
+"""`meetq demo` as a user runs it: to its summary with exit 0, or interrupted by Ctrl-C;
+either way no redis-server process and no socket file is left behind."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from helpers import wait_until
+
+
+def _alive(pid: int) -> bool:
+    stat = Path(f"/proc/{pid}/stat")
+    try:
+        return stat.read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children = task / "children"
+        if children.exists():
+            out += [int(c) for c in children.read_text().split()]
+    return out
+
+
+def _spawn(*args: str) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "meetq", "demo", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def _socket_of(line: str) -> Path:
+    m = re.search(r"unix://(\S+)", line)
+    assert m, line
+    return Path(m.group(1))
+
+
+def test_demo_runs_to_its_summary_and_cleans_up() -> None:
+    proc = _spawn("--duration", "2", "--rate", "150", "--clients", "6", "--seed", "7")
+    try:
+        out, err = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    sock = _socket_of(err.splitlines()[0])
+    assert not sock.exists() and not sock.parent.exists()
+    assert "tasks by type and priority" in out
+    assert "achieved rate" in out and "p50 / p99" in out
+    # invalid on purpose: refused at the edge, or dead-lettered with their reason
+    assert "no handler for message type 'hologram'" in out or "(refused)" in out
+    for kind in ("ai.speech_recognition", "media.transcode", "meeting.mute_user", "chat.message"):
+        assert kind in out
+
+
+def test_ctrl_c_stops_everything() -> None:
+    proc = _spawn("--duration", "60", "--rate", "100")
+    try:
+        assert proc.stderr is not None
+        first = proc.stderr.readline()
+        sock = _socket_of(first)
+        assert "meetq demo" in proc.stderr.readline()  # the demo is running
+        redis_pids = wait_until(lambda: _children(proc.pid), timeout=30)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130
+    assert not sock.exists() and not sock.parent.exists()
+    for pid in redis_pids:
+        assert not _alive(pid)
+
+
+def test_sigterm_stops_everything_too() -> None:
+    proc = _spawn("--duration", "60", "--rate", "50")
+    try:
+        assert proc.stderr is not None
+        sock = _socket_of(proc.stderr.readline())
+        assert "meetq demo" in proc.stderr.readline()
+        redis_pids = wait_until(lambda: _children(proc.pid), timeout=30)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130
+    assert not sock.parent.exists()
+    assert not any(_alive(p) for p in redis_pids)
