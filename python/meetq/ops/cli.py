@@ -257,7 +257,10 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return run_bench(args.path, args.scale, args.select, [])
     if cmd in ("gateway", "ai-node"):
-        return _delegate(cmd, args.args)
+        rest = list(args.args)
+        if cmd == "gateway" and args.redis_url and "--redis-url" not in rest:
+            rest = ["--redis-url", _url(args), *rest]
+        return _delegate(cmd, rest)
     url = _url(args)
     if cmd == "worker":
         return _run_async(lambda: _worker(url, args))
