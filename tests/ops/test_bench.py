@@ -23,7 +23,13 @@ def test_bench_without_benchmarks_says_where_to_run_it(tmp_path: Path) -> None:
     assert "benchmarks/ not found" in one_line_error(proc)
 
 
-def test_failing_benchmarks_exit_1() -> None:
-    proc = meetq("bench", "--path", str(BENCHMARKS), "-k", "no_benchmark_has_this_name")
+def test_failing_benchmarks_exit_1(tmp_path: Path) -> None:
+    bench = tmp_path / "benchmarks"
+    bench.mkdir()
+    (bench / "report.py").write_text("raise SystemExit('must not run')\n")
+    (bench / "test_bench_broken.py").write_text(
+        "def test_broken(benchmark):\n    benchmark(lambda: 1 / 0)\n"
+    )
+    proc = meetq("bench", "--path", str(bench))
     assert proc.returncode == 1
-    assert "benchmarks failed" in proc.stderr
+    assert "benchmarks failed (pytest exit 1)" in proc.stderr

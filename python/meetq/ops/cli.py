@@ -304,7 +304,8 @@ async def _with_inspector(url: str, body: Callable[[Any], Awaitable[int | None]]
     inspector = QueueInspector(url)
     try:
         try:
-            await asyncio.wait_for(inspector.ping(), 10.0)
+            async with asyncio.timeout(10.0):
+                await inspector.ping()
         except (OSError, RedisError, TimeoutError) as exc:
             raise unreachable(url, exc) from None
         try:
@@ -388,7 +389,8 @@ async def _worker(url: str, args: argparse.Namespace) -> int:
         settings.workers = args.workers
     probe = QueueInspector(url)
     try:
-        await asyncio.wait_for(probe.ping(), 10.0)
+        async with asyncio.timeout(10.0):
+            await probe.ping()
     except (OSError, RedisError, TimeoutError) as exc:
         raise unreachable(url, exc) from None
     finally:

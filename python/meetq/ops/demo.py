@@ -334,8 +334,7 @@ class Demo:
                         await asyncio.sleep(0.05)
                 finally:
                     tracker.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await tracker
+                    await asyncio.wait({tracker})
             drained = await self._drained()
             await self._collect_dlq()
             stats = {name: await q.get_stats() for name, q in self.queues.items()}

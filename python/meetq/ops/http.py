@@ -121,7 +121,8 @@ class HttpServer:
         assert task is not None
         self._conns.add(task)
         try:
-            request = await asyncio.wait_for(_read_request(reader), READ_TIMEOUT)
+            async with asyncio.timeout(READ_TIMEOUT):
+                request = await _read_request(reader)
             if isinstance(request, Response):
                 await _write(writer, request)
                 return
@@ -141,8 +142,6 @@ class HttpServer:
             else:
                 await _write(writer, result)
         except (TimeoutError, ConnectionError, asyncio.IncompleteReadError):
-            pass
-        except asyncio.CancelledError:
             pass
         finally:
             self._conns.discard(task)

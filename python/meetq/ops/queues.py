@@ -1,7 +1,7 @@
 """What the operator commands, the metrics and the dashboard read about queues.
 
-`QueueInspector` holds one redis-py client and one never-started `RedisMessageQueue` per
-queue name (stats and the DLQ work without a worker). A queue snapshot costs a constant
+`QueueInspector` holds one redis-py client and one `QueueAdmin` per queue name (stats and
+the DLQ without a worker). A queue snapshot costs a constant
 number of Redis commands whatever the queue's size: the stats script (LLEN/ZCARD/HGETALL
 of a small hash) plus the head of each ready list and their bodies for the oldest age.
 """
@@ -20,7 +20,7 @@ from meetq._redis.keys import READY_LEVELS, QueueKeys
 from meetq.errors import MalformedMessageError, MessageTooLargeError
 from meetq.ops.common import redis_client
 from meetq.priority import Priority
-from meetq.queue import DeadLetter, RedisMessageQueue
+from meetq.queue import DeadLetter, QueueAdmin, QueueConfig
 
 PRIORITY_NAMES = {int(p): p.name.lower() for p in Priority}
 _STATS_SCAN = QueueKeys("*").named("stats")
@@ -79,23 +79,25 @@ class DeadLetterPage:
 class QueueInspector:
     """Stats and DLQ operations on any number of queues through one client."""
 
-    def __init__(self, redis_or_url: str | redis.asyncio.Redis) -> None:
+    def __init__(self, redis_or_url: str | redis.asyncio.Redis, retry_budget: float = 3.0) -> None:
+        # short: a scrape or a page of the dashboard reports a dead Redis, it does not hang
+        self._config = QueueConfig(retry_budget=retry_budget)
         if isinstance(redis_or_url, str):
             self._client = redis_client(redis_or_url)
             self._owned = True
         else:
             self._client = redis_or_url
             self._owned = False
-        self._queues: dict[str, RedisMessageQueue] = {}
+        self._queues: dict[str, QueueAdmin] = {}
 
     @property
     def client(self) -> redis.asyncio.Redis:
         return self._client
 
-    def queue(self, name: str) -> RedisMessageQueue:
+    def queue(self, name: str) -> QueueAdmin:
         q = self._queues.get(name)
         if q is None:
-            q = self._queues[name] = RedisMessageQueue(self._client, name)
+            q = self._queues[name] = QueueAdmin(self._client, name, self._config)
         return q
 
     async def ping(self) -> None:
@@ -135,7 +137,7 @@ class QueueInspector:
     async def snapshots(self, names: Iterable[str]) -> list[QueueSnapshot]:
         return [await self.snapshot(n) for n in names]
 
-    async def _oldest_ready_age(self, q: RedisMessageQueue) -> float:
+    async def _oldest_ready_age(self, q: QueueAdmin) -> float:
         """Seconds since the oldest ready message was published: the head of each ready
         list (LINDEX 0) and their bodies, 2 round trips whatever the length."""
         keys = q.keys
@@ -201,7 +203,7 @@ class QueueInspector:
 
     async def close(self) -> None:
         for q in self._queues.values():
-            await q.stop()
+            await q.close()
         self._queues.clear()
         if self._owned:
             await self._client.aclose()

@@ -66,6 +66,7 @@ class Dashboard:
         self._subscribers: set[asyncio.Queue[tuple[str, object]]] = set()
         self._poller: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._stopping = False
 
     # ------------------------------------------------------------------ wiring
 
@@ -85,10 +86,11 @@ class Dashboard:
 
     async def stop(self) -> None:
         if self._poller is not None:
-            self._poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._poller
+            self._stopping = True
+            self._wake.set()
+            await asyncio.wait({self._poller})  # never swallows a cancel of our caller
             self._poller = None
+            self._stopping = False
         for sub in list(self._subscribers):
             sub.put_nowait(("bye", {}))
 
@@ -101,8 +103,11 @@ class Dashboard:
     async def _poll(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.interval)
+                async with asyncio.timeout(self.interval):
+                    await self._wake.wait()
             self._wake.clear()
+            if self._stopping:
+                return
             try:
                 await self._tick()
             except Exception:
@@ -189,7 +194,8 @@ class Dashboard:
             try:
                 while True:
                     try:
-                        item = await asyncio.wait_for(sub.get(), 15.0)
+                        async with asyncio.timeout(15.0):
+                            item = await sub.get()
                     except TimeoutError:
                         item = ("ping", {})  # keeps proxies from closing an idle stream
                     if item[0] == "bye":
