@@ -234,3 +234,16 @@ async def test_dlq_list_requeue_purge(redis_server: RedisServer) -> None:
     assert forced.returncode == 0 and "purged 2" in forced.stdout
     everything = meetq("--redis-url", url, "dlq", "requeue", "jobs2", "--all")
     assert everything.returncode == 0 and "empty" in everything.stdout
+
+
+def test_gateway_command_is_the_gateways_own_entry_point() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("meetq.gateway") is None:
+        pytest.skip("the gateway is not in this build")
+    proc = meetq("gateway", "--help")
+    assert proc.returncode == 0, proc.stderr
+    assert "usage: meetq gateway" in proc.stdout and "--secret-env" in proc.stdout
+    no_secret = meetq("gateway", env={"MEETQ_GATEWAY_SECRET": ""})
+    assert no_secret.returncode != 0
+    assert "secret" in no_secret.stderr and "Traceback" not in no_secret.stderr

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from helpers import wait_until
 
 
@@ -30,8 +32,10 @@ def _children(pid: int) -> list[int]:
     return out
 
 
-def _spawn(*args: str) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+def _spawn(*args: str, path: str = "") -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "MEETQ_DEMO_PATH")}
+    if path:
+        env["MEETQ_DEMO_PATH"] = path
     return subprocess.Popen(
         [sys.executable, "-m", "meetq", "demo", *args],
         stdout=subprocess.PIPE,
@@ -47,8 +51,9 @@ def _socket_of(line: str) -> Path:
     return Path(m.group(1))
 
 
-def test_demo_runs_to_its_summary_and_cleans_up() -> None:
-    proc = _spawn("--duration", "2", "--rate", "150", "--clients", "6", "--seed", "7")
+@pytest.mark.parametrize("path", ["", "queue"])
+def test_demo_runs_to_its_summary_and_cleans_up(path: str) -> None:
+    proc = _spawn("--duration", "2", "--rate", "100", "--clients", "6", "--seed", "7", path=path)
     try:
         out, err = proc.communicate(timeout=180)
     finally:
@@ -60,10 +65,15 @@ def test_demo_runs_to_its_summary_and_cleans_up() -> None:
     assert not sock.exists() and not sock.parent.exists()
     assert "tasks by type and priority" in out
     assert "achieved rate" in out and "p50 / p99" in out
-    # invalid on purpose: refused at the edge, or dead-lettered with their reason
-    assert "no handler for message type 'hologram'" in out or "(refused)" in out
+    assert "ai.teleport (refused)" in out  # invalid on purpose, refused at the edge
+    assert "events: bus ai.task_completed" in out and "scheduled tasks run" in out
     for kind in ("ai.speech_recognition", "media.transcode", "meeting.mute_user", "chat.message"):
         assert kind in out
+    from meetq.ops.demo import gateway_available
+
+    if path == "" and gateway_available():
+        assert "path: WebSocket gateway" in err
+        assert "gateway sessions / bad frames" in out
 
 
 def test_ctrl_c_stops_everything() -> None:

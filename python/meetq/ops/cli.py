@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Everything it starts is stopped on exit or Ctrl-C.",
     )
     demo.add_argument("--duration", type=_positive_float, default=8.0, help="seconds of load")
-    demo.add_argument("--rate", type=_positive_float, default=300.0, help="client tasks/s")
+    demo.add_argument("--rate", type=_positive_float, default=200.0, help="client tasks/s")
     demo.add_argument("--clients", type=_positive_int, default=24, help="client sessions")
     demo.add_argument("--meetings", type=_positive_int, default=4, help="meetings they are in")
     demo.add_argument(
@@ -215,7 +215,12 @@ def main(argv: list[str] | None = None) -> None:
 
 def run(argv: list[str] | None = None) -> int:
     """Parses and runs one command; returns its exit status (see the module docstring)."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if args.command in ("gateway", "ai-node"):
+        args.args = [*unknown, *args.args]  # theirs to parse, --help included
+    elif unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

@@ -1,11 +1,15 @@
 """`meetq demo`: the platform's path on this machine, with live progress and a summary.
 
-With no Redis URL it starts a private redis-server on a unix socket in a temp dir. Then:
-service workers for the AI, media, meeting and signaling queues; simulated client
-sessions in meetings sending a mix of AI, media, meeting and chat tasks at all four
-priorities (some invalid on purpose: an unknown client type refused at the edge, corrupt
-audio that fails, retries and lands in the DLQ, a type no service handles); services
-emitting local bus events; scheduled meeting reminders and cleanups on the timer wheel.
+With no Redis URL it starts a private redis-server on a unix socket in a temp dir. Then
+the services (AI, media, meeting, signaling workers) and, when meetq[gateway] is
+installed, the dispatcher, the session manager and the WebSocket gateway with N
+simulated client sessions in M meetings (real WebSocket connections); without it the
+clients publish to the service queues directly. They send a mix of AI, media, meeting and
+chat tasks at all four priorities, some invalid on purpose (an unknown type refused at the
+edge, a frame that is not JSON, corrupt audio, an unsupported codec), and the media
+service dispatches flaky recordings with retries. Services emit local bus events;
+reminders and cleanups run on the scheduler's timer wheel.
+
 Everything it starts is stopped on exit, Ctrl-C or SIGTERM (`finally` blocks, the private
 server and its directory last), so no process or socket file is left behind.
 """
@@ -15,15 +19,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
+import os
 import random
 import signal
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from meetq import LocalEventBus, Message, Priority, RedisMessageQueue, Task, TaskScheduler, backend
+from meetq import LocalEventBus, Priority, Task, TaskScheduler, backend
 from meetq import events as ev
 from meetq.ops.common import (
     EXIT_FAILURE,
@@ -33,44 +38,49 @@ from meetq.ops.common import (
     CliError,
     check_redis_url,
     missing_extra,
-    redis_client,
 )
 
-PRIORITY_NAMES = {p: p.name.lower() for p in Priority}
-
-# client type -> (queue, task type), as the seed maps ai.* / media.* / meeting.* / chat.*
-CLIENT_TYPES: dict[str, tuple[str, str]] = {
-    "ai.speech_recognition": ("ai_tasks", "speech_recognition"),
-    "ai.emotion_detection": ("ai_tasks", "emotion_detection"),
-    "media.transcode": ("media_tasks", "media_processing"),
-    "media.recording": ("media_tasks", "recording"),
-    "meeting.mute_user": ("meeting_tasks", "meeting_control"),
-    "chat.message": ("signaling_tasks", "signaling"),
-}
-MIX = [
+PRIORITIES = ("critical", "high", "normal", "low")
+MIX = [  # client kind, weight; "!" marks what is invalid on purpose
     ("ai.speech_recognition", 20),
     ("ai.emotion_detection", 15),
     ("media.transcode", 15),
-    ("media.recording", 5),
     ("meeting.mute_user", 15),
     ("chat.message", 26),
-    ("ai.teleport", 2),  # invalid on purpose: no such client type, refused at the edge
-    ("media.hologram", 1),  # invalid on purpose: routed, but no service handles it
-    ("ai.speech_recognition!corrupt", 1),  # corrupt audio: fails, retries, DLQ
+    ("recording (server side)", 4),  # the media service dispatches it, with retries
+    ("ai.teleport", 2),  # ! no such client type: refused at the edge
+    ("media.hologram", 1),  # ! a codec no media service has: fails
+    ("ai.speech_recognition!corrupt", 1),  # ! corrupt audio: fails
+    ("(not JSON)", 1),  # ! a frame that is not JSON (gateway path only)
 ]
-QUEUES = ("ai_tasks", "media_tasks", "meeting_tasks", "signaling_tasks")
-INVALID_ROUTES = {"media.hologram": ("media_tasks", "hologram")}
+SERVICE_EVENTS = {
+    "ai-service": ev.AI_TASK_COMPLETED,
+    "media-service": ev.STREAM_STARTED,
+    "meeting-service": ev.USER_JOINED,
+    "signaling-service": "chat.message",
+}
 
 
 @dataclass
 class DemoConfig:
     duration: float = 8.0
-    rate: float = 300.0
+    rate: float = 200.0
     clients: int = 24
     meetings: int = 4
     dashboard: bool = False
     dashboard_port: int = 0
     seed: int | None = None
+
+
+def gateway_available() -> bool:
+    """The platform path needs meetq's gateway and dispatcher and their libraries
+    (`MEETQ_DEMO_PATH=queue` forces the path without them)."""
+    if os.environ.get("MEETQ_DEMO_PATH") == "queue":
+        return False
+    return all(
+        importlib.util.find_spec(m) is not None
+        for m in ("meetq.dispatch", "meetq.gateway", "picows", "websockets")
+    )
 
 
 def run_from_args(args: argparse.Namespace) -> int:
@@ -131,59 +141,66 @@ class Demo:
         self.config = config
         self.rng = random.Random(config.seed)
         self.tally = Tally()
-        self.queues: dict[str, RedisMessageQueue] = {}
         self.bus = LocalEventBus(buffer_size=4096, workers=4)
         self.scheduler = TaskScheduler(buffer_size=4096, workers=4)
-        self.run_id = f"{int(time.time()) % 100000}"
+        self._dispatches: set[asyncio.Future[None]] = set()
+        handlers = self._service_handlers()
+        self.path: Any
+        if gateway_available():
+            from meetq.ops.demo_gateway import GatewayPath
+
+            self.path = GatewayPath(url, self.tally, handlers)
+        else:
+            from meetq.ops.demo_queue import QueuePath
+
+            self.path = QueuePath(url, self.tally, handlers)
+            self.tally.notes.append("meetq[gateway] is not installed: clients publish directly")
 
     # ------------------------------------------------------------------ services
 
-    def _service_handlers(self) -> dict[str, dict[str, Callable[[Message], Any]]]:
-        t = self.tally
+    def _service_handlers(self) -> dict[str, dict[str, Any]]:
+        """Stand-ins for the services' work; each emits its service's bus event."""
+        rng, bus = random.Random(self.config.seed), self.bus
 
-        def done(msg: Message, event: str) -> dict[str, Any]:
-            key = (msg.payload["client_type"], PRIORITY_NAMES[msg.priority])
-            t.completed[key] += 1
-            t.latencies.append(time.monotonic() - msg.payload["sent"])
-            self.bus.emit(event, {"task": msg.id, "meeting": msg.payload["meeting"]}, "demo")
-            return {"ok": True}
+        def emitted(service: str, data: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
+            bus.emit(SERVICE_EVENTS[service], {"meeting": data.get("meeting")}, service)
+            return result
 
-        async def speech(msg: Message) -> dict[str, Any]:
-            if msg.payload.get("corrupt"):
+        async def speech(data: dict[str, Any]) -> dict[str, Any]:
+            if data.get("corrupt"):
                 raise ValueError("audio chunk is corrupt (bad PCM header)")
-            await asyncio.sleep(self.rng.uniform(0.002, 0.008))  # latency stand-in
-            return done(msg, ev.AI_TASK_COMPLETED)
+            await asyncio.sleep(rng.uniform(0.002, 0.008))  # latency stand-in for the model
+            return emitted("ai-service", data, {"text": f"chunk {data.get('chunk')}"})
 
-        async def emotion(msg: Message) -> dict[str, Any]:
-            await asyncio.sleep(self.rng.uniform(0.001, 0.004))
-            return done(msg, ev.AI_TASK_COMPLETED)
+        async def emotion(data: dict[str, Any]) -> dict[str, Any]:
+            await asyncio.sleep(rng.uniform(0.001, 0.004))
+            return emitted("ai-service", data, {"label": "neutral"})
 
-        def media(msg: Message) -> dict[str, Any]:
-            return done(msg, ev.STREAM_STARTED)
+        def media(data: dict[str, Any]) -> dict[str, Any]:
+            if data.get("codec") == "hologram":
+                raise ValueError("unsupported codec 'hologram'")
+            return emitted("media-service", data, {"transcoded": True})
 
-        def meeting(msg: Message) -> dict[str, Any]:
-            return done(msg, ev.USER_JOINED)
+        def recording(data: dict[str, Any]) -> dict[str, Any]:
+            if rng.random() < 0.35:  # a flaky disk: retried with backoff, a few die
+                raise OSError("recording store unavailable")
+            return emitted("media-service", data, {"stored": True})
 
-        def chat(msg: Message) -> dict[str, Any]:
-            return done(msg, "chat.message")
+        def meeting(data: dict[str, Any]) -> dict[str, Any]:
+            return emitted("meeting-service", data, {"muted": data.get("target")})
+
+        def chat(data: dict[str, Any]) -> dict[str, Any]:
+            return emitted("signaling-service", data, {"delivered": True})
 
         return {
-            "ai_tasks": {"speech_recognition": speech, "emotion_detection": emotion},
-            "media_tasks": {"media_processing": media, "recording": media},
-            "meeting_tasks": {"meeting_control": meeting},
-            "signaling_tasks": {"signaling": chat},
+            "ai-service": {"speech_recognition": speech, "emotion_detection": emotion},
+            "media-service": {"media_processing": media, "recording": recording},
+            "meeting-service": {"meeting_control": meeting},
+            "signaling-service": {"signaling": chat},
         }
 
-    async def _start_services(self, stack: contextlib.AsyncExitStack) -> None:
-        client = redis_client(self.url)  # shared by the four queues, closed last
-        stack.push_async_callback(client.aclose)
-        for name, handlers in self._service_handlers().items():
-            q = RedisMessageQueue(client, name, workers=8, retry_backoff=0.05)
-            for mtype, fn in handlers.items():
-                q.register_handler(mtype, fn)
-            await stack.enter_async_context(q)
-            self.queues[name] = q
-        for event in (ev.AI_TASK_COMPLETED, ev.STREAM_STARTED, ev.USER_JOINED, "chat.message"):
+    async def _start(self, stack: contextlib.AsyncExitStack) -> None:
+        for event in SERVICE_EVENTS.values():
 
             def count(e: Any, name: str = event) -> None:
                 self.tally.events[f"bus {name}"] += 1
@@ -191,12 +208,11 @@ class Demo:
             self.bus.on(event, count)
         await stack.enter_async_context(self.bus)
         await stack.enter_async_context(self.scheduler)
+        c = self.config
+        sessions = [(1000 + i, 1 + i % c.meetings) for i in range(c.clients)]
+        await self.path.start(stack, sessions)
 
     # ------------------------------------------------------------------ load
-
-    def _sessions(self) -> list[tuple[str, int, int]]:
-        c = self.config
-        return [(f"sess-{i}", 1000 + i, 1 + i % c.meetings) for i in range(c.clients)]
 
     def _schedule(self) -> None:
         """Meeting reminders at random times of the run, and a cleanup every second."""
@@ -214,183 +230,88 @@ class Demo:
                 Task(type="session_cleanup", handler=ran, delay=s + 1.0, priority=Priority.LOW)
             )
 
-    def _pick(self) -> tuple[str, Priority]:
+    def _one(self, i: int) -> None:
+        """Task number i: the first ones go once through every kind and priority (so any
+        run shows each of them, the invalid ones included), then a weighted draw."""
         names, weights = zip(*MIX, strict=True)
-        kind = self.rng.choices(names, weights)[0]
-        prio = self.rng.choices(list(Priority), [1, 3, 4, 2])[0]
-        return kind, prio
+        if i < len(MIX):
+            kind, prio = names[i], PRIORITIES[i % 4]
+        else:
+            kind = self.rng.choices(names, weights)[0]
+            prio = self.rng.choices(PRIORITIES, [1, 3, 4, 2])[0]
+        session = self.rng.randrange(self.config.clients)
+        data: dict[str, Any] = {"meeting": 1 + session % self.config.meetings, "chunk": i}
+        if kind.endswith("!corrupt"):
+            kind, data["corrupt"] = kind.removesuffix("!corrupt"), True
+        if kind == "media.hologram":
+            data["codec"] = "hologram"
+        if kind == "recording (server side)":
+            task = asyncio.ensure_future(self.path.server_side(kind, prio, data))
+            self._dispatches.add(task)
+            task.add_done_callback(self._dispatches.discard)
+            return
+        self.path.send(session, kind, prio, data)
 
-    async def _load(self, on_tick: Callable[[], None]) -> None:
-        sessions = self._sessions()
+    async def _load(self, on_tick: Any) -> None:
         rate, duration = self.config.rate, self.config.duration
         start = time.monotonic()
         sent = 0
-        while True:
-            now = time.monotonic()
-            if now - start >= duration:
-                break
-            due = int((now - start) * rate) - sent
-            batches: dict[str, list[Message]] = {}
+        while time.monotonic() - start < duration:
+            due = int((time.monotonic() - start) * rate) - sent
             for _ in range(max(0, due)):
-                kind, prio = self._pick()
-                sess, user, meeting = sessions[self.rng.randrange(len(sessions))]
-                corrupt = kind.endswith("!corrupt")
-                kind = kind.removesuffix("!corrupt")
-                route = CLIENT_TYPES.get(kind) or INVALID_ROUTES.get(kind)
+                self._one(sent)
                 sent += 1
-                if route is None:
-                    self.tally.refused[kind] += 1
-                    continue
-                queue, mtype = route
-                self.tally.sent[(kind, PRIORITY_NAMES[prio])] += 1
-                payload = {
-                    "client_type": kind,
-                    "session": sess,
-                    "user": user,
-                    "meeting": meeting,
-                    "sent": time.monotonic(),
-                    "corrupt": corrupt,
-                }
-                batches.setdefault(queue, []).append(
-                    Message(type=mtype, priority=prio, payload=payload, max_retries=2)
-                )
-            for queue, msgs in batches.items():
-                await self.queues[queue].publish_batch(msgs)
+            flush = getattr(self.path, "flush", None)
+            if flush is not None:
+                await flush()
             on_tick()
             await asyncio.sleep(0.01)
         self.tally.load_ended = time.monotonic()
 
-    async def _depths(self) -> dict[str, int]:
-        out = {}
-        for name, q in self.queues.items():
-            s = await q.get_stats()
-            out[name] = s["queue_length"]["total"] + s["delayed_count"] + s["processing_count"]
-        return out
+    async def _dead_letters(self) -> int:
+        from meetq.ops.queues import QueueInspector
+
+        inspector = QueueInspector(self.url)
+        try:
+            return sum([(await inspector.snapshot(n)).dead_letters for n in self.queue_names])
+        finally:
+            await inspector.close()
+
+    @property
+    def queue_names(self) -> list[str]:
+        return list(self.path.queue_names)
 
     async def _drained(self) -> bool:
-        dead = 0
-        for q in self.queues.values():
-            dead += await q.dead_letter_count()
-        return sum(self.tally.completed.values()) + dead >= self.tally.sent_total()
-
-    async def _collect_dlq(self) -> None:
-        from meetq.ops.demo_report import group_reasons
-
-        reasons = []
-        for q in self.queues.values():
-            offset = 0
-            while True:
-                page = await q.dead_letters(500, offset)
-                if not page:
-                    break
-                offset += len(page)
-                for d in page:
-                    reasons.append(d.reason)
-                    if d.message is not None:
-                        kind = d.message.payload.get("client_type", d.message.type)
-                        self.tally.failed[(kind, PRIORITY_NAMES[d.message.priority])] += 1
-        self.tally.dlq_reasons = group_reasons(reasons)
+        t = self.tally
+        if self.path.outstanding() >= 0:
+            return self.path.outstanding() == 0 and t.finished_total() >= t.sent_total()
+        return sum(t.completed.values()) + await self._dead_letters() >= t.sent_total()
 
     # ------------------------------------------------------------------ run
 
     async def run(self) -> int:
         from rich.console import Console
-        from rich.live import Live
-
-        from meetq.ops.demo_report import progress_view, summary_tables
 
         console = Console(stderr=True)
+        c = self.config
         console.print(
-            f"[bold]meetq demo[/] — backend {backend()}, {self.config.clients} sessions in "
-            f"{self.config.meetings} meetings, {self.config.rate:g} tasks/s for "
-            f"{self.config.duration:g}s"
+            f"[bold]meetq demo[/] — backend {backend()}, {c.clients} sessions in "
+            f"{c.meetings} meetings, {c.rate:g} tasks/s for {c.duration:g}s"
         )
         async with contextlib.AsyncExitStack() as stack:
-            await self._clean_queues()
-            await self._start_services(stack)
-            board_url = await self._start_dashboard(stack) if self.config.dashboard else None
+            from meetq.ops.demo_run import clean_queues, dashboard, live_load, summarize
+
+            await clean_queues(self.url)
+            await self._start(stack)
+            console.print(f"path: {self.path.name}")
+            board_url = await dashboard(self, stack) if c.dashboard else None
             if board_url:
                 console.print(f"dashboard: [bold]{board_url}[/]")
             self._schedule()
-            depths: dict[str, int] = {}
-            with Live(console=console, refresh_per_second=8, transient=True) as live:
-
-                def tick() -> None:
-                    live.update(progress_view(self.tally, self.config.duration, depths, "load"))
-
-                async def track() -> None:
-                    while True:
-                        depths.update(await self._depths())
-                        await asyncio.sleep(0.25)
-
-                tracker = asyncio.create_task(track())
-                try:
-                    await self._load(tick)
-                    deadline = time.monotonic() + 30
-                    while not await self._drained() and time.monotonic() < deadline:
-                        live.update(
-                            progress_view(self.tally, self.config.duration, depths, "drain")
-                        )
-                        await asyncio.sleep(0.05)
-                finally:
-                    tracker.cancel()
-                    await asyncio.wait({tracker})
-            drained = await self._drained()
-            await self._collect_dlq()
-            stats = {name: await q.get_stats() for name, q in self.queues.items()}
-            retried = sum(s["total_retried"] for s in stats.values())
-            bus = self.bus.get_stats()
-            extra = {
-                "retries": f"{retried:,}",
-                "dropped events (local bus)": f"{bus['dropped_events']:,}",
-                "refused at the edge": f"{sum(self.tally.refused.values()):,}",
-            }
-            out = Console()
-            for table in summary_tables(self.tally, extra):
-                out.print(table)
-            for note in self.tally.notes:
-                out.print(f"[dim]note:[/] {note}")
-            if not drained:
-                out.print("[red]not every task finished within the drain deadline[/]")
+            drained = await live_load(self, console)
+            await summarize(self, drained)
             if board_url:
                 console.print(f"dashboard still on {board_url} — Ctrl-C to stop")
                 await asyncio.Event().wait()
-        await self._clean_queues()
+        await clean_queues(self.url)
         return EXIT_OK if drained else EXIT_FAILURE
-
-    async def _clean_queues(self) -> None:
-        """The demo's queues start and end empty (it may be pointed at a shared Redis)."""
-        import redis.asyncio
-
-        from meetq._redis.keys import QueueKeys
-
-        r: redis.asyncio.Redis = redis_client(self.url)
-        try:
-            keys = [k for name in QUEUES for k in QueueKeys(name).all]
-            await r.delete(*keys)
-        finally:
-            await r.aclose()
-
-    async def _start_dashboard(self, stack: contextlib.AsyncExitStack) -> str:
-        import secrets
-
-        from meetq.ops.dashboard import Dashboard
-        from meetq.ops.http import HttpServer
-        from meetq.ops.metrics import MetricsHub
-        from meetq.ops.queues import QueueInspector
-
-        inspector = QueueInspector(self.url)
-        stack.push_async_callback(inspector.close)
-        hub = MetricsHub(inspector, QUEUES)
-        hub.add_component("bus", "demo", self.bus.get_stats)
-        hub.add_component("scheduler", "demo", self.scheduler.get_stats)
-        token = secrets.token_urlsafe(12)
-        board = Dashboard(hub, token=token, title="meetq demo")
-        server = HttpServer("127.0.0.1", self.config.dashboard_port)
-        hub.routes(server)
-        board.routes(server)
-        await board.start()
-        stack.push_async_callback(board.stop)
-        await server.start()
-        stack.push_async_callback(server.stop)
-        return f"{server.url}/#token={token}"

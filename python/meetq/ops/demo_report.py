@@ -25,6 +25,8 @@ class Tally:
     refused: Counter[str] = field(default_factory=Counter)
     latencies: list[float] = field(default_factory=list)
     dlq_reasons: Counter[str] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)
+    """Final error frames / outcomes the clients saw, by text."""
     events: Counter[str] = field(default_factory=Counter)
     scheduled_run: int = 0
     voice: list[tuple[str, str]] = field(default_factory=list)
@@ -80,7 +82,7 @@ def summary_tables(t: Tally, extra: dict[str, Any]) -> list[Table]:
         by_type.add_column(p, justify="right")
     by_type.add_column("completed", justify="right")
     by_type.add_column("failed", justify="right")
-    types = sorted({k[0] for k in t.sent})
+    types = sorted({k[0] for k, n in t.sent.items() if n > 0})
     for typ in types:
         by_type.add_row(
             typ,
@@ -105,6 +107,8 @@ def summary_tables(t: Tally, extra: dict[str, Any]) -> list[Table]:
     figures.add_row("DLQ", f"{sum(t.dlq_reasons.values()):,}")
     for reason, n in t.dlq_reasons.most_common(6):
         figures.add_row(f"  reason: {reason[:70]}", f"{n:,}")
+    for text, n in group_reasons(list(t.errors.elements())).most_common(5):
+        figures.add_row(f"  client saw: {text[:70]}", f"{n:,}")
     for name, n in sorted(t.events.items()):
         figures.add_row(f"events: {name}", f"{n:,}")
     figures.add_row("scheduled tasks run", f"{t.scheduled_run:,}")
