@@ -124,9 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     gateway = sub.add_parser(
         "gateway",
-        help="run the WebSocket gateway",
+        help="run the WebSocket gateway (--dashboard-port / --metrics-port: with them)",
         description="Runs the client WebSocket gateway (meetq[gateway]); the remaining "
-        "arguments go to the gateway's own parser (`meetq gateway --help`).",
+        "arguments go to the gateway's own parser (`meetq gateway --help`). With "
+        "--metrics-port P or --dashboard-port D the same process also serves /metrics "
+        "(and the dashboard) on that side HTTP port.",
         add_help=False,
     )
     gateway.add_argument("args", nargs=argparse.REMAINDER)
@@ -286,6 +288,16 @@ def _delegate(cmd: str, rest: list[str]) -> int:
     }[cmd]
     import importlib
 
+    if cmd == "gateway" and "--help" not in rest:
+        from meetq.ops.gateway_host import wants_side_port
+
+        if wants_side_port(rest):
+            try:
+                from meetq.ops import gateway_host
+
+                return gateway_host.run(rest)
+            except ModuleNotFoundError as exc:
+                raise missing_extra("gateway", exc) from None
     try:
         mod = importlib.import_module(module)
     except ModuleNotFoundError as exc:
