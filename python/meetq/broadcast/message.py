@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from meetq._core.codec import DEFAULT_MAX_SIZE, Codec, Format
-from meetq.errors import MalformedMessageError
+from meetq.errors import MalformedMessageError, MessageTooLargeError
 from meetq.queue.message import new_id
 
 __all__ = [
@@ -114,17 +114,25 @@ class BroadcastCodec:
     # -- Pub/Sub -------------------------------------------------------------------------
 
     def encode_pubsub(self, msg: PubSubMessage, publisher: str, seq: int) -> bytes:
-        return self._dump(
-            {
-                "id": msg.id,
-                "type": msg.type,
-                "payload": msg.payload,
-                "timestamp": msg.timestamp,
-                "source": msg.source,
-                "p": publisher,
-                "s": seq,
-            }
-        )
+        """The wire form; a message without an id travels without one (the receiver names it
+        "<publisher>:<seq>", unique already), which spares a fresh id per message."""
+        obj: dict[str, Any] = {
+            "type": msg.type,
+            "payload": msg.payload,
+            "timestamp": msg.timestamp or time.time(),
+            "source": msg.source,
+            "p": publisher,
+            "s": seq,
+        }
+        if msg.id:
+            obj["id"] = msg.id
+        try:
+            raw: bytes = self.dumps(obj)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise MalformedMessageError(f"payload is not serializable: {exc}") from exc
+        if len(raw) > self.max_size:
+            raise MessageTooLargeError(f"message is {len(raw)} bytes, limit {self.max_size}")
+        return raw
 
     def decode_pubsub(self, raw: bytes, channel: str, pattern: str | None) -> PubSubMessage:
         data = self._load(raw)
@@ -138,7 +146,7 @@ class BroadcastCodec:
             return PubSubMessage(
                 mtype,
                 _check_payload(data.get("payload") or {}),
-                str(data.get("id", "")),
+                str(data.get("id") or f"{data.get('p', '')}:{seq}"),
                 float(data.get("timestamp", 0.0)),
                 str(data.get("source", "")),
                 channel,

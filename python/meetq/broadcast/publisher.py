@@ -5,6 +5,7 @@ carries the same number, so subscribers drop it)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 
 from meetq._redis.links import TRANSIENT, Link, retrying
@@ -30,7 +31,8 @@ class Publisher:
     def encode(self, channel: str, message: PubSubMessage) -> bytes:
         if not message.source and self.source:
             message.source = self.source
-        message.stamp()
+        if not message.timestamp:
+            message.timestamp = time.time()
         seq = self.seqs.get(channel, 0) + 1
         data = self.codec.encode_pubsub(message, self.instance, seq)
         self.seqs[channel] = seq  # only once it encoded: a refused message leaves no hole
@@ -46,9 +48,22 @@ class Publisher:
         return int(reply)
 
     async def publish_batch(self, channel: str, messages: Iterable[PubSubMessage]) -> list[int]:
-        commands = [(b"PUBLISH", channel, self.encode(channel, m)) for m in messages]
+        source, instance, encode = self.source, self.instance, self.codec.encode_pubsub
+        now = time.time()
+        seq = self.seqs.get(channel, 0)
+        key = channel.encode()
+        commands = []
+        for m in messages:  # one sequence range for the batch: no dict per message
+            if not m.source and source:
+                m.source = source
+            if not m.timestamp:
+                m.timestamp = now
+            seq += 1
+            commands.append((b"PUBLISH", key, encode(m, instance, seq)))
+            m.publisher, m.seq = instance, seq
         if not commands:
             return []
+        self.seqs[channel] = seq  # all encoded: none refused, so no hole
         replies = await retrying(
             lambda: self.link.execute_many(commands), self.retry_budget, "publish_batch"
         )
