@@ -125,6 +125,7 @@ class RedisPubSubQueue:
         self._patterns: dict[bytes, list[HandlerSpec]] = {}
         self._local: dict[str, list[HandlerSpec]] = {}
         self._sequences = SequenceTracker()
+        self._names: dict[bytes, str] = {}  # channel names already decoded
 
         self._conn: SubscriberConnection | None = None
         self._state = "stopped"
@@ -427,10 +428,16 @@ class RedisPubSubQueue:
         if not handlers:
             self._unrouted += 1
             return
+        names = self._names
+        name = names.get(channel)
+        if name is None:
+            name = channel.decode(errors="replace")
+            if len(names) < 100_000:
+                names[channel] = name
         try:
             msg = self._codec.decode_pubsub(
                 data,
-                channel.decode(errors="replace"),
+                name,
                 pattern.decode(errors="replace") if pattern is not None else None,
             )
         except MeetqError as exc:
