@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 import pytest
+from test_metrics import _stream_with_backlog
 
 from helpers import RedisServer, async_wait_until, redis_client
 from meetq import LocalEventBus, Message, Priority, RedisMessageQueue
@@ -72,6 +73,7 @@ class Board:
         self.bus = LocalEventBus(buffer_size=8, workers=1)
         self.hub.add_component("bus", "media", self.bus.get_stats)
         self.hub.add_component("sessions", "gateway", lambda: {"active_sessions": 42})
+        self.hub.watch_stream("meeting_events")
         self.board = Dashboard(self.hub, token=TOKEN, interval=0.2, title="meetq test")
         self.server = HttpServer()
         self.hub.routes(self.server)
@@ -110,6 +112,7 @@ async def test_dashboard_in_a_real_browser(redis_server: RedisServer) -> None:
     expect.set_options(timeout=20_000)  # a loaded machine; only bounds a failure
     url = redis_server.url
     await _dead_letters(url, "media_tasks", 3)
+    await _stream_with_backlog(url, "meeting_events")
     await _publish(
         url, "ai_tasks", [Message(type="asr", priority=Priority.CRITICAL) for _ in range(2)]
     )
@@ -129,6 +132,7 @@ async def test_dashboard_in_a_real_browser(redis_server: RedisServer) -> None:
             await expect(ai_row.locator('td[data-field="ready-low"]')).to_have_text("5")
             await expect(ai_row.locator('td[data-field="ready_total"]')).to_have_text("7")
             await expect(page.locator("#sessions")).to_contain_text("active_sessions")
+            await expect(page.locator("#streams")).to_contain_text("media-service: lag")
 
             # the DLQ of media_tasks: 3 entries with their reason; requeue one by a click
             media = page.locator('tr[data-queue="media_tasks"]')

@@ -228,3 +228,40 @@ async def test_meetq_metrics_command_serves_metrics(redis_server: RedisServer) -
         assert s[("meetq_queue_ready_messages", (("priority", "normal"), ("queue", "served")))] == 4
     finally:
         assert _stop(proc) == 0
+
+
+async def _stream_with_backlog(url: str, topic: str) -> None:
+    """A topic's stream with one group that read 3 of 5 entries and acked 1."""
+    from meetq._redis.keys import StreamKeys
+
+    keys = StreamKeys(topic)
+    async with redis_client(url) as r:
+        for i in range(5):
+            await r.xadd(keys.stream, {"n": i})
+        await r.xadd(keys.dead, {"n": 99})
+        await r.xgroup_create(keys.stream, "media-service", id="0")
+        got = await r.xreadgroup("media-service", "c1", {keys.stream: ">"}, count=3)
+        first = got[0][1][0][0]
+        await r.xack(keys.stream, "media-service", first)
+
+
+async def test_stream_lag_and_pending(redis_server: RedisServer) -> None:
+    url = redis_server.url
+    await _stream_with_backlog(url, "meeting_events")
+    inspector = QueueInspector(url)
+    hub = MetricsHub(inspector, cache_ttl=0.0)
+    try:
+        assert await inspector.discover_streams() == ["meeting_events"]
+        hub.watch_stream("meeting_events")
+        hub.watch_stream("never_written")
+        text = (await hub.render()).decode()
+    finally:
+        await inspector.close()
+    s = _samples(text)
+    group = (("group", "media-service"), ("topic", "meeting_events"))
+    assert s[("meetq_stream_lag", group)] == 2
+    assert s[("meetq_stream_pending", group)] == 2
+    assert s[("meetq_stream_length", (("topic", "meeting_events"),))] == 5
+    assert s[("meetq_stream_dead_letters", (("topic", "meeting_events"),))] == 1
+    assert s[("meetq_stream_length", (("topic", "never_written"),))] == 0
+    assert _promtool_check(text) is None

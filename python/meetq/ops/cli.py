@@ -183,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
         "found at start.",
     )
     metrics.add_argument("--queue", action="append", default=[], dest="queues")
+    metrics.add_argument("--stream", action="append", default=[], dest="streams", help="topic")
     metrics.add_argument("--host", default="127.0.0.1")
     metrics.add_argument("--port", type=_port, default=9464)
     metrics.add_argument("--cache-ttl", type=_positive_float, default=1.0, help="seconds")
@@ -195,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
         "the URL when it is unset).",
     )
     dash.add_argument("--queue", action="append", default=[], dest="queues")
+    dash.add_argument("--stream", action="append", default=[], dest="streams", help="topic")
     dash.add_argument("--host", default="127.0.0.1")
     dash.add_argument("--port", type=_port, default=8460)
     dash.add_argument("--interval", type=_positive_float, default=1.0, help="push every N s")
@@ -357,6 +359,8 @@ async def _serve(inspector: Any, args: argparse.Namespace, dashboard: bool) -> i
         raise missing_extra("dashboard" if dashboard else "metrics", exc) from None
     queues = args.queues or await inspector.discover()
     hub = MetricsHub(inspector, queues, cache_ttl=getattr(args, "cache_ttl", 1.0))
+    for topic in args.streams or (await inspector.discover_streams() if not args.queues else []):
+        hub.watch_stream(topic)
     server = HttpServer(args.host, args.port)
     hub.routes(server)
     board = None

@@ -25,7 +25,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
 from meetq.ops.http import HttpServer, Request, Response
-from meetq.ops.queues import QueueInspector, QueueSnapshot
+from meetq.ops.queues import QueueInspector, QueueSnapshot, StreamSnapshot
 
 log = logging.getLogger("meetq.ops.metrics")
 
@@ -81,6 +81,8 @@ class MetricsHub:
         self._components: dict[tuple[str, str], Callable[[], Any]] = {}
         self._component_stats: dict[tuple[str, str], dict[str, Any]] = {}
         self._snapshots: dict[str, QueueSnapshot] = {}
+        self._streams: list[str] = []
+        self._stream_snaps: dict[str, StreamSnapshot] = {}
         self._refreshed = 0.0
         self._refreshing: asyncio.Future[None] | None = None
         self._redis_up = 1
@@ -111,6 +113,17 @@ class MetricsHub:
     @property
     def queues(self) -> list[str]:
         return list(self._queues)
+
+    def watch_stream(self, topic: str) -> None:
+        """A RedisStreamEventBus topic: length, dead letters, lag and pending per group."""
+        if self.inspector is None:
+            raise ValueError("watching a stream needs a QueueInspector")
+        if topic not in self._streams:
+            self._streams.append(topic)
+
+    @property
+    def streams(self) -> list[StreamSnapshot]:
+        return [s for t in self._streams if (s := self._stream_snaps.get(t)) is not None]
 
     def add_component(self, kind: str, name: str, get_stats: Callable[[], Any]) -> None:
         """`get_stats()` (sync or async) of an in-process component; `kind` is bus,
@@ -146,10 +159,12 @@ class MetricsHub:
             fut.set_result(None)
 
     async def _read_all(self) -> None:
-        if self.inspector is not None and self._queues:
+        if self.inspector is not None and (self._queues or self._streams):
             try:
                 for name in self._queues:
                     self._snapshots[name] = await self.inspector.snapshot(name)
+                for topic in self._streams:
+                    self._stream_snaps[topic] = await self.inspector.stream_snapshot(topic)
                 self._redis_up = 1
             except Exception as exc:
                 self._redis_up = 0
@@ -188,7 +203,8 @@ class _HubCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         hub = self.hub
         yield from self._queues([s for q in hub.queues if (s := hub.snapshot(q)) is not None])
-        if hub.inspector is not None and hub.queues:
+        yield from self._streams(hub.streams)
+        if hub.inspector is not None and (hub.queues or hub._streams):
             up = GaugeMetricFamily("meetq_redis_up", "1 when the last read of Redis succeeded")
             up.add_metric([], hub._redis_up)
             yield up
@@ -233,6 +249,28 @@ class _HubCollector(Collector):
         yield ready
         yield from gauges.values()
         yield from counters.values()
+
+    def _streams(self, snaps: list[StreamSnapshot]) -> Iterator[Metric]:
+        length = GaugeMetricFamily("meetq_stream_length", "Entries in the stream", labels=["topic"])
+        dead = GaugeMetricFamily(
+            "meetq_stream_dead_letters", "Entries in the stream's DLQ", labels=["topic"]
+        )
+        lag = GaugeMetricFamily(
+            "meetq_stream_lag", "Entries not yet delivered to the group", labels=["topic", "group"]
+        )
+        pending = GaugeMetricFamily(
+            "meetq_stream_pending",
+            "Entries delivered to the group, not yet acked",
+            labels=["topic", "group"],
+        )
+        for s in snaps:
+            length.add_metric([s.topic], s.length)
+            dead.add_metric([s.topic], s.dead_letters)
+            for group, g in s.groups.items():
+                if g["lag"] >= 0:
+                    lag.add_metric([s.topic, group], g["lag"])
+                pending.add_metric([s.topic, group], g["pending"])
+        yield from (length, dead, lag, pending)
 
     def _components(self, stats: dict[tuple[str, str], dict[str, Any]]) -> Iterator[Metric]:
         families: dict[str, CounterMetricFamily | GaugeMetricFamily] = {}

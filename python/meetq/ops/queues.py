@@ -16,7 +16,7 @@ from typing import Any
 
 import redis.asyncio
 
-from meetq._redis.keys import READY_LEVELS, QueueKeys
+from meetq._redis.keys import READY_LEVELS, QueueKeys, StreamKeys
 from meetq.errors import MalformedMessageError, MessageTooLargeError
 from meetq.ops.common import redis_client
 from meetq.priority import Priority
@@ -25,6 +25,26 @@ from meetq.queue import DeadLetter, QueueAdmin, QueueConfig
 PRIORITY_NAMES = {int(p): p.name.lower() for p in Priority}
 _STATS_SCAN = QueueKeys("*").named("stats")
 """SCAN pattern matching the stats hash of every queue (discovery only, never a scrape)."""
+_STREAM_SCAN = StreamKeys("*").stream
+
+
+@dataclass(slots=True)
+class StreamSnapshot:
+    """One RedisStreamEventBus topic: its length, dead letters, and per consumer group
+    the entries not yet delivered (lag) and delivered but not acked (pending)."""
+
+    topic: str
+    length: int
+    dead_letters: int
+    groups: dict[str, dict[str, int]]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "topic": self.topic,
+            "length": self.length,
+            "dead_letters": self.dead_letters,
+            "groups": self.groups,
+        }
 
 
 @dataclass(slots=True)
@@ -115,6 +135,44 @@ class QueueInspector:
             if len(names) >= limit:
                 break
         return sorted(names)
+
+    async def discover_streams(self, limit: int = 1000) -> list[str]:
+        """Topics that have a stream (SCAN; for listing, not scraping)."""
+        prefix, suffix = _STREAM_SCAN.split("*", 1)
+        topics: set[str] = set()
+        async for key in self._client.scan_iter(match=_STREAM_SCAN, count=500):
+            text = key.decode() if isinstance(key, bytes) else str(key)
+            inner = text[len(prefix) : len(text) - len(suffix)]
+            if inner and "{" not in inner and "}" not in inner:
+                topics.add(inner)
+            if len(topics) >= limit:
+                break
+        return sorted(topics)
+
+    async def stream_snapshot(self, topic: str) -> StreamSnapshot:
+        """XLEN of the stream and its dead letters, XINFO GROUPS: 3 commands per topic."""
+        keys = StreamKeys(topic)
+        pipe = self._client.pipeline(transaction=False)
+        pipe.xlen(keys.stream)
+        pipe.xlen(keys.dead)
+        pipe.execute_command("XINFO", "GROUPS", keys.stream)
+        length, dead, raw = await pipe.execute(raise_on_error=False)
+        groups: dict[str, dict[str, int]] = {}
+        for g in raw if isinstance(raw, list) else []:
+            info = dict(zip(g[::2], g[1::2], strict=True))
+            name = info.get(b"name", b"?")
+            lag = info.get(b"lag")
+            groups[name.decode() if isinstance(name, bytes) else str(name)] = {
+                "lag": int(lag) if lag is not None else -1,
+                "pending": int(info.get(b"pending", 0)),
+                "consumers": int(info.get(b"consumers", 0)),
+            }
+        return StreamSnapshot(
+            topic,
+            int(length) if isinstance(length, int) else 0,
+            int(dead) if isinstance(dead, int) else 0,
+            groups,
+        )
 
     async def snapshot(self, name: str) -> QueueSnapshot:
         q = self.queue(name)

@@ -161,6 +161,12 @@ class Dashboard:
         components: dict[str, dict[str, Any]] = {}
         for (kind, name), stats in self.hub.component_stats().items():
             components.setdefault(kind, {})[name] = _jsonable(stats)
+        for stream in self.hub.streams:
+            card: dict[str, Any] = {"length": stream.length, "dead letters": stream.dead_letters}
+            for group, g in stream.groups.items():
+                card[f"{group}: lag"] = g["lag"]
+                card[f"{group}: pending"] = g["pending"]
+            components.setdefault("streams", {})[stream.topic] = card
         return {
             "title": self.title,
             "time": now,
