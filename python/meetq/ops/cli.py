@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Everything it starts is stopped on exit or Ctrl-C.",
     )
     demo.add_argument("--duration", type=_positive_float, default=8.0, help="seconds of load")
-    demo.add_argument("--rate", type=_positive_float, default=200.0, help="client tasks/s")
+    demo.add_argument("--rate", type=_positive_float, default=100.0, help="client tasks/s")
     demo.add_argument("--clients", type=_positive_int, default=24, help="client sessions")
     demo.add_argument("--meetings", type=_positive_int, default=4, help="meetings they are in")
     demo.add_argument(

@@ -64,7 +64,7 @@ SERVICE_EVENTS = {
 @dataclass
 class DemoConfig:
     duration: float = 8.0
-    rate: float = 200.0
+    rate: float = 100.0
     clients: int = 24
     meetings: int = 4
     dashboard: bool = False
