@@ -247,3 +247,17 @@ def test_gateway_command_is_the_gateways_own_entry_point() -> None:
     no_secret = meetq("gateway", env={"MEETQ_GATEWAY_SECRET": ""})
     assert no_secret.returncode != 0
     assert "secret" in no_secret.stderr and "Traceback" not in no_secret.stderr
+
+
+async def test_stats_shows_stream_groups(redis_server: RedisServer) -> None:
+    from test_metrics import _stream_with_backlog
+
+    await _stream_with_backlog(redis_server.url, "meeting_events")
+    proc = meetq("--redis-url", redis_server.url, "stats")
+    assert proc.returncode == 0, proc.stderr
+    (row,) = [line for line in proc.stdout.splitlines() if line.startswith("meeting_events")]
+    assert row.split() == ["meeting_events", "media-service", "5", "1", "2", "2", "1"]
+    data = orjson.loads(meetq("--redis-url", redis_server.url, "stats", "--json").stdout)
+    assert data["streams"][0]["groups"]["media-service"] == {"lag": 2, "pending": 2, "consumers": 1}
+    only_queue = meetq("--redis-url", redis_server.url, "stats", "--json", "q1")
+    assert orjson.loads(only_queue.stdout)["streams"] == []

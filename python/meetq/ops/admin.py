@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import Callable, Sequence
-from typing import Any, TextIO
+from collections.abc import Sequence
+from typing import TextIO
 
 import orjson
 
 from meetq.ops.common import EXIT_DECLINED, EXIT_USAGE, CliError
-from meetq.ops.queues import QueueInspector, QueueSnapshot, dead_letter_dict
+from meetq.ops.queues import QueueInspector, QueueSnapshot, StreamSnapshot, dead_letter_dict
 
 _COLUMNS = (
     "queue",
@@ -65,6 +65,26 @@ def stats_rows(snaps: Sequence[QueueSnapshot]) -> list[list[str]]:
     return rows
 
 
+def stream_rows(snaps: Sequence[StreamSnapshot]) -> list[list[str]]:
+    rows = [["stream", "group", "length", "dlq", "lag", "pending", "consumers"]]
+    for s in snaps:
+        groups = s.groups or {"-": {"lag": -1, "pending": 0, "consumers": 0}}
+        for name, g in sorted(groups.items()):
+            lag = f"{g['lag']:,}" if g["lag"] >= 0 else "?"
+            rows.append(
+                [
+                    s.topic,
+                    name,
+                    f"{s.length:,}",
+                    f"{s.dead_letters:,}",
+                    lag,
+                    f"{g['pending']:,}",
+                    str(g["consumers"]),
+                ]
+            )
+    return rows
+
+
 async def _names(inspector: QueueInspector, queues: Sequence[str]) -> list[str]:
     return list(queues) if queues else await inspector.discover()
 
@@ -76,7 +96,7 @@ async def stats(
     watch: float | None,
     iterations: int | None,
     out: TextIO = sys.stdout,
-    extra: Callable[[], Any] | None = None,
+    streams: Sequence[str] | None = None,
 ) -> None:
     """Prints the queues' figures once, or every `watch` seconds (in place on a terminal:
     the cursor goes home and the old frame is cleared, so the figures update where they
@@ -86,16 +106,22 @@ async def stats(
     while True:
         names = await _names(inspector, queues)
         snaps = await inspector.snapshots(names)
-        sections: dict[str, Any] = {}
-        if extra is not None:
-            sections = await extra()
+        topics = list(streams) if streams is not None else await inspector.discover_streams()
+        stream_snaps = [await inspector.stream_snapshot(t) for t in topics]
         if as_json:
-            data = {"queues": [s.as_dict() for s in snaps], **sections}
+            data = {
+                "queues": [s.as_dict() for s in snaps],
+                "streams": [s.as_dict() for s in stream_snaps],
+            }
             text = orjson.dumps(data, option=orjson.OPT_INDENT_2).decode()
-        elif snaps:
-            text = render_table(stats_rows(snaps))
         else:
-            text = "no queues found (name one: meetq stats QUEUE)"
+            text = (
+                render_table(stats_rows(snaps))
+                if snaps
+                else "no queues found (name one: meetq stats QUEUE)"
+            )
+            if stream_snaps:
+                text += "\n\n" + render_table(stream_rows(stream_snaps))
         if watch is not None:
             stamp = time.strftime("%H:%M:%S")
             text = f"meetq stats — {stamp}, every {watch:g}s (Ctrl-C to stop)\n\n{text}"

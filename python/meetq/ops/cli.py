@@ -144,9 +144,13 @@ def build_parser() -> argparse.ArgumentParser:
     stats = sub.add_parser(
         "stats",
         help="queue depths, in flight, delayed, DLQ and counters",
-        description="Prints each queue's figures (all queues found when none is named).",
+        description="Prints each queue's figures and each stream topic's groups (all "
+        "found when none is named; sessions live in the gateway process: see its /metrics).",
     )
     stats.add_argument("queues", nargs="*", metavar="QUEUE")
+    stats.add_argument(
+        "--stream", action="append", default=[], dest="streams", help="a stream topic to show"
+    )
     stats.add_argument("--json", action="store_true", help="JSON instead of a table")
     stats.add_argument(
         "--watch",
@@ -339,7 +343,11 @@ async def _admin(inspector: Any, args: argparse.Namespace) -> int:
     from meetq.ops import admin
 
     if args.command == "stats":
-        await admin.stats(inspector, args.queues, args.json, args.watch, args.iterations)
+        # named topics; none when only queues are named; else every topic found
+        streams = args.streams or ([] if args.queues else None)
+        await admin.stats(
+            inspector, args.queues, args.json, args.watch, args.iterations, streams=streams
+        )
     elif args.action == "list":
         await admin.dlq_list(
             inspector, args.queue, args.limit, args.offset, args.type, args.reason, args.json
