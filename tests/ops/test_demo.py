@@ -67,6 +67,11 @@ def test_demo_runs_to_its_summary_and_cleans_up(path: str) -> None:
     assert "achieved rate" in out and "p50 / p99" in out
     assert "ai.teleport (refused)" in out  # invalid on purpose, refused at the edge
     assert "events: bus ai.task_completed" in out and "scheduled tasks run" in out
+    heard = re.search(r"pubsub meeting_events: published / heard\s*│\s*(\d+) / (\d+)", out)
+    consumed = re.search(r"stream media_events: published / consumed\s*│\s*(\d+) / (\d+)", out)
+    assert heard and consumed, out
+    assert int(consumed.group(1)) == int(consumed.group(2)) > 0  # durable: every one
+    assert int(heard.group(2)) > 0
     for kind in ("ai.speech_recognition", "media.transcode", "meeting.mute_user", "chat.message"):
         assert kind in out
     from meetq.ops.demo import gateway_available

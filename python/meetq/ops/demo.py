@@ -144,6 +144,9 @@ class Demo:
         self.bus = LocalEventBus(buffer_size=4096, workers=4)
         self.scheduler = TaskScheduler(buffer_size=4096, workers=4)
         self._dispatches: set[asyncio.Future[None]] = set()
+        from meetq.ops.demo_events import EventFanout
+
+        self.fanout = EventFanout(url, self.tally)
         handlers = self._service_handlers()
         self.path: Any
         if gateway_available():
@@ -208,6 +211,7 @@ class Demo:
             self.bus.on(event, count)
         await stack.enter_async_context(self.bus)
         await stack.enter_async_context(self.scheduler)
+        await self.fanout.start(stack, self.bus)
         c = self.config
         sessions = [(1000 + i, 1 + i % c.meetings) for i in range(c.clients)]
         await self.path.start(stack, sessions)
@@ -283,6 +287,8 @@ class Demo:
 
     async def _drained(self) -> bool:
         t = self.tally
+        if not self.fanout.delivered():
+            return False
         if self.path.outstanding() >= 0:
             return self.path.outstanding() == 0 and t.finished_total() >= t.sent_total()
         return sum(t.completed.values()) + await self._dead_letters() >= t.sent_total()

@@ -110,7 +110,8 @@ def summary_tables(t: Tally, extra: dict[str, Any]) -> list[Table]:
     for text, n in group_reasons(list(t.errors.elements())).most_common(5):
         figures.add_row(f"  client saw: {text[:70]}", f"{n:,}")
     for name, n in sorted(t.events.items()):
-        figures.add_row(f"events: {name}", f"{n:,}")
+        if name.startswith("bus "):  # pub/sub and stream counts are in `extra`
+            figures.add_row(f"events: {name}", f"{n:,}")
     figures.add_row("scheduled tasks run", f"{t.scheduled_run:,}")
     tables = [by_type, figures]
     if t.voice:

@@ -23,12 +23,14 @@ DRAIN_DEADLINE = 30.0
 
 async def clean_queues(url: str) -> None:
     """The demo's queues start and end empty (it may be pointed at a shared Redis)."""
-    from meetq._redis.keys import QueueKeys
+    from meetq._redis.keys import QueueKeys, StreamKeys
     from meetq.ops.common import redis_client
+    from meetq.ops.demo_events import TOPIC
 
     r = redis_client(url)
     try:
         await r.delete(*[k for name in DEMO_QUEUES for k in QueueKeys(name).all])
+        await r.delete(StreamKeys(TOPIC).stream, StreamKeys(TOPIC).dead)
     finally:
         await r.aclose()
 
@@ -89,6 +91,7 @@ async def summarize(demo: Demo, drained: bool) -> None:
         "retries": f"{retried:,}",
         "dropped events (local bus)": f"{bus['dropped_events']:,}",
         "refused at the edge": f"{sum(t.refused.values()):,}",
+        **demo.fanout.summary(),
     }
     for key, get_stats in demo.path.components().items():
         stats = get_stats()
@@ -119,6 +122,9 @@ async def dashboard(demo: Demo, stack: contextlib.AsyncExitStack) -> str:
     hub = MetricsHub(inspector, demo.queue_names)
     hub.add_component("bus", "demo", demo.bus.get_stats)
     hub.add_component("scheduler", "demo", demo.scheduler.get_stats)
+    from meetq.ops.demo_events import TOPIC
+
+    hub.watch_stream(TOPIC)
     for (kind, name), get_stats in demo.path.components().items():
         hub.add_component(kind, name, get_stats)
     token = secrets.token_urlsafe(12)
