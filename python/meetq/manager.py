@@ -276,6 +276,7 @@ class QueueManager:
         }
 
     async def _ping(self, timeout: float) -> tuple[bool, float | None, str | None]:
+        client: redis.asyncio.Redis
         if isinstance(self.redis, str):
             if self._client is None:
                 self._client = redis.asyncio.Redis.from_url(
@@ -290,4 +291,8 @@ class QueueManager:
                 await client.ping()
         except Exception as exc:
             return False, None, f"{type(exc).__name__}: {exc}"
+        finally:
+            if client is self._client and not self._running:
+                self._client = None  # a check outside start/stop leaves nothing open
+                await client.aclose()
         return True, (time.perf_counter() - t0) * 1000, None

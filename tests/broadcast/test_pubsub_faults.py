@@ -56,13 +56,16 @@ async def test_redis_restart_on_the_same_port(redis_server: RedisServer) -> None
         await async_wait_until(lambda: 1 in got)
         await loop.run_in_executor(None, redis_server.kill)
         await async_wait_until(lambda: ps.state == "reconnecting", timeout=20)
+        # changes made while away are applied on the new connection
+        ps.subscribe("joined-while-away", lambda m: got.append(m.payload["n"]))
+        assert ps.unsubscribe("ch0")
         await loop.run_in_executor(None, redis_server.start)
         await async_wait_until(lambda: reconnected, timeout=30)
         # the server lost its state with the restart: the subscriptions are back because
         # meetq re-subscribed them
         async with redis_client(redis_server.url) as r:
-            numsub = dict(await r.pubsub_numsub("ch0", "ch99"))
-            assert numsub == {b"ch0": 1, b"ch99": 1}
+            numsub = dict(await r.pubsub_numsub("ch1", "ch99", "ch0", "joined-while-away"))
+            assert numsub == {b"ch1": 1, b"ch99": 1, b"ch0": 0, b"joined-while-away": 1}
         assert reconnected[0]["away"] > 0 and "reason" in reconnected[0]
         await still_receives(ps, got, 20)
         # what the publisher sent while nobody listened shows up as a gap on its next one

@@ -301,14 +301,29 @@ class RedisPubSubQueue:
             conn.on_lost = lambda exc: self._lost(conn, exc)
             commands: list[tuple[bytes, ...]] = [(b"SUBSCRIBE", self._probe_channel)]
             count = 1
+            snapshot: list[set[bytes]] = []
             for command, table in ((b"SUBSCRIBE", self._channels), (b"PSUBSCRIBE", self._patterns)):
                 names = list(table)
+                snapshot.append(set(names))
                 count += len(names)
                 size = self.subscribe_batch
                 commands.extend((command, *names[i : i + size]) for i in range(0, len(names), size))
             conn.write(commands, count)
             async with asyncio.timeout(max(10.0, count / 2000)):
                 await conn.confirmed()
+                # (un)subscribed while this connection was being confirmed: catch up
+                late: list[tuple[bytes, ...]] = []
+                for (add, drop), table, sent in zip(
+                    ((b"SUBSCRIBE", b"UNSUBSCRIBE"), (b"PSUBSCRIBE", b"PUNSUBSCRIBE")),
+                    (self._channels, self._patterns),
+                    snapshot,
+                    strict=True,
+                ):
+                    late += [(add, n) for n in table if n not in sent]
+                    late += [(drop, n) for n in sent if n not in table]
+                if late:
+                    conn.write(late, len(late))
+                    await conn.confirmed()
         except BaseException:
             await conn.close()
             raise
