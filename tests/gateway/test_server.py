@@ -205,7 +205,7 @@ async def test_in_flight_flood_gets_too_many_requests(
 
 
 async def test_frame_rate_flood_is_closed_4008(stack_factory: Callable[..., Any]) -> None:
-    async with stack_factory(max_frames_per_second=20) as stack:
+    async with stack_factory(max_frames_per_second=5) as stack:
         ws = await open_ws(stack.url())
         await welcome(ws)
         with pytest.raises(ConnectionClosed):
@@ -236,16 +236,17 @@ async def test_connection_and_session_limits(stack_factory: Callable[..., Any]) 
 
 
 async def test_connect_rate_limit(stack_factory: Callable[..., Any]) -> None:
-    async with stack_factory(connects_per_second=3) as stack:
+    # one connect per 5 s: however slow this machine's handshakes, the next ones are early
+    async with stack_factory(connects_per_second=0.2) as stack:
         codes = []
-        for i in range(8):
+        for i in range(4):
             try:
                 ws = await open_ws(stack.url(user_id=i))
                 codes.append(101)
                 await ws.close()
             except InvalidStatus as exc:
                 codes.append(exc.response.status_code)
-        assert 429 in codes and codes[0] == 101
+        assert codes == [101, 429, 429, 429]
         assert stack.gateway.stats["rejected_connect_rate"] == codes.count(429)
 
 
@@ -261,7 +262,8 @@ async def test_pings_arrive_and_silent_clients_are_closed(
             if frame.msg_type == WSMsgType.PING:
                 pings.append(time.monotonic())
 
-    async with stack_factory(ping_interval=0.2, ping_jitter=0.25, ping_timeout=0.3) as stack:
+    # a timeout generous enough for the answering client on a loaded machine
+    async with stack_factory(ping_interval=0.3, ping_jitter=0.25, ping_timeout=2.0) as stack:
         ok = await open_ws(stack.url(user_id=1))  # websockets answers pings
         transport, _ = await ws_connect(NoPong, stack.url(user_id=2), enable_auto_pong=False)
         await asyncio.wait_for(transport.wait_disconnected(), 15)

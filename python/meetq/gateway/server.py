@@ -102,18 +102,19 @@ def _now_ms() -> int:
 
 
 class _Bucket:
-    """Token bucket: `rate` per second, bursts up to `rate`."""
+    """Token bucket: `rate` per second, bursts up to `rate` (at least one)."""
 
-    __slots__ = ("last", "rate", "tokens")
+    __slots__ = ("burst", "last", "rate", "tokens")
 
     def __init__(self, rate: float) -> None:
         self.rate = rate
-        self.tokens = rate
+        self.burst = max(1.0, rate)
+        self.tokens = self.burst
         self.last = time.monotonic()
 
     def take(self) -> bool:
         now = time.monotonic()
-        self.tokens = min(self.rate, self.tokens + (now - self.last) * self.rate)
+        self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
         self.last = now
         if self.tokens >= 1.0:
             self.tokens -= 1.0
