@@ -84,7 +84,7 @@ async def test_stop_cancels_and_awaits_every_task_even_when_on_stop_raises() -> 
     w = Broken()
     await w.start()
     await asyncio.wait_for(w.serving.wait(), 10)
-    task = w._supervisor.task("loop")
+    task = w.supervisor.task("loop")
     assert task is not None
     with pytest.raises(RuntimeError, match="flush failed"):
         await w.stop()
@@ -102,7 +102,7 @@ async def test_a_failing_start_takes_down_what_it_started() -> None:
     with pytest.raises(OSError):
         await w.start()
     assert w.state == STOPPED and w.stops == 1
-    assert w._supervisor.running == []
+    assert w.supervisor.running == []
 
 
 async def test_supervisor_grace_lets_tasks_return() -> None:

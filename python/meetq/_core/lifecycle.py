@@ -209,6 +209,11 @@ class Component:
     def _recovered(self) -> None:
         self._trouble = None
 
+    @property
+    def supervisor(self) -> Supervisor:
+        """The supervisor of this component's background tasks (names, restarts, health)."""
+        return self._supervisor
+
     def supervise(self, name: str, factory: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:
         return self._supervisor.supervise(name, factory)
 

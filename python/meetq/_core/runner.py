@@ -38,10 +38,11 @@ worker task of its own).
 from __future__ import annotations
 
 import asyncio
-import inspect
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
+from operator import itemgetter
+from types import CoroutineType
 from typing import Any, Final
 
 from meetq._core.eager import ASYNC, SYNC, THREAD, Resume, handler_kind
@@ -90,31 +91,34 @@ class HandlerSpec:
         return cls(fn, handler_kind(fn, in_thread))
 
 
-class Outcome:
-    """How one run ended. `status` is COMPLETED, FAILED or TIMEOUT; `error` is None only when
-    completed; `encoded` is the encoded result when the run was given `encode`."""
+class Outcome(tuple[Any, ...]):
+    """How one run ended. `status` is COMPLETED, FAILED or TIMEOUT (`ok`: completed);
+    `error` is None only when completed; `encoded` is the encoded result when the run was
+    given `encode`; `straggler` is a timed-out thread still running. (A tuple: made per
+    run on the hot path, it costs a third of a plain object.)"""
 
-    __slots__ = ("duration", "encoded", "error", "result", "status", "straggler")
+    __slots__ = ()
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         status: str,
         result: Any = None,
         error: str | None = None,
         duration: float = 0.0,
         encoded: Any = None,
         straggler: asyncio.Future[Any] | None = None,
-    ) -> None:
-        self.status = status
-        self.result = result
-        self.error = error
-        self.duration = duration
-        self.encoded = encoded
-        self.straggler = straggler
+    ) -> Outcome:
+        return tuple.__new__(
+            cls, (status, result, error, duration, encoded, straggler, status == COMPLETED)
+        )
 
-    @property
-    def ok(self) -> bool:
-        return self.status == COMPLETED
+    status: str = property(itemgetter(0))  # type: ignore[assignment]
+    result: Any = property(itemgetter(1))
+    error: str | None = property(itemgetter(2))  # type: ignore[assignment]
+    duration: float = property(itemgetter(3))  # type: ignore[assignment]
+    encoded: Any = property(itemgetter(4))
+    straggler: asyncio.Future[Any] | None = property(itemgetter(5))  # type: ignore[assignment]
+    ok: bool = property(itemgetter(6))  # type: ignore[assignment]
 
     async def settled(self) -> None:
         """Returns once nothing of the run is still going (a timed-out thread returned)."""
@@ -123,6 +127,9 @@ class Outcome:
 
     def __repr__(self) -> str:
         return f"Outcome({self.status}, error={self.error!r}, duration={self.duration:.6f})"
+
+
+_new = tuple.__new__
 
 
 def _finished(result: Any, t0: float, encode: Encode | None) -> Outcome:
@@ -168,7 +175,10 @@ class HandlerRunner:
         except (Exception, asyncio.CancelledError) as exc:
             # a sync call cannot be cancelled from outside: whatever it raises is its own
             return _failed(describe(exc), t0)
-        if kind == SYNC and not inspect.iscoroutine(value):
+        if kind == SYNC and (value is None or not isinstance(value, CoroutineType)):
+            if encode is None:  # the hot path: a sync handler, nothing to encode
+                d = time.perf_counter() - t0
+                return _new(Outcome, (COMPLETED, value, None, d, None, None, True))
             return _finished(value, t0, encode)
         # an async handler (or a callable that is async without looking so: a partial,
         # a __call__): its first step runs now
@@ -239,9 +249,8 @@ class HandlerRunner:
         if timeout and timeout > 0:
             done, _ = await asyncio.wait({fut}, timeout=timeout)
             if not done:
-                out = _failed(f"handler timed out after {timeout}s", t0, TIMEOUT)
-                out.straggler = fut
-                return out
+                error = f"handler timed out after {timeout}s"
+                return Outcome(TIMEOUT, None, error, time.perf_counter() - t0, None, fut)
         else:
             await asyncio.wait({fut})
         try:

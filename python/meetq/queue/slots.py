@@ -85,6 +85,8 @@ class Slots:
         decode = self.codec.decode
         buffers = self.buffers
         fail = self.outcomes.fail
+        ok = self.outcomes.ok
+        start = self.runner.start
         inline = not self.stopping and not any(buffers)
         deadline = time.monotonic() + INLINE_BUDGET
         queued = False
@@ -104,21 +106,23 @@ class Slots:
             if spec is None:
                 fail(mid, token, msg, f"no handler for message type {msg.type!r}", dead=True)
             elif spec.kind == SYNC and inline and time.monotonic() < deadline:
-                self.run_inline(spec, msg, token)
+                step = start(spec, msg, msg.timeout)
+                if step.__class__ is not Outcome:
+                    self.hand_over(msg, token, step)  # type: ignore[arg-type]
+                elif step.ok:
+                    ok(msg, token, step.result)
+                else:
+                    self.settle(msg, token, step)
             else:
                 buffers[3 - msg.priority].append((msg, token, spec))
                 queued = True
         if queued:
             self.wake()
 
-    def run_inline(self, spec: HandlerSpec, msg: Message, token: str) -> None:
-        step = self.runner.start(spec, msg, msg.timeout)
-        if isinstance(step, Outcome):
-            self.settle(msg, token, step)
-            return
-        # a callable that is async without looking so (partial, __call__): a worker
-        # finishes the run it started
-        self.buffers[3 - msg.priority].append((msg, token, step))
+    def hand_over(self, msg: Message, token: str, rest: Coroutine[Any, Any, Outcome]) -> None:
+        """A sync-looking handler returned a coroutine (a partial, a __call__ of an async
+        function): a worker finishes the run it started."""
+        self.buffers[3 - msg.priority].append((msg, token, rest))
         self.wake()
 
     def settle(self, msg: Message, token: str, outcome: Outcome) -> None:
