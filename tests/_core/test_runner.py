@@ -299,3 +299,24 @@ async def test_encode_failure_is_a_failure_everywhere() -> None:
         assert out.error is not None and out.error.startswith("result is not serializable: ")
     good = await runner.run(HandlerSpec.of(lambda x: {"a": 1}), None, None, orjson.dumps)
     assert good.ok and good.encoded == b'{"a":1}'
+
+
+async def test_call_is_start_without_an_outcome_for_a_completed_sync_run() -> None:
+    runner = HandlerRunner()
+
+    class AsyncLooking:
+        def __call__(self, x: int) -> Any:
+            return self.run(x)
+
+        async def run(self, x: int) -> int:
+            await asyncio.sleep(0)
+            return x
+
+    assert runner.call(HandlerSpec.of(lambda x: x + 1), 1, 5.0) == 2
+    failed = runner.call(HandlerSpec.of(_raise), None, 5.0)
+    assert isinstance(failed, Outcome)
+    assert (failed.status, failed.error) == (FAILED, "ValueError: from a thread")
+    rest = runner.call(HandlerSpec.of(AsyncLooking()), 3, 5.0)
+    assert not isinstance(rest, Outcome)
+    out = await rest
+    assert (out.status, out.result) == (COMPLETED, 3)

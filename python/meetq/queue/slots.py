@@ -16,6 +16,7 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Coroutine
+from types import CoroutineType
 from typing import Any
 
 from meetq._core.runner import SYNC, HandlerRunner, HandlerSpec, Outcome
@@ -86,7 +87,7 @@ class Slots:
         buffers = self.buffers
         fail = self.outcomes.fail
         ok = self.outcomes.ok
-        start = self.runner.start
+        call = self.runner.call
         inline = not self.stopping and not any(buffers)
         deadline = time.monotonic() + INLINE_BUDGET
         queued = False
@@ -106,13 +107,14 @@ class Slots:
             if spec is None:
                 fail(mid, token, msg, f"no handler for message type {msg.type!r}", dead=True)
             elif spec.kind == SYNC and inline and time.monotonic() < deadline:
-                step = start(spec, msg, msg.timeout)
-                if step.__class__ is not Outcome:
-                    self.hand_over(msg, token, step)  # type: ignore[arg-type]
-                elif step.ok:
-                    ok(msg, token, step.result)
+                result = call(spec, msg, msg.timeout)
+                kind = result.__class__
+                if kind is Outcome:
+                    self.settle(msg, token, result)
+                elif kind is CoroutineType:
+                    self.hand_over(msg, token, result)
                 else:
-                    self.settle(msg, token, step)
+                    ok(msg, token, result)
             else:
                 buffers[3 - msg.priority].append((msg, token, spec))
                 queued = True
