@@ -76,12 +76,30 @@ def pytest_figures(path: Path) -> dict[str, float]:
     return out
 
 
+_DELIVER = re.compile(r"deliver: ([\d.]+) us/msg CPU \(min ([\d.]+)\)")
+_DRAIN = re.compile(r"drain: ([\d. ]+) us/job CPU")
+
+
+def cpu_figures(path: Path) -> dict[str, float]:
+    text = path.read_text()
+    out: dict[str, float] = {}
+    d = _DELIVER.search(text)
+    if d:
+        out["deliver CPU us/msg (median)"] = float(d.group(1))
+        out["deliver CPU us/msg (min)"] = float(d.group(2))
+    m = _DRAIN.search(text)
+    if m:
+        out["drain CPU us/job (median of rounds)"] = median([float(x) for x in m.group(1).split()])
+    return out
+
+
 def figures(directory: Path, label: str, pair: int) -> dict[str, float]:
     out: dict[str, float] = {}
     for name, read in (
         (f"bench_queue_self-{label}-{pair}.json", self_figures),
         (f"latency_breakdown-{label}-{pair}.txt", breakdown_figures),
         (f"test_bench_queue-{label}-{pair}.json", pytest_figures),
+        (f"ab_cpu-{label}-{pair}.txt", cpu_figures),
     ):
         path = directory / name
         if path.exists():
@@ -95,7 +113,11 @@ def figures(directory: Path, label: str, pair: int) -> dict[str, float]:
 def main() -> None:
     directory = Path(sys.argv[1])
     pairs = sorted(
-        {int(p.stem.rsplit("-", 1)[1]) for p in directory.glob("test_bench_queue-new-*.json")}
+        {
+            int(p.stem.rsplit("-", 1)[1])
+            for pattern in ("test_bench_queue-new-*.json", "ab_cpu-new-*.txt")
+            for p in directory.glob(pattern)
+        }
     )
     table: dict[str, list[tuple[float, float]]] = {}
     for pair in pairs:
