@@ -89,7 +89,11 @@ class QueuePath:
         self._stage(target, kind, priority, data, 0)
 
     async def server_side(self, kind: str, priority: str, data: dict[str, Any]) -> None:
+        """Published at once: it runs in a task of its own, possibly after the load's
+        last flush, so staging it could leave it counted as sent and never published."""
         self._stage(("media-service", "recording"), kind, priority, data, 2)
+        msg = self._staged["media-service"].pop()
+        await self.queues["media-service"].publish(msg)
 
     def _stage(
         self, target: tuple[str, str], kind: str, priority: str, data: dict[str, Any], retries: int
