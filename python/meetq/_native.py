@@ -15,6 +15,7 @@ from typing import Any, Literal
 from meetq._pure import dispatch as _dispatch
 from meetq._pure import resp as _resp
 from meetq._pure import ring as _ring
+from meetq._pure import sched as _sched
 from meetq._pure import stage as _stage
 from meetq._pure import wheel as _wheel
 
@@ -53,6 +54,9 @@ dispatch: Any
 encode_command: Any
 encode_commands: Any
 stage: Any
+Task: Any
+SchedulerCore: Any
+register_task_enums: Any
 
 if native_modules:
     RingBuffer = native_modules["rs"].RingBuffer
@@ -62,6 +66,9 @@ if native_modules:
     encode_command = native_modules["resp"].encode_command
     encode_commands = native_modules["resp"].encode_commands
     stage = native_modules["stage"].stage
+    Task = native_modules["rs"].Task
+    SchedulerCore = native_modules["rs"].SchedulerCore
+    register_task_enums = native_modules["rs"].register_task_enums
 else:
     RingBuffer = _ring.RingBuffer
     TimerWheel = _wheel.TimerWheel
@@ -70,6 +77,9 @@ else:
     encode_command = _resp.encode_command
     encode_commands = _resp.encode_commands
     stage = _stage.stage
+    Task = _sched.Task
+    SchedulerCore = _sched.SchedulerCore
+    register_task_enums = _sched.register_task_enums
 
 
 def backend() -> Backend:

@@ -9,6 +9,10 @@ pub mod wheel;
 #[cfg(feature = "extension-module")]
 mod py_event;
 #[cfg(feature = "extension-module")]
+mod py_sched;
+#[cfg(feature = "extension-module")]
+mod py_task;
+#[cfg(feature = "extension-module")]
 mod py_wheel;
 
 #[cfg(feature = "extension-module")]
@@ -19,5 +23,6 @@ use pyo3::prelude::*;
 fn _meetq_rs(m: &Bound<'_, PyModule>) -> PyResult<()> {
     py_event::register(m)?;
     py_wheel::register(m)?;
+    py_sched::register(m)?;
     Ok(())
 }

@@ -527,7 +527,7 @@ async def test_one_loop_timer_and_no_periodic_poll() -> None:
         assert s._timer_at - time.monotonic() * 1000 > 3_500_000
 
 
-async def test_cancel_of_a_running_thread_handler_stops_waiting_for_it() -> None:
+async def test_cancel_of_a_running_thread_handler_reports_at_once_and_holds_the_worker() -> None:
     started = threading.Event()
     release = threading.Event()
 
@@ -541,6 +541,82 @@ async def test_cancel_of_a_running_thread_handler_stops_waiting_for_it() -> None
         assert s.get_stats()["active_tasks"] == 1
         assert s.cancel(tid)
         result = await s.wait(tid)
-        release.set()  # a thread cannot be interrupted; the scheduler just stops waiting
         assert result.status is TaskStatus.CANCELLED
-        assert s.get_stats()["active_tasks"] == 0
+        # A thread cannot be interrupted: its worker stays taken until it returns.
+        assert s.get_stats()["active_tasks"] == 1
+        release.set()
+        await async_wait_until(lambda: s.get_stats()["active_tasks"] == 0)
+
+
+async def test_a_timed_out_thread_run_is_retried_only_after_its_thread_returns() -> None:
+    running = 0
+    overlaps: list[int] = []
+    release = threading.Event()
+    lock = threading.Lock()
+
+    def blocking(task: Task) -> str:
+        nonlocal running
+        with lock:
+            running += 1
+            overlaps.append(running)
+        try:
+            if task.retry_count == 0:
+                release.wait(10)
+            return "done"
+        finally:
+            with lock:
+                running -= 1
+
+    async with TaskScheduler(workers=4) as s:
+        task = Task(
+            type="t",
+            handler=blocking,
+            in_thread=True,
+            timeout=0.02,
+            max_retries=1,
+            retry_backoff=0.001,
+        )
+        tid = s.submit(task)
+        await async_wait_until(lambda: task._why == 2)  # the first run timed out
+        await asyncio.sleep(0.05)
+        assert task.retry_count == 0, "retried while the first thread still runs"
+        assert s.get_stats()["active_tasks"] == 1
+        release.set()
+        result = await s.wait(tid)
+    assert result.status is TaskStatus.COMPLETED
+    assert task.retry_count == 1
+    assert overlaps == [1, 1]
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_a_handlers_own_cancelled_error_is_a_failure(kind: str) -> None:
+    def sync(task: Task) -> None:
+        raise asyncio.CancelledError
+
+    async def coro(task: Task) -> None:
+        await asyncio.sleep(0)
+        raise asyncio.CancelledError
+
+    async with TaskScheduler() as s:
+        tid = s.submit(Task(type="c", handler=sync if kind == "sync" else coro))
+        result = await s.wait(tid)
+        assert result.status is TaskStatus.FAILED
+        assert result.error is not None and "CancelledError" in result.error
+        assert s.get_stats()["failed_tasks"] == 1
+        assert books_balance(s)
+
+
+async def test_a_sync_handler_is_not_timed_and_never_rerun() -> None:
+    calls = 0
+
+    def slow(task: Task) -> str:
+        nonlocal calls
+        calls += 1
+        time.sleep(0.03)  # longer than its timeout: still a success
+        return "ok"
+
+    async with TaskScheduler() as s:
+        task = Task(type="s", handler=slow, timeout=0.001, max_retries=3)
+        result = await s.wait(s.submit(task))
+    assert result.status is TaskStatus.COMPLETED
+    assert calls == 1 and task.result == "ok"

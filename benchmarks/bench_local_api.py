@@ -1,0 +1,254 @@
+"""The in-process layer measured through its public API only, against the stock tools, in
+one run: every round runs every contender once, in a shuffled order, and each ratio is the
+median over the rounds of (baseline time / contender time) within one round, so a load
+spike on the shared machine hits both sides of a ratio alike.
+
+    python benchmarks/bench_local_api.py                  # ~1 min, prints the table
+    python benchmarks/bench_local_api.py --rounds 15 --json out.json
+    MEETQ_BENCH_SCALE=0.02 python benchmarks/bench_local_api.py --rounds 2   # smoke
+
+Workloads (N from MEETQ_BENCH_SCALE):
+- sched: `TaskScheduler.submit(Task(type=, handler=, delay=d))` then `cancel(id)` of
+  every one, in batches of 1,000 delayed tasks (d spread over 1-30 s) against
+  `loop.call_later(d, f)` then `handle.cancel()` of the same delays, both on uvloop;
+- bus: `LocalEventBus.emit(type, payload, source)` once per event from the loop, a fresh
+  payload dict each, in bursts of the default `buffer_size` (1,000), each burst awaited
+  until the handler has seen all of it, against pyee's `emit(type, payload)` of the same
+  dicts (pyee runs the handler inside `emit`);
+- bus-loop: the events/s of `emit` in a loop (chunks of 4,096, one shared payload) with a
+  sync no-op handler, until the handler has seen them all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import random
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import uvloop
+
+from benchutil import scale
+from meetq import LocalEventBus, Task, TaskScheduler, backend
+
+N_TIMERS = max(1000, scale("api_timers", 200_000) // 1000 * 1000)
+N_EVENTS = max(1000, scale("api_events", 200_000) // 1000 * 1000)
+BURST = 1000  # LocalEventBus's default buffer_size
+CHUNK = 4096
+
+
+def run(main: Callable[[], Any]) -> float:
+    """Runs `main()` on a fresh uvloop loop; returns the seconds it reports."""
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return float(runner.run(main()))
+
+
+def delays(n: int, seed: int = 11) -> list[float]:
+    rng = random.Random(seed)
+    return [rng.uniform(1.0, 30.0) for _ in range(n)]
+
+
+DELAYS = delays(BURST)
+
+
+def sync_noop(task: Any) -> None:
+    pass
+
+
+# -- scheduler: delayed submit + cancel vs call_later + cancel -----------------------------
+
+
+def sched_submit_cancel(n: int = N_TIMERS) -> float:
+    async def main() -> float:
+        s = TaskScheduler()
+        await s.start()
+        submit, cancel = s.submit, s.cancel
+        t0 = time.perf_counter()
+        for _ in range(n // BURST):
+            ids = [submit(Task(type="t", handler=sync_noop, delay=d)) for d in DELAYS]
+            for tid in ids:
+                cancel(tid)
+        elapsed = time.perf_counter() - t0
+        st = s.get_stats()
+        assert st["cancelled_tasks"] == n and st["delayed_tasks"] == 0, st
+        await s.stop()
+        return elapsed
+
+    return run(main)
+
+
+def call_later_cancel(n: int = N_TIMERS) -> float:
+    def noop() -> None:
+        pass
+
+    async def main() -> float:
+        loop = asyncio.get_running_loop()
+        call_later = loop.call_later
+        t0 = time.perf_counter()
+        for _ in range(n // BURST):
+            handles = [call_later(d, noop) for d in DELAYS]
+            for h in handles:
+                h.cancel()
+        return time.perf_counter() - t0
+
+    return run(main)
+
+
+# -- bus: single emits (fresh payloads) vs pyee -------------------------------------------
+
+
+def bus_single_emits(n: int = N_EVENTS, cls: type[LocalEventBus] = LocalEventBus) -> float:
+    async def main() -> float:
+        bus = cls()  # default buffer_size
+        seen = 0
+        burst_done: asyncio.Future[None] | None = None
+        target = 0
+
+        def handler(ev: Any) -> None:
+            nonlocal seen
+            seen += 1
+            if seen == target and burst_done is not None:
+                burst_done.set_result(None)
+
+        bus.on("e", handler)
+        await bus.start()
+        emit = bus.emit
+        loop = asyncio.get_running_loop()
+        t0 = time.perf_counter()
+        for b in range(n // BURST):
+            target = (b + 1) * BURST
+            burst_done = loop.create_future()
+            for i in range(BURST):
+                emit("e", {"i": i}, "bench")
+            if seen < target:
+                await burst_done
+        elapsed = time.perf_counter() - t0
+        await bus.stop()
+        assert seen == n and bus.get_stats()["dropped_events"] == 0
+        return elapsed
+
+    return run(main)
+
+
+def pyee_single_emits(n: int = N_EVENTS) -> float:
+    from pyee import EventEmitter
+
+    async def main() -> float:
+        ee = EventEmitter()
+        seen = 0
+
+        def handler(payload: Any) -> None:
+            nonlocal seen
+            seen += 1
+
+        ee.on("e", handler)
+        emit = ee.emit
+        t0 = time.perf_counter()
+        for _ in range(n // BURST):
+            for i in range(BURST):
+                emit("e", {"i": i})
+        elapsed = time.perf_counter() - t0
+        assert seen == n
+        return elapsed
+
+    return run(main)
+
+
+# -- bus: emit in a loop, sync no-op handler ----------------------------------------------
+
+
+def bus_emit_loop(n: int = N_EVENTS, cls: type[LocalEventBus] = LocalEventBus) -> float:
+    async def main() -> float:
+        bus = cls(buffer_size=2 * CHUNK, workers=1, batch_size=1024)
+        bus.on("e", sync_noop)
+        await bus.start()
+        emit = bus.emit
+        stats = bus.get_stats
+        payload = {"k": 1}
+        t0 = time.perf_counter()
+        left = n
+        while left:
+            k = min(CHUNK, left)
+            left -= k
+            for _ in range(k):
+                emit("e", payload, "bench")
+            while stats()["pending_events"]:
+                await asyncio.sleep(0)
+        elapsed = time.perf_counter() - t0
+        await bus.stop()
+        assert stats()["processed_events"] == n
+        return elapsed
+
+    return run(main)
+
+
+CONTENDERS: dict[str, Callable[[], float]] = {
+    "sched_submit_cancel": sched_submit_cancel,
+    "call_later_cancel": call_later_cancel,
+    "bus_single_emits": bus_single_emits,
+    "pyee_single_emits": pyee_single_emits,
+    "bus_emit_loop": bus_emit_loop,
+}
+# (contender, baseline, target ratio, what the ratio means)
+RATIOS = [
+    ("sched_submit_cancel", "call_later_cancel", 2.0, "delayed submit + cancel vs call_later"),
+    ("bus_single_emits", "pyee_single_emits", 2.5, "single emits -> handler vs pyee emit"),
+]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=9)
+    ap.add_argument("--json", help="also write the raw times here")
+    args = ap.parse_args()
+    print(
+        f"backend {backend()}, python {sys.version.split()[0]}, uvloop {uvloop.__version__}, "
+        f"load average {os.getloadavg()[0]:.1f}; timers {N_TIMERS:,}, events {N_EVENTS:,}, "
+        f"{args.rounds} interleaved rounds"
+    )
+    rng = random.Random(5)
+    times: dict[str, list[float]] = {name: [] for name in CONTENDERS}
+    for _ in range(args.rounds):
+        order = list(CONTENDERS)
+        rng.shuffle(order)
+        for name in order:
+            gc.collect()
+            times[name].append(CONTENDERS[name]())
+    print("\n| ratio | median (min-max over rounds) | target | met |")
+    print("|---|---|---|---|")
+    results: dict[str, Any] = {"times": times, "ratios": {}}
+    for contender, base, target, label in RATIOS:
+        ratios = [b / c for b, c in zip(times[base], times[contender], strict=True)]
+        med = statistics.median(ratios)
+        results["ratios"][contender] = ratios
+        print(
+            f"| {label} | {med:.2f}x ({min(ratios):.2f}-{max(ratios):.2f}) | >= {target}x | "
+            f"{'met' if med >= target else 'NOT met'} |"
+        )
+    rate = [N_EVENTS / t for t in times["bus_emit_loop"]]
+    med_rate = statistics.median(rate)
+    print(
+        f"| emit in a loop, sync no-op handler | {med_rate / 1e6:.2f} M events/s "
+        f"({min(rate) / 1e6:.2f}-{max(rate) / 1e6:.2f}) | >= 3 M/s | "
+        f"{'met' if med_rate >= 3e6 else 'NOT met'} |"
+    )
+    print("\n| contender | median time | rate |")
+    print("|---|---|---|")
+    for name, ts in times.items():
+        count = N_TIMERS if name in ("sched_submit_cancel", "call_later_cancel") else N_EVENTS
+        med = statistics.median(ts)
+        print(f"| {name} | {med * 1e3:,.1f} ms | {count / med:,.0f}/s |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
