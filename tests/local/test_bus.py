@@ -226,6 +226,46 @@ async def test_handler_raising_cancelled_error_does_not_kill_a_worker() -> None:
     assert bus.get_stats()["failed_events"] == 1
 
 
+async def test_a_timed_out_thread_handler_holds_its_worker_until_it_returns() -> None:
+    started = threading.Event()
+    release = threading.Event()
+    after: list[int] = []
+
+    def blocking(e: Any) -> None:
+        started.set()
+        release.wait(10)
+
+    async with LocalEventBus(100, 1, handler_timeout=0.02) as bus:
+        bus.on("t", blocking, in_thread=True)
+        bus.on("next", lambda e: after.append(1))
+        bus.emit("t")
+        await async_wait_until(started.is_set)
+        await async_wait_until(lambda: bus.get_stats()["failed_events"] == 1)  # timed out
+        bus.emit("next")
+        await asyncio.sleep(0.05)
+        # The one worker is still held by the thread that cannot be stopped.
+        assert after == []
+        assert bus.get_stats()["pending_events"] == 1
+        release.set()
+        await async_wait_until(lambda: after == [1])
+    assert bus.get_stats()["processed_events"] == 2
+
+
+async def test_a_sync_handler_is_not_timed() -> None:
+    done: list[int] = []
+
+    def slow(e: Any) -> None:
+        time.sleep(0.03)  # longer than the timeout: still a success
+        done.append(1)
+
+    async with LocalEventBus(10, 1, handler_timeout=0.001) as bus:
+        bus.on("s", slow)
+        bus.emit("s")
+        await async_wait_until(lambda: done == [1])
+        await async_wait_until(lambda: bus.get_stats()["processed_events"] == 1)
+    assert bus.get_stats()["failed_events"] == 0
+
+
 async def test_eight_threads_times_500_none_lost() -> None:
     seen: list[tuple[int, int]] = []
     give_up = threading.Event()  # bounds the producers if the bus ever stopped draining

@@ -16,10 +16,10 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from meetq._core.eager import ASYNC, SYNC, THREAD, Resume, handler_kind
+from meetq._core.runner import HandlerRunner, HandlerSpec, describe
 from meetq._native import LocalEvent, RingBuffer, dispatch
 from meetq.errors import QueueFullError
 from meetq.priority import Priority
@@ -71,7 +71,7 @@ class LocalEventBus:
         self._backlog_at = 0
         self._idle: asyncio.Future[None] | None = None
         self._room: asyncio.Future[None] | None = None
-        self._executor: ThreadPoolExecutor | None = None
+        self._runner = HandlerRunner(workers, thread_name="meetq-bus")
         self._stopping = False
 
     # -- registration -----------------------------------------------------------------
@@ -175,9 +175,7 @@ class LocalEventBus:
         self._pump_task = None
         self._ring.set_waker(None)
         self._ring.disarm()
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            self._executor = None
+        self._runner.close()
         return discarded
 
     async def __aenter__(self) -> LocalEventBus:
@@ -260,33 +258,38 @@ class LocalEventBus:
             await asyncio.gather(*(self._finish_run(ev, *run) for run in runs))
 
     async def _finish_run(self, ev: Any, fn: Handler, coro: Any, yielded: Any) -> None:
+        if coro is None:
+            # A thread handler: the runner itself runs it; its slot (this event's place in
+            # `workers`) is held until the thread returns, even after a timeout.
+            outcome = await self._runner.run(HandlerSpec(fn, THREAD), ev, self.handler_timeout)
+            if not outcome.ok:
+                self._failed += 1
+                self._on_error(ev, fn, outcome.error)
+            await outcome.settled()
+            return
+        # The rest of an async handler whose first step the dispatch loop ran: the runner's
+        # rule (timed, cancelled at the timeout; its own CancelledError is a failure).
         try:
             async with asyncio.timeout(self.handler_timeout):
-                if coro is None:
-                    if self._executor is None:
-                        self._executor = ThreadPoolExecutor(
-                            self.workers, thread_name_prefix="meetq-bus"
-                        )
-                    await asyncio.get_running_loop().run_in_executor(self._executor, fn, ev)
-                else:
-                    await Resume(coro, yielded)
-        except asyncio.CancelledError as exc:
+                await Resume(coro, yielded)
+        except asyncio.CancelledError:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
                 self._failed += 1
                 raise  # stop() gave up waiting
             self._failed += 1  # the handler raised CancelledError of its own
-            self._on_error(ev, fn, exc)
+            self._on_error(ev, fn, "handler was cancelled")
+        except TimeoutError:
+            self._failed += 1
+            self._on_error(ev, fn, f"handler timed out after {self.handler_timeout}s")
         except Exception as exc:
             self._failed += 1
             self._on_error(ev, fn, exc)
 
-    def _on_error(self, ev: Any, fn: Handler, exc: BaseException) -> None:
+    def _on_error(self, ev: Any, fn: Handler, error: BaseException | str | None) -> None:
         name = getattr(fn, "__qualname__", repr(fn))
-        if isinstance(exc, TimeoutError):
-            log.warning("handler %s for %r timed out (%ss)", name, ev.type, self.handler_timeout)
-        else:
-            log.warning("handler %s for %r failed: %r", name, ev.type, exc)
+        text = describe(error) if isinstance(error, BaseException) else error
+        log.warning("handler %s for %r failed: %s", name, ev.type, text)
 
     # -- stats ------------------------------------------------------------------------
 

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from meetq import _native
 from meetq._core.eager import Resume
+from meetq._core.runner import describe
 from meetq._native import SchedulerCore, register_task_enums
 from meetq._pure import sched as _pure_sched
 from meetq._pure.sched import (
@@ -390,7 +391,12 @@ class TaskScheduler:
 
     def _failed_attempt(self, task: Task, exc: BaseException | None) -> None:
         """`exc` None means the attempt timed out."""
-        error = f"timed out after {task.timeout}s" if exc is None else _describe(exc)
+        if exc is None:
+            error = f"handler timed out after {task.timeout}s"
+        elif isinstance(exc, asyncio.CancelledError):
+            error = "handler was cancelled"  # its own: a failure, as the runner reports it
+        else:
+            error = describe(exc)
         if self._will_retry(task):
             task.retry_count += 1
             base = min(task.retry_backoff * 2 ** (task.retry_count - 1), self.max_backoff)
@@ -441,12 +447,3 @@ class TaskScheduler:
             self._core.watch_idle = False
             if not idle.done():
                 idle.set_result(None)
-
-
-def _describe(exc: BaseException) -> str:
-    """`Type: message`, even for an exception whose __str__ raises."""
-    try:
-        text = str(exc)
-    except Exception:
-        return f"<{type(exc).__name__}: unprintable>"
-    return f"{type(exc).__name__}: {text}"
