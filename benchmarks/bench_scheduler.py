@@ -31,10 +31,19 @@ import uvloop
 
 from benchutil import scale
 from meetq import Task, TaskScheduler
+from meetq._pure import sched as _pure_sched
 from meetq._pure import wheel as _wheel
 
 NativeWheel: Any = importlib.import_module("meetq._meetq_rs").TimerWheel
 PureWheel: Any = _wheel.TimerWheel
+PureTask: Any = _pure_sched.Task
+
+
+class PureScheduler(TaskScheduler):
+    """The scheduler on its pure-Python core and wheel (takes the pure twin's Task)."""
+
+    _Core = _pure_sched.SchedulerCore
+
 
 CHUNK = 1000  # (c): tasks submitted per batch (the default buffer_size)
 N_TIMERS = scale("timers", 1_000_000)
@@ -222,16 +231,17 @@ def scheduler_lateness(
     pending: int, probes: int = 1000, wheel: Any = None
 ) -> tuple[float, float, float]:
     """Lateness of 1,000 delayed probe tasks (due 5..500 ms out) while `pending` other
-    timers (due in 1..60 minutes) wait in the same wheel."""
+    timers (due in 1..60 minutes) wait in the same wheel (`wheel` given: the pure core
+    and its pure wheel)."""
+
+    cls, task_cls = (TaskScheduler, Task) if wheel is None else (PureScheduler, PureTask)
 
     async def main() -> list[float]:
-        s = TaskScheduler(buffer_size=probes, workers=8)
-        if wheel is not None:
-            s._wheel = wheel(s._wheel.elapsed)
+        s = cls(buffer_size=probes, workers=8)
         await s.start()
         rng = random.Random(3)
         for _ in range(pending):
-            s.submit(Task(type="far", handler=sync_noop, delay=rng.uniform(60, 3600)))
+            s.submit(task_cls(type="far", handler=sync_noop, delay=rng.uniform(60, 3600)))
         late: list[float] = []
         ids = []
 
@@ -240,7 +250,7 @@ def scheduler_lateness(
 
         for _ in range(probes):
             delay = rng.uniform(0.005, 0.5)
-            task = Task(type="probe", handler=probe, delay=delay, payload={})
+            task = task_cls(type="probe", handler=probe, delay=delay, payload={})
             task.payload["due"] = time.monotonic() + delay
             ids.append(s.submit(task))
         for tid in ids:

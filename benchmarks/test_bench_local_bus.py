@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 import uvloop
 
+import bench_local_api
 from benchutil import record_rate, scale
 from meetq import LocalEventBus
 from meetq._native import BACKEND
-from meetq._pure import dispatch as _dispatch
 from meetq._pure import ring as _ring
 
 N = scale("events", 200_000)
@@ -38,13 +38,6 @@ class Event:
 
 class PureBus(LocalEventBus):
     _Ring = _ring.RingBuffer
-    _dispatch = staticmethod(_dispatch.dispatch)
-
-
-class PureDispatchBus(LocalEventBus):
-    """Native ring, pure-Python dispatch loop: what the Cython loop is worth on its own."""
-
-    _dispatch = staticmethod(_dispatch.dispatch)
 
 
 def noop(ev: Any) -> None:
@@ -128,13 +121,6 @@ def test_meetq_native_sync(benchmark: Any) -> None:
     if BACKEND != "native":
         pytest.skip("no native build")
     record(benchmark, meetq_bus(LocalEventBus, noop))
-
-
-@pytest.mark.benchmark(group="bus-sync-handler")
-def test_meetq_native_ring_pure_dispatch_sync(benchmark: Any) -> None:
-    if BACKEND != "native":
-        pytest.skip("no native build")
-    record(benchmark, meetq_bus(PureDispatchBus, noop))
 
 
 @pytest.mark.benchmark(group="bus-sync-handler")
@@ -307,3 +293,27 @@ def test_cross_thread_pure(benchmark: Any) -> None:
 @pytest.mark.benchmark(group="cross-thread-emit")
 def test_cross_thread_call_soon_threadsafe(benchmark: Any) -> None:
     record(benchmark, cross_thread(None), N // 4)
+
+
+# -- the public API: emit(type, payload, source) once per event vs pyee ------------------
+
+
+@pytest.mark.benchmark(group="bus public API: single emits, fresh payloads")
+def test_meetq_native_single_emits(benchmark: Any) -> None:
+    if BACKEND != "native":
+        pytest.skip("no native build")
+    record(benchmark, bench_local_api.bus_single_emits, bench_local_api.N_EVENTS)
+
+
+@pytest.mark.benchmark(group="bus public API: single emits, fresh payloads")
+def test_meetq_pure_single_emits(benchmark: Any) -> None:
+    record(
+        benchmark,
+        lambda: bench_local_api.bus_single_emits(cls=bench_local_api.PureBus),
+        bench_local_api.N_EVENTS,
+    )
+
+
+@pytest.mark.benchmark(group="bus public API: single emits, fresh payloads")
+def test_pyee_single_emits(benchmark: Any) -> None:
+    record(benchmark, bench_local_api.pyee_single_emits, bench_local_api.N_EVENTS)

@@ -13,11 +13,13 @@ from typing import Any
 
 import pytest
 
+import bench_local_api
 from bench_scheduler import (
     N_TASKS,
     N_TIMERS,
     SPAN_MS,
     NativeWheel,
+    PureTask,
     PureWheel,
     async_noop,
     cancel_call_later,
@@ -80,3 +82,22 @@ TASKS = {
 @pytest.mark.parametrize("contender", list(TASKS))
 def test_immediate_tasks(benchmark: Any, contender: str) -> None:
     measure(benchmark, TASKS[contender], N_TASKS, "tasks")
+
+
+# -- the public API: TaskScheduler.submit(Task(delay=d)) + cancel vs call_later + cancel --
+
+API = {
+    "native_scheduler_submit_cancel": lambda: bench_local_api.sched_submit_cancel(),
+    "pure_scheduler_submit_cancel": lambda: bench_local_api.sched_submit_cancel(
+        cls=bench_local_api.PureScheduler, task_cls=PureTask
+    ),
+    "uvloop_call_later_cancel": lambda: bench_local_api.call_later_cancel(),
+}
+
+
+@pytest.mark.benchmark(
+    group=f"scheduler public API: delayed submit + cancel {bench_local_api.N_TIMERS:,}"
+)
+@pytest.mark.parametrize("contender", list(API))
+def test_public_submit_cancel(benchmark: Any, contender: str) -> None:
+    measure(benchmark, API[contender], bench_local_api.N_TIMERS, "ops")

@@ -6,9 +6,10 @@ use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use pyo3::prelude::*;
-use pyo3::{PyTraverseError, PyVisit};
-use pyo3::types::{PyDict, PyList, PyString};
+use pyo3::types::{PyDict, PyList, PyString, PyTuple};
+use pyo3::{ffi, PyTraverseError, PyVisit};
 
+use crate::py_sched::is_failure;
 use crate::ring::{Pushed, Ring};
 
 const NORMAL: i64 = 1;
@@ -209,6 +210,93 @@ impl RingBuffer {
 
     fn pop(&self) -> Option<PyObject> {
         self.ring.pop()
+    }
+
+    /// The bus's emit -> handler path: pops up to `max` events, one at a time (so strict
+    /// priority holds even against events emitted meanwhile), and runs each through
+    /// `table[event.type]` = (sync handlers, async handlers, thread handlers). Sync handlers
+    /// run inline; async ones are stepped once, and only those that suspend (and thread
+    /// handlers) are handed back; it stops once `budget` events are left in progress.
+    /// Returns (events fully processed, failed handler runs, [(event, [(handler,
+    /// coroutine or None, what it yielded)])] or None, events popped). Pure twin:
+    /// `RingBuffer.dispatch` in `_pure/ring.py`.
+    fn dispatch<'py>(
+        &self,
+        py: Python<'py>,
+        max: usize,
+        table: &Bound<'py, PyDict>,
+        on_error: &Bound<'py, PyAny>,
+        mut budget: isize,
+    ) -> PyResult<(usize, usize, Option<Bound<'py, PyList>>, usize)> {
+        let (mut processed, mut failed, mut popped) = (0usize, 0usize, 0usize);
+        let mut pending: Option<Bound<'py, PyList>> = None;
+        while popped < max && budget > 0 {
+            let Some(item) = self.ring.pop() else { break };
+            popped += 1;
+            let ev = item.into_bound(py);
+            let entry = match ev.downcast::<LocalEvent>() {
+                Ok(le) => table.get_item(le.get().event_type.bind(py))?,
+                Err(_) => table.get_item(ev.getattr("type")?)?,
+            };
+            let Some(entry) = entry else {
+                processed += 1;
+                continue;
+            };
+            let entry = entry.downcast_into::<PyTuple>()?;
+            let mut fail = |fn_: &Bound<'py, PyAny>, err: PyErr| -> PyResult<()> {
+                if !is_failure(py, &err)? {
+                    return Err(err);
+                }
+                failed += 1;
+                on_error.call1((&ev, fn_, err.into_value(py)))?;
+                Ok(())
+            };
+            for fn_ in entry.get_item(0)?.downcast_into::<PyTuple>()?.iter() {
+                if let Err(err) = fn_.call1((&ev,)) {
+                    fail(&fn_, err)?;
+                }
+            }
+            let mut runs: Option<Bound<'py, PyList>> = None;
+            for fn_ in entry.get_item(1)?.downcast_into::<PyTuple>()?.iter() {
+                let coro = match fn_.call1((&ev,)) {
+                    Ok(c) => c,
+                    Err(err) => {
+                        fail(&fn_, err)?;
+                        continue;
+                    }
+                };
+                let mut out: *mut ffi::PyObject = std::ptr::null_mut();
+                // SAFETY: coro is a live object; PyIter_Send gives us a new reference in
+                // `out` for NEXT and RETURN, and sets an exception for ERROR.
+                let sent = unsafe { ffi::PyIter_Send(coro.as_ptr(), ffi::Py_None(), &mut out) };
+                match sent {
+                    ffi::PySendResult::PYGEN_RETURN => {
+                        // SAFETY: a new reference (the return value), dropped right away.
+                        drop(unsafe { Bound::from_owned_ptr(py, out) });
+                    }
+                    ffi::PySendResult::PYGEN_NEXT => {
+                        // SAFETY: a new reference to what the coroutine yielded.
+                        let yielded = unsafe { Bound::from_owned_ptr(py, out) };
+                        let run = PyTuple::new(py, [fn_.clone(), coro, yielded])?;
+                        runs.get_or_insert_with(|| PyList::empty(py)).append(run)?;
+                    }
+                    _ => fail(&fn_, PyErr::fetch(py))?,
+                }
+            }
+            for fn_ in entry.get_item(2)?.downcast_into::<PyTuple>()?.iter() {
+                let run = PyTuple::new(py, [fn_, py.None().into_bound(py), py.None().into_bound(py)])?;
+                runs.get_or_insert_with(|| PyList::empty(py)).append(run)?;
+            }
+            match runs {
+                None => processed += 1,
+                Some(runs) => {
+                    let entry = PyTuple::new(py, [ev.into_any(), runs.into_any()])?;
+                    pending.get_or_insert_with(|| PyList::empty(py)).append(entry)?;
+                    budget -= 1;
+                }
+            }
+        }
+        Ok((processed, failed, pending, popped))
     }
 
     /// Up to `max` items, highest lane first, oldest first within a lane.

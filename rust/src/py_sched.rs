@@ -78,7 +78,7 @@ static CANCELLED_ERROR: GILOnceCell<Py<PyType>> = GILOnceCell::new();
 
 /// A handler's exception that counts as a failed run: any Exception, and CancelledError
 /// raised by the handler itself. Anything else (KeyboardInterrupt, SystemExit) propagates.
-fn is_failure(py: Python<'_>, err: &PyErr) -> PyResult<bool> {
+pub fn is_failure(py: Python<'_>, err: &PyErr) -> PyResult<bool> {
     if err.is_instance_of::<PyException>(py) {
         return Ok(true);
     }
@@ -301,6 +301,7 @@ impl SchedulerCore {
                 error: error.as_ref().map(|e| e.clone_ref(py)),
                 started: t.started,
                 ended: end,
+                replaced: AtomicBool::new(false),
             };
             t.error = error;
             (record, t.waiters.is_some())
@@ -337,12 +338,10 @@ impl SchedulerCore {
             }
         }
         for old in evicted {
-            let id = &old.get().id;
-            // The id may have been reused by a newer task.
-            if let Some(cur) = tasks.get_item(id)? {
-                if cur.is(&old) {
-                    tasks.del_item(id)?;
-                }
+            let old = old.get();
+            // Unless a newer task reused the id, the table still holds this record.
+            if !old.replaced.load(Ordering::Relaxed) {
+                tasks.del_item(&old.id)?;
             }
         }
         if has_waiters || get(&self.watch_idle) {
@@ -516,6 +515,7 @@ impl SchedulerCore {
     /// Queues `task` and returns its id (see `TaskScheduler.submit`).
     fn submit(&self, py: Python<'_>, task: &Bound<'_, Task>) -> PyResult<PyObject> {
         let tasks = self.tasks.bind(py);
+        let mut replacing: Option<Bound<'_, Finished>> = None;
         let (tid, delay) = {
             let mut t = task.borrow_mut();
             let lane = t
@@ -539,7 +539,11 @@ impl SchedulerCore {
             } else if let Some(old) = tasks.get_item(&t.id)? {
                 let live = match old.downcast::<Task>() {
                     Ok(old) => old.borrow().where_ != DONE,
-                    Err(_) => false, // a finished task's record
+                    Err(_) => {
+                        // A finished task's record: the new task takes its place.
+                        replacing = old.downcast_into::<Finished>().ok();
+                        false
+                    }
                 };
                 if live {
                     return Err(PyValueError::new_err(format!(
@@ -561,7 +565,13 @@ impl SchedulerCore {
             }
             (t.id.clone_ref(py), delay)
         };
+        let mark = |r: Option<Bound<'_, Finished>>| {
+            if let Some(r) = r {
+                r.get().replaced.store(true, Ordering::Relaxed);
+            }
+        };
         if let Some(d) = delay {
+            mark(replacing);
             tasks.set_item(&tid, task)?;
             self.to_wheel_counted(py, task, ms_ceil(py, d)?, true)?;
             return Ok(tid);
@@ -581,6 +591,7 @@ impl SchedulerCore {
             drop(t);
             b.lanes[lane].push_back(task.clone().unbind());
         }
+        mark(replacing);
         tasks.set_item(&tid, task)?;
         self.kick_inner(py)?;
         Ok(tid)

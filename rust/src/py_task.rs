@@ -315,6 +315,8 @@ pub struct Finished {
     pub started: f64,
     #[pyo3(get, name = "_ended")]
     pub ended: f64,
+    /// Set when a newer task took this id in the table: eviction must not remove it.
+    pub replaced: std::sync::atomic::AtomicBool,
 }
 
 #[pymethods]

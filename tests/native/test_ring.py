@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import sys
 import threading
@@ -247,3 +248,81 @@ def test_owner_cycle_through_the_waker_is_collected(impl: Any) -> None:
     del owner
     gc.collect()
     assert ref() is None
+
+
+def _dispatch_table(log: list[Any]) -> dict[str, Any]:
+    """Handlers of every kind; each records what it saw (the same for both twins)."""
+
+    def ok(e: Any) -> None:
+        log.append(("ok", e.type, e.payload["n"]))
+
+    def boom(e: Any) -> None:
+        raise ValueError(e.payload["n"])
+
+    def cancels(e: Any) -> None:
+        raise asyncio.CancelledError
+
+    async def done(e: Any) -> None:
+        log.append(("done", e.payload["n"]))
+
+    async def suspends(e: Any) -> None:
+        await asyncio.sleep(0)
+
+    async def fails(e: Any) -> None:
+        raise KeyError(e.payload["n"])
+
+    def thread(e: Any) -> None:
+        pass
+
+    return {
+        "a": ((ok,), (), ()),
+        "b": ((ok, boom), (done,), ()),
+        "c": ((cancels,), (suspends, fails), ()),
+        "d": ((), (suspends,), (thread,)),
+        "e": ((), (), ()),
+    }
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from("abcdef"), st.integers(0, 3)),
+        max_size=30,
+    ),
+    st.integers(1, 12),
+    st.integers(0, 5),
+)
+def test_dispatch_matches_the_pure_twin(
+    events: list[tuple[str, int]], max_events: int, budget: int
+) -> None:
+    """`RingBuffer.dispatch` (the bus's emit -> handler path), native against pure, on a
+    random ring content: the same handler calls, errors, hand-backs and leftovers."""
+    if _rs is None:
+        pytest.skip("no native build")
+    outcomes = []
+    for impl in (_rs, _ring):
+        ring = impl.RingBuffer(64, 4)
+        for n, (etype, prio) in enumerate(events):
+            assert ring.emit_with_priority(prio, etype, {"n": n}, "src")
+        log: list[Any] = []
+        errors: list[Any] = []
+        table = _dispatch_table(log)
+        processed, failed, pending, popped = ring.dispatch(
+            max_events,
+            table,
+            lambda e, fn, exc, errors=errors: errors.append(
+                (e.payload["n"], fn.__name__, type(exc).__name__)
+            ),
+            budget,
+        )
+        handed = [
+            (e.payload["n"], [(fn.__name__, coro is None) for fn, coro, _ in runs])
+            for e, runs in pending or []
+        ]
+        for _, runs in pending or []:
+            for _, coro, _ in runs:
+                if coro is not None:
+                    coro.close()
+        rest = [(e.type, e.payload["n"]) for e in ring.drain(100)]
+        outcomes.append((processed, failed, handed, popped, log, errors, rest))
+    assert outcomes[0] == outcomes[1]

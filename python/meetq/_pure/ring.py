@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 import traceback
+from asyncio import CancelledError
 from collections import deque
 from collections.abc import Callable
 from types import SimpleNamespace
@@ -129,6 +130,70 @@ class RingBuffer:
                     self._len -= 1
                     return lane.popleft()
         return None
+
+    def _pop_one(self) -> tuple[bool, Any]:
+        with self._lock:
+            for lane in reversed(self._lanes):
+                if lane:
+                    self._len -= 1
+                    return True, lane.popleft()
+        return False, None
+
+    def dispatch(
+        self,
+        max: int,
+        table: dict[str, tuple[tuple[Any, ...], tuple[Any, ...], tuple[Any, ...]]],
+        on_error: Callable[[Any, Any, BaseException], Any],
+        budget: int,
+    ) -> tuple[int, int, list[tuple[Any, list[tuple[Any, Any, Any]]]] | None, int]:
+        """The bus's emit -> handler path, as `RingBuffer.dispatch` in `py_event.rs`:
+        pops up to `max` events one at a time and runs `table[event.type]` = (sync, async,
+        thread handlers); stops once `budget` events are left in progress. Returns
+        (processed, failed handler runs, [(event, runs)] or None, popped)."""
+        processed = failed = popped = 0
+        pending: list[tuple[Any, list[tuple[Any, Any, Any]]]] | None = None
+        get = table.get
+        while popped < max and budget > 0:
+            found, ev = self._pop_one()
+            if not found:
+                break
+            popped += 1
+            entry = get(ev.type)
+            if entry is None:
+                processed += 1
+                continue
+            for fn in entry[0]:
+                try:
+                    fn(ev)
+                except (Exception, CancelledError) as exc:
+                    failed += 1
+                    on_error(ev, fn, exc)
+            runs: list[tuple[Any, Any, Any]] | None = None
+            for fn in entry[1]:
+                try:
+                    coro = fn(ev)
+                    yielded = coro.send(None)
+                except StopIteration:
+                    continue
+                except (Exception, CancelledError) as exc:
+                    failed += 1
+                    on_error(ev, fn, exc)
+                    continue
+                if runs is None:
+                    runs = []
+                runs.append((fn, coro, yielded))
+            for fn in entry[2]:
+                if runs is None:
+                    runs = []
+                runs.append((fn, None, None))
+            if runs is None:
+                processed += 1
+            else:
+                if pending is None:
+                    pending = []
+                pending.append((ev, runs))
+                budget -= 1
+        return processed, failed, pending, popped
 
     def drain(self, max: int) -> list[Any]:
         out: list[Any] = []

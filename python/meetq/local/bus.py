@@ -2,11 +2,13 @@
 
 `emit` is the ring's own native method: it builds the `LocalEvent`, pushes it and, only on
 the empty -> non-empty edge, wakes the consumer, so a burst of events costs one wake-up.
-One pump task drains batches and runs them through the native `dispatch` loop: sync
-handlers inline, async handlers stepped eagerly (one that never suspends costs no task).
-Handler runs that do suspend, and `in_thread` handlers, finish in their own task under
-`handler_timeout`; `workers` bounds how many events may have such runs in progress, and
-while that many are, the pump stops draining so the ring's bound applies back-pressure.
+One pump task calls the ring's native `dispatch`, which pops events one at a time and runs
+their handlers: sync handlers inline (not timed), async handlers stepped eagerly (one that
+never suspends costs no task). Runs that do suspend finish in their own task under
+`handler_timeout`, and `in_thread` handlers run through `meetq._core.runner` (the slot is
+held until the thread returns); `workers` bounds how many events may have such runs in
+progress, and while that many are, the pump stops popping so the ring's bound applies
+back-pressure. The same rule as the runner's, with the hot path native.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 
 from meetq._core.eager import ASYNC, SYNC, THREAD, Resume, handler_kind
 from meetq._core.runner import HandlerRunner, HandlerSpec, describe
-from meetq._native import LocalEvent, RingBuffer, dispatch
+from meetq._native import LocalEvent, RingBuffer
 from meetq.errors import QueueFullError
 from meetq.priority import Priority
 
@@ -40,7 +42,6 @@ class LocalEventBus:
     # The native structures in use; class attributes so a benchmark can pit the pure twins
     # against the native cores in one process.
     _Ring: Any = RingBuffer
-    _dispatch: Callable[..., tuple[int, int, list[Any] | None, int]] = staticmethod(dispatch)
 
     def __init__(
         self,
@@ -67,8 +68,6 @@ class LocalEventBus:
         self._loop_thread = 0
         self._pump_task: asyncio.Task[None] | None = None
         self._in_progress: set[asyncio.Task[None]] = set()
-        self._backlog: list[Any] = []  # drained, not yet dispatched (workers were all busy)
-        self._backlog_at = 0
         self._idle: asyncio.Future[None] | None = None
         self._room: asyncio.Future[None] | None = None
         self._runner = HandlerRunner(workers, thread_name="meetq-bus")
@@ -157,8 +156,6 @@ class LocalEventBus:
             return 0
         discarded = 0
         if discard:
-            discarded = len(self._backlog) - self._backlog_at
-            self._backlog, self._backlog_at = [], 0
             while batch := self._ring.drain(self.batch_size):
                 discarded += len(batch)
         self._stopping = True
@@ -205,29 +202,22 @@ class LocalEventBus:
         ring = self._ring
         batch_size = self.batch_size
         on_error = self._on_error
-        run_batch = self._dispatch
         in_progress = self._in_progress
         while True:
             budget = self.workers - len(in_progress)
             if budget > 0:
-                if self._backlog:
-                    batch, start = self._backlog, self._backlog_at
-                else:
-                    batch, start = ring.drain(batch_size), 0
-                    if batch and self._room is not None:
+                # The ring's own emit -> handler loop: events are popped one at a time, so
+                # those it does not reach (budget spent) simply stay queued in the ring.
+                processed, failed, pending, popped = ring.dispatch(
+                    batch_size, self._table, on_error, budget
+                )
+                if popped:
+                    self._processed += processed
+                    self._failed += failed
+                    if self._room is not None:
                         room, self._room = self._room, None
                         if not room.done():
                             room.set_result(None)
-                if batch:
-                    processed, failed, pending, end = run_batch(
-                        batch, start, self._table, on_error, budget
-                    )
-                    self._processed += processed
-                    self._failed += failed
-                    if end < len(batch):
-                        self._backlog, self._backlog_at = batch, end
-                    else:
-                        self._backlog, self._backlog_at = [], 0
                     if pending is not None:
                         for ev, runs in pending:
                             task = asyncio.ensure_future(self._finish(ev, runs))
@@ -300,7 +290,7 @@ class LocalEventBus:
             "processed_events": self._processed,
             "failed_events": self._failed,
             "dropped_events": ring.dropped,
-            "pending_events": len(ring) + len(self._backlog) - self._backlog_at,
+            "pending_events": len(ring),
             "buffer_size": self.buffer_size,
         }
 
