@@ -133,34 +133,36 @@ def test_asyncio_queue_sync(benchmark: Any) -> None:
     record(benchmark, queue_bus(noop, is_async=False))
 
 
-@pytest.mark.benchmark(group="bus-sync-handler")
-def test_pyee_sync(benchmark: Any) -> None:
+def pyee_main() -> None:
     from pyee import EventEmitter
 
-    def main() -> None:
-        ee = EventEmitter()
-        ee.on("e", noop)
-        emit = ee.emit
-        payload = {"k": 1}
-        for _ in range(N):
-            emit("e", Event("e", payload, "bench"))
+    ee = EventEmitter()
+    ee.on("e", noop)
+    emit = ee.emit
+    payload = {"k": 1}
+    for _ in range(N):
+        emit("e", Event("e", payload, "bench"))
 
-    record(benchmark, main)
+
+def blinker_main() -> None:
+    from blinker import Signal
+
+    sig = Signal()
+    sig.connect(noop)
+    send = sig.send
+    payload = {"k": 1}
+    for _ in range(N):
+        send(Event("e", payload, "bench"))
+
+
+@pytest.mark.benchmark(group="bus-sync-handler")
+def test_pyee_sync(benchmark: Any) -> None:
+    record(benchmark, pyee_main)
 
 
 @pytest.mark.benchmark(group="bus-sync-handler")
 def test_blinker_sync(benchmark: Any) -> None:
-    from blinker import Signal
-
-    def main() -> None:
-        sig = Signal()
-        sig.connect(noop)
-        send = sig.send
-        payload = {"k": 1}
-        for _ in range(N):
-            send(Event("e", payload, "bench"))
-
-    record(benchmark, main)
+    record(benchmark, blinker_main)
 
 
 @pytest.mark.benchmark(group="bus-async-handler")
@@ -197,13 +199,29 @@ def drain_path(ring_type: Any) -> Callable[[], None]:
     return main
 
 
+def native_ring() -> Any:
+    from meetq._native import RingBuffer
+
+    return RingBuffer
+
+
+def deque_main() -> None:
+    from collections import deque
+
+    q: deque[Event] = deque()
+    payload = {"k": 1}
+    for _ in range(0, N, CHUNK):
+        for _ in range(CHUNK):
+            q.append(Event("e", payload, "bench"))
+        while q:
+            q.popleft()
+
+
 @pytest.mark.benchmark(group="ring-emit-drain")
 def test_ring_native_drain(benchmark: Any) -> None:
     if BACKEND != "native":
         pytest.skip("no native build")
-    from meetq._native import RingBuffer
-
-    record(benchmark, drain_path(RingBuffer))
+    record(benchmark, drain_path(native_ring()))
 
 
 @pytest.mark.benchmark(group="ring-emit-drain")
@@ -213,18 +231,7 @@ def test_ring_pure_drain(benchmark: Any) -> None:
 
 @pytest.mark.benchmark(group="ring-emit-drain")
 def test_deque_baseline_drain(benchmark: Any) -> None:
-    from collections import deque
-
-    def main() -> None:
-        q: deque[Event] = deque()
-        payload = {"k": 1}
-        for _ in range(0, N, CHUNK):
-            for _ in range(CHUNK):
-                q.append(Event("e", payload, "bench"))
-            while q:
-                q.popleft()
-
-    record(benchmark, main)
+    record(benchmark, deque_main)
 
 
 def cross_thread(cls: type[LocalEventBus] | None) -> Callable[[], None]:

@@ -218,6 +218,17 @@ const PARAMS: [&str; 14] = [
     "result",
 ];
 
+static PARAM_NAMES: GILOnceCell<Vec<Py<PyString>>> = GILOnceCell::new();
+
+fn param_names(py: Python<'_>) -> &Vec<Py<PyString>> {
+    PARAM_NAMES.get_or_init(py, || {
+        PARAMS
+            .iter()
+            .map(|p| PyString::intern(py, p).unbind())
+            .collect()
+    })
+}
+
 static TASK_TYPE: AtomicPtr<ffi::PyTypeObject> = AtomicPtr::new(std::ptr::null_mut());
 
 /// `Task(...)` without the tuple and dict `type.__call__` would build for the keyword
@@ -273,16 +284,24 @@ unsafe fn vectorcall_new(
     }
     if !kwnames.is_null() {
         let names = Bound::from_borrowed_ptr(py, kwnames).downcast_into::<PyTuple>()?;
+        let interned = param_names(py);
         for (j, name) in names.iter().enumerate() {
-            let key = name.downcast::<PyString>()?.to_str()?;
-            let Some(i) = PARAMS.iter().position(|p| *p == key) else {
-                return Err(PyTypeError::new_err(format!(
-                    "Task() got an unexpected keyword argument '{key}'"
-                )));
+            // Keyword names at a call site are interned: a pointer match is the usual case.
+            let i = match interned.iter().position(|p| p.as_ptr() == name.as_ptr()) {
+                Some(i) => i,
+                None => {
+                    let key = name.downcast::<PyString>()?.to_str()?;
+                    PARAMS.iter().position(|p| *p == key).ok_or_else(|| {
+                        PyTypeError::new_err(format!(
+                            "Task() got an unexpected keyword argument '{key}'"
+                        ))
+                    })?
+                }
             };
             if slots[i].is_some() {
                 return Err(PyTypeError::new_err(format!(
-                    "Task() got multiple values for argument '{key}'"
+                    "Task() got multiple values for argument '{}'",
+                    PARAMS[i]
                 )));
             }
             slots[i] = Some(arg(nargs + j));
