@@ -33,7 +33,7 @@ from meetq import LocalEventBus, backend
 Times = tuple[float, float]
 
 
-def timed(fn: Callable[[], Any], cpu_only: bool = False) -> Callable[[], Times]:
+def timed(fn: Callable[[], Any]) -> Callable[[], Times]:
     def run() -> Times:
         gc.collect()
         w0, c0 = time.perf_counter(), time.process_time()
