@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 .PHONY: demo test system-deps venv dev wheel testenv test-native test-pure lint rust bench bench-smoke bench-peers clean
 
 # Debian packages the build, the demo and the tests need (one list; add to it, don't fork it).
-APT_PACKAGES := redis-server openssl prometheus chromium
+APT_PACKAGES := redis-server openssl prometheus chromium espeak-ng
 
 system-deps:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \

@@ -55,6 +55,11 @@ _LAZY: dict[str, str] = {
     "ClientTaskRequest": "meetq.gateway.sessions",
     "ClientTaskResponse": "meetq.gateway.sessions",
     "GatewayServer": "meetq.gateway.server",
+    # meetq[ai]: the StackFlow client, node and AI service (pyzmq).
+    "StackFlowClient": "meetq.ai",
+    "StackFlowNode": "meetq.ai",
+    "StackFlowError": "meetq.ai",
+    "AIService": "meetq.ai",
 }
 """Public name -> the module that defines it, imported when the name is first used."""
 

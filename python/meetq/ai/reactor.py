@@ -1,0 +1,113 @@
+"""pyzmq on the asyncio loop without a future per message.
+
+`zmq.asyncio` gives every `recv` its own future and poller round trip. Here each socket's
+file descriptor is registered once with `loop.add_reader`; when it becomes readable the
+callback drains every message that is ready (`recv(NOBLOCK)` until `zmq.Again`) and hands
+each to a plain callback. A burst of N replies thus costs one wake-up and N recv calls.
+
+libzmq's FD is edge-triggered: it signals a change of the socket's event state, and any
+call that processes the socket's commands (a send, `getsockopt(EVENTS)`) may consume that
+edge. So after sending on a socket that also receives, `after_send()` checks `EVENTS` and
+schedules a drain if input is already waiting; and each drain runs until `zmq.Again`,
+which re-arms the edge. A drain stops after `batch` messages and reschedules itself, so
+one busy socket cannot starve the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import zmq
+
+log = logging.getLogger(__name__)
+
+BATCH = 256
+
+
+class Reader:
+    """Feeds every message of `sock` to `on_message` (bytes, or a list of frames)."""
+
+    __slots__ = (
+        "_batch",
+        "_closed",
+        "_fd",
+        "_loop",
+        "_multipart",
+        "_on_message",
+        "_scheduled",
+        "sock",
+    )
+
+    def __init__(
+        self,
+        sock: zmq.Socket[Any],
+        on_message: Callable[[Any], None],
+        *,
+        multipart: bool = False,
+        loop: asyncio.AbstractEventLoop | None = None,
+        batch: int = BATCH,
+    ) -> None:
+        self.sock = sock
+        self._on_message = on_message
+        self._multipart = multipart
+        self._loop = loop or asyncio.get_running_loop()
+        self._batch = batch
+        self._closed = False
+        self._scheduled = False
+        self._fd = int(sock.getsockopt(zmq.FD))
+        self._loop.add_reader(self._fd, self._drain)
+        # Messages may already be queued (the edge came before we registered).
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if not self._scheduled and not self._closed:
+            self._scheduled = True
+            self._loop.call_soon(self._drain)
+
+    def after_send(self) -> None:
+        """Call after a send on this socket: a send can consume the readable edge."""
+        if not self._closed and int(self.sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+            self._schedule()
+
+    def _drain(self) -> None:
+        self._scheduled = False
+        if self._closed:
+            return
+        sock = self.sock
+        recv = sock.recv_multipart if self._multipart else sock.recv
+        on_message = self._on_message
+        for _ in range(self._batch):
+            try:
+                msg = recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            except zmq.ZMQError as exc:
+                # EFSM: a REQ with no request out has nothing to receive yet.
+                if self._closed or exc.errno in (zmq.EFSM, zmq.ENOTSOCK, zmq.ETERM):
+                    return
+                log.error("recv on %s failed: %s", sock, exc)
+                return
+            try:
+                on_message(msg)
+            except Exception:
+                log.exception("message handler failed on %s", sock)
+        self._schedule()  # more may be waiting: continue on the next loop turn
+
+    def close(self) -> None:
+        """Unregisters from the loop and closes the socket at once (LINGER 0)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._loop.remove_reader(self._fd)
+        self.sock.close(linger=0)
+
+
+def configure(sock: zmq.Socket[Any], *, hwm: int = 100_000) -> zmq.Socket[Any]:
+    """The options every socket of the AI path gets: LINGER 0 and roomy queues."""
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SNDHWM, hwm)
+    sock.setsockopt(zmq.RCVHWM, hwm)
+    return sock
