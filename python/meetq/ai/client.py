@@ -93,14 +93,20 @@ class StackFlowClient:
         self._loop = asyncio.get_running_loop()
         if self._ctx is None:
             self._ctx = zmq.Context()
-        self.base_dir.mkdir(parents=True, exist_ok=True)
-        self._registry = Registry(self._ctx, self.base_dir, self._on_lost, hwm=self.hwm)
         try:
+            self.base_dir.mkdir(parents=True, exist_ok=True)
+            self._registry = Registry(self._ctx, self.base_dir, self._on_lost, hwm=self.hwm)
             sockfiles.claim(self._reply_path)
             pull = configure(self._ctx.socket(zmq.PULL))
             pull.bind(self.reply_url)
         except BaseException:
-            self._registry.close()
+            # Nothing half-started stays behind: no bound file, no open context.
+            if self._registry is not None:
+                self._registry.close()
+                self._registry = None
+            if self._own_ctx:
+                self._ctx.destroy(linger=0)
+                self._ctx = None
             raise
         self._pull = Reader(pull, self._on_reply)
         self._started = True

@@ -87,10 +87,16 @@ class StackFlowNode:
             return
         if self._ctx is None:
             self._ctx = zmq.Context()
+        try:
+            self._server = RpcServer(self._ctx, self.base_dir / f"rpc.{self.unit}", self._on_rpc)
+        except BaseException:
+            if self._own_ctx:  # nothing half-started stays behind
+                self._ctx.destroy(linger=0)
+                self._ctx = None
+            raise
         self._executor = ThreadPoolExecutor(self._threads, thread_name_prefix=f"node-{self.unit}")
         self._replier = Replier(self._ctx)
         self._sys = RpcCaller(self._ctx, sockfiles.ipc_url(self.base_dir / "rpc.sys"))
-        self._server = RpcServer(self._ctx, self.base_dir / f"rpc.{self.unit}", self._on_rpc)
         self._started = True
 
     async def stop(self) -> None:

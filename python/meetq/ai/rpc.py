@@ -35,7 +35,11 @@ class RpcServer:
         self._handler = handler
         sockfiles.claim(path)
         self._sock = configure(ctx.socket(zmq.REP))
-        self._sock.bind(self.url)
+        try:
+            self._sock.bind(self.url)
+        except zmq.ZMQError:
+            self._sock.close(linger=0)
+            raise
         self._reader = Reader(self._sock, self._on_request, multipart=True)
 
     def _on_request(self, frames: list[bytes]) -> None:

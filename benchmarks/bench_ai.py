@@ -1,0 +1,249 @@
+"""AI path benchmarks: (a) StackFlowClient <-> StackFlowNode round trips beside a raw pyzmq
+floor on the same socket pattern, in the same run; (c) real-model latency per request.
+
+(a) The node runs in its own process (`meetq ai-node --model echo`), as in production.
+The floor is the same pattern with nothing but pyzmq in both processes: an XPUB bound by
+the client, a SUB in the "node" that echoes each frame to a PUSH, a PULL at the client,
+all on ipc:// in one private directory. Sequential round trips give p50/p99; the
+multiplexed run keeps `window` requests in flight on one node pair and reports requests/s.
+
+    .venv/bin/python benchmarks/bench_ai.py                 # (a) and (c)
+    .venv/bin/python benchmarks/bench_ai.py --only a --n 5000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import uvloop
+import zmq
+
+from meetq.ai import StackFlowClient, StackFlowNode
+from meetq.ai.models import builtin
+
+RAW_NODE = r"""
+import sys, zmq
+ctx = zmq.Context()
+sub = ctx.socket(zmq.SUB); sub.setsockopt(zmq.SUBSCRIBE, b""); sub.setsockopt(zmq.RCVHWM, 0)
+sub.connect(sys.argv[1])
+push = ctx.socket(zmq.PUSH); push.setsockopt(zmq.SNDHWM, 0); push.setsockopt(zmq.LINGER, 0)
+push.connect(sys.argv[2])
+while True:
+    push.send(sub.recv())
+"""
+
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+def summary(name: str, lat_s: list[float]) -> dict[str, Any]:
+    ms = [x * 1000 for x in lat_s]
+    return {
+        "name": name,
+        "n": len(ms),
+        "p50_ms": statistics.median(ms),
+        "p99_ms": pct(ms, 0.99),
+        "p999_ms": pct(ms, 0.999),
+    }
+
+
+@contextlib.contextmanager
+def private_dir() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="mqbench-", dir="/tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def process(argv: list[str]) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
+    try:
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+
+
+# --- (a) the raw floor ----------------------------------------------------------------
+
+
+def raw_floor(n: int, burst: int, frame: bytes) -> tuple[list[float], float]:
+    """Blocking pyzmq in both processes: sequential round trips, then a pipelined burst."""
+    with private_dir() as d:
+        ctx = zmq.Context()
+        xpub = ctx.socket(zmq.XPUB)
+        xpub.setsockopt(zmq.SNDHWM, 0)
+        xpub.bind(f"ipc://{d}/inf")
+        pull = ctx.socket(zmq.PULL)
+        pull.setsockopt(zmq.RCVHWM, 0)
+        pull.bind(f"ipc://{d}/reply")
+        argv = [sys.executable, "-c", RAW_NODE, f"ipc://{d}/inf", f"ipc://{d}/reply"]
+        with process(argv):
+            assert xpub.poll(30_000), "raw node never subscribed"
+            xpub.recv()
+            for _ in range(200):  # warm-up
+                xpub.send(frame)
+                pull.recv()
+            lat = []
+            for _ in range(n):
+                t = time.perf_counter()
+                xpub.send(frame)
+                pull.recv()
+                lat.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            sent = received = 0
+            window = 1000
+            while received < burst:
+                while sent < burst and sent - received < window:
+                    xpub.send(frame)
+                    sent += 1
+                pull.recv()
+                received += 1
+            rate = burst / (time.perf_counter() - t)
+        ctx.destroy(linger=0)
+    return lat, rate
+
+
+# --- (a) ours ---------------------------------------------------------------------------
+
+
+async def ours(n: int, burst: int, window: int) -> tuple[list[float], float]:
+    with private_dir() as d:
+        code = "import sys; from meetq.ai.node import run_node_from_args as r; sys.exit(r())"
+        argv = [sys.executable, "-c", code, "--model", "echo", "--base-dir", str(d)]
+        argv += ["--log-level", "WARNING"]
+        async with StackFlowClient(d, call_timeout=60, setup_timeout=60) as client:
+            with process(argv):
+                work_id = await client.setup("llm", "echo")
+                for _ in range(200):
+                    await client.infer(work_id, "hi")
+                lat = []
+                for _ in range(n):
+                    t = time.perf_counter()
+                    await client.infer(work_id, "hi")
+                    lat.append(time.perf_counter() - t)
+                sem = asyncio.Semaphore(window)
+
+                async def one() -> None:
+                    async with sem:
+                        await client.infer(work_id, "hi")
+
+                t = time.perf_counter()
+                await asyncio.gather(*(one() for _ in range(burst)))
+                rate = burst / (time.perf_counter() - t)
+                await client.exit(work_id)
+    return lat, rate
+
+
+# --- (c) real models --------------------------------------------------------------------
+
+
+def espeak_pcm(text: str) -> bytes:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "support"))
+    from speech import speak
+
+    return speak(text)
+
+
+async def real_models(n: int) -> list[dict[str, Any]]:
+    out = []
+    with private_dir() as d:
+        async with (
+            StackFlowClient(d, call_timeout=120, setup_timeout=120) as client,
+            StackFlowNode("asr", builtin("asr"), d),
+            StackFlowNode("llm", builtin("sentiment"), d),
+        ):
+            t = time.perf_counter()
+            asr = await client.setup("asr", "pocketsphinx")
+            asr_setup = time.perf_counter() - t
+            pcm = espeak_pcm("start recording")
+            chunks = [
+                base64.b64encode(pcm[i : i + 8000]).decode() for i in range(0, len(pcm), 8000)
+            ]
+            lat = []
+            for _ in range(n):
+                t = time.perf_counter()
+                text = await client.infer(asr, chunks)
+                lat.append(time.perf_counter() - t)
+                assert text == "start recording", text
+            row = summary("asr (PocketSphinx grammar, 1 phrase)", lat)
+            row["audio_s"] = len(pcm) / 2 / 16000
+            row["setup_s"] = asr_setup
+            out.append(row)
+            vader = await client.setup(
+                "llm", "vader", response_format="llm.utf-8", input="llm.utf-8"
+            )
+            lat = []
+            for _ in range(n * 10):
+                t = time.perf_counter()
+                await client.infer(vader, "The audio is great today, thanks everyone!")
+                lat.append(time.perf_counter() - t)
+            out.append(summary("sentiment (VADER, one chat line)", lat))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--only", choices=("a", "c"))
+    parser.add_argument("--n", type=int, default=3000, help="sequential round trips")
+    parser.add_argument("--burst", type=int, default=40000, help="multiplexed requests")
+    parser.add_argument("--window", type=int, default=2000, help="requests in flight")
+    parser.add_argument("--model-n", type=int, default=20, help="ASR requests")
+    args = parser.parse_args()
+    print(f"# bench_ai  load average {os.getloadavg()}  cores {os.cpu_count()}")
+    if args.only in (None, "a"):
+        # The floor's frame is the size of our inference request.
+        frame = (
+            b'{"zmq_com":"ipc:///tmp/mqbench-xxxxxxxx/llm/8000.sock","request_id":"a1b2c3-17",'
+            b'"work_id":"llm.0","action":"inference","object":"llm.utf-8.stream",'
+            b'"data":{"delta":"hi","index":0,"finish":true}}'
+        )
+        raw_lat, raw_rate = raw_floor(args.n, args.burst, frame)
+        our_lat, our_rate = uvloop.run(ours(args.n, args.burst, args.window))
+        raw, mine = summary("raw pyzmq floor", raw_lat), summary("meetq client+node", our_lat)
+        print("| path | round trips | p50 ms | p99 ms | p99.9 ms | multiplexed req/s |")
+        print("|---|---|---|---|---|---|")
+        for row, rate in ((raw, raw_rate), (mine, our_rate)):
+            print(
+                f"| {row['name']} | {row['n']} | {row['p50_ms']:.3f} | {row['p99_ms']:.3f} "
+                f"| {row['p999_ms']:.3f} | {rate:,.0f} |"
+            )
+        print(
+            f"ratio p50 ours/raw: {mine['p50_ms'] / raw['p50_ms']:.2f}x; "
+            f"p50 target <= 0.5 ms: {'met' if mine['p50_ms'] <= 0.5 else 'NOT met'}; "
+            f"<= 2x raw: {'met' if mine['p50_ms'] <= 2 * raw['p50_ms'] else 'NOT met'}; "
+            f">= 20,000/s: {'met' if our_rate >= 20000 else 'NOT met'}"
+        )
+    if args.only in (None, "c"):
+        rows = uvloop.run(real_models(args.model_n))
+        print("| model | requests | p50 ms | p99 ms | notes |")
+        print("|---|---|---|---|---|")
+        for row in rows:
+            notes = ""
+            if "audio_s" in row:
+                notes = f"{row['audio_s']:.2f} s of audio, setup {row['setup_s']:.2f} s"
+            print(
+                f"| {row['name']} | {row['n']} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} "
+                f"| {notes} |"
+            )
+
+
+if __name__ == "__main__":
+    main()
