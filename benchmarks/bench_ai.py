@@ -46,6 +46,12 @@ while True:
 """
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (from /proc), to report CPU per request."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def pct(values: list[float], q: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, int(q * len(values)))]
@@ -84,7 +90,7 @@ def process(argv: list[str]) -> Iterator[subprocess.Popen[bytes]]:
 # --- (a) the raw floor ----------------------------------------------------------------
 
 
-def raw_floor(n: int, burst: int, frame: bytes) -> tuple[list[float], float]:
+def raw_floor(n: int, burst: int, frame: bytes) -> tuple[list[float], float, float, float]:
     """Blocking pyzmq in both processes: sequential round trips, then a pipelined burst."""
     with private_dir() as d:
         ctx = zmq.Context()
@@ -95,7 +101,7 @@ def raw_floor(n: int, burst: int, frame: bytes) -> tuple[list[float], float]:
         pull.setsockopt(zmq.RCVHWM, 0)
         pull.bind(f"ipc://{d}/reply")
         argv = [sys.executable, "-c", RAW_NODE, f"ipc://{d}/inf", f"ipc://{d}/reply"]
-        with process(argv):
+        with process(argv) as proc:
             assert xpub.poll(30_000), "raw node never subscribed"
             xpub.recv()
             for _ in range(200):  # warm-up
@@ -108,6 +114,7 @@ def raw_floor(n: int, burst: int, frame: bytes) -> tuple[list[float], float]:
                 pull.recv()
                 lat.append(time.perf_counter() - t)
             t = time.perf_counter()
+            cpu, node_cpu = time.process_time(), cpu_seconds(proc.pid)
             sent = received = 0
             window = 1000
             while received < burst:
@@ -117,20 +124,22 @@ def raw_floor(n: int, burst: int, frame: bytes) -> tuple[list[float], float]:
                 pull.recv()
                 received += 1
             rate = burst / (time.perf_counter() - t)
+            cpu = (time.process_time() - cpu) / burst
+            node_cpu = (cpu_seconds(proc.pid) - node_cpu) / burst
         ctx.destroy(linger=0)
-    return lat, rate
+    return lat, rate, cpu, node_cpu
 
 
 # --- (a) ours ---------------------------------------------------------------------------
 
 
-async def ours(n: int, burst: int, window: int) -> tuple[list[float], float]:
+async def ours(n: int, burst: int, window: int) -> tuple[list[float], float, float, float]:
     with private_dir() as d:
         code = "import sys; from meetq.ai.node import run_node_from_args as r; sys.exit(r())"
         argv = [sys.executable, "-c", code, "--model", "echo", "--base-dir", str(d)]
         argv += ["--log-level", "WARNING"]
         async with StackFlowClient(d, call_timeout=60, setup_timeout=60) as client:
-            with process(argv):
+            with process(argv) as proc:
                 work_id = await client.setup("llm", "echo")
                 for _ in range(200):
                     await client.infer(work_id, "hi")
@@ -139,17 +148,17 @@ async def ours(n: int, burst: int, window: int) -> tuple[list[float], float]:
                     t = time.perf_counter()
                     await client.infer(work_id, "hi")
                     lat.append(time.perf_counter() - t)
-                sem = asyncio.Semaphore(window)
-
-                async def one() -> None:
-                    async with sem:
-                        await client.infer(work_id, "hi")
-
                 t = time.perf_counter()
-                await asyncio.gather(*(one() for _ in range(burst)))
+                cpu, node_cpu = time.process_time(), cpu_seconds(proc.pid)
+                for start in range(0, burst, window):  # `window` in flight at a time
+                    await asyncio.gather(
+                        *(client.infer(work_id, "hi") for _ in range(min(window, burst - start)))
+                    )
                 rate = burst / (time.perf_counter() - t)
+                cpu = (time.process_time() - cpu) / burst
+                node_cpu = (cpu_seconds(proc.pid) - node_cpu) / burst
                 await client.exit(work_id)
-    return lat, rate
+    return lat, rate, cpu, node_cpu
 
 
 # --- (c) real models --------------------------------------------------------------------
@@ -215,15 +224,21 @@ def main() -> None:
             b'"work_id":"llm.0","action":"inference","object":"llm.utf-8.stream",'
             b'"data":{"delta":"hi","index":0,"finish":true}}'
         )
-        raw_lat, raw_rate = raw_floor(args.n, args.burst, frame)
-        our_lat, our_rate = uvloop.run(ours(args.n, args.burst, args.window))
+        raw_lat, raw_rate, raw_cpu, raw_node = raw_floor(args.n, args.burst, frame)
+        our_lat, our_rate, our_cpu, our_node = uvloop.run(ours(args.n, args.burst, args.window))
         raw, mine = summary("raw pyzmq floor", raw_lat), summary("meetq client+node", our_lat)
-        print("| path | round trips | p50 ms | p99 ms | p99.9 ms | multiplexed req/s |")
-        print("|---|---|---|---|---|---|")
-        for row, rate in ((raw, raw_rate), (mine, our_rate)):
+        print(
+            "| path | round trips | p50 ms | p99 ms | p99.9 ms | multiplexed req/s "
+            "| client CPU µs/req | node CPU µs/req |"
+        )
+        print("|---|---|---|---|---|---|---|---|")
+        for row, rate, cpu, node in (
+            (raw, raw_rate, raw_cpu, raw_node),
+            (mine, our_rate, our_cpu, our_node),
+        ):
             print(
                 f"| {row['name']} | {row['n']} | {row['p50_ms']:.3f} | {row['p99_ms']:.3f} "
-                f"| {row['p999_ms']:.3f} | {rate:,.0f} |"
+                f"| {row['p999_ms']:.3f} | {rate:,.0f} | {cpu * 1e6:.1f} | {node * 1e6:.1f} |"
             )
         print(
             f"ratio p50 ours/raw: {mine['p50_ms'] / raw['p50_ms']:.2f}x; "

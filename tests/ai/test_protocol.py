@@ -128,3 +128,27 @@ def test_register_reply_is_nested_set_param() -> None:
 
 def test_list_action_reply() -> None:
     assert p.list_action_reply(("setup", "exit")) == b'{"actions":["setup","exit"]}'
+
+
+def test_inference_parts_build_the_same_bytes() -> None:
+    url, rid, wid, obj = "ipc:///tmp/llm/8000.sock", "a1b2c3-17", "llm.0", "llm.utf-8.stream"
+    head, mid = p.inference_parts(url, wid, obj)
+    data = p.chunk("grüß", 0, True)
+    built = head + rid.encode() + mid + p.dumps(data) + b"}"
+    assert built == p.inference_frame(url, rid, wid, obj, data)
+
+
+@pytest.mark.parametrize("obj", ["llm.utf-8.stream", "llm.utf-8"])
+def test_reply_encoder_builds_the_same_bytes(obj: str) -> None:
+    enc = p.ReplyEncoder("llm.3", obj)
+    for delta, index, finish in (('hé\n"x"', 0, False), ("", 4, True)):
+        built = enc.chunk("r-1", delta, index, finish)
+        fixed = p.reply_frame("r-1", "llm.3", p.chunk(delta, index, finish), obj=obj, created=7)
+        # `created` is the clock; everything after it must be identical.
+        assert built.split(b",", 1)[1] == fixed.split(b",", 1)[1]
+    assert enc.ok("r-2", "text", created=7) == p.reply_frame(
+        "r-2", "llm.3", "text", obj=obj, created=7
+    )
+    assert enc.ok("r-2", {"b": 1, "a": 2}, created=7) == p.reply_frame(
+        "r-2", "llm.3", {"b": 1, "a": 2}, obj=obj, created=7
+    )

@@ -25,7 +25,7 @@ class SetupRecord:
 class Call:
     """One request waiting for its reply (or its stream of replies)."""
 
-    __slots__ = ("control", "fut", "parts", "queue", "rid", "stream", "timer", "waiter", "work_id")
+    __slots__ = ("control", "fut", "parts", "queue", "rid", "stream", "waiter", "work_id")
 
     def __init__(
         self, fut: asyncio.Future[Any] | None, work_id: str, *, stream: bool, control: bool
@@ -38,7 +38,6 @@ class Call:
         self.parts: list[str] = []
         self.queue: deque[Any] = deque()
         self.waiter: asyncio.Future[None] | None = None
-        self.timer: asyncio.TimerHandle | None = None
 
     def push(self, item: Any) -> None:
         self.queue.append(item)

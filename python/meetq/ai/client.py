@@ -47,6 +47,7 @@ from meetq.ai.rpc import RpcCaller
 log = logging.getLogger(__name__)
 
 DEFAULT_FORMAT = "llm.utf-8.stream"
+BUCKETS_PER_S = 100  # deadline resolution: 10 ms
 
 
 class StackFlowClient:
@@ -78,6 +79,8 @@ class StackFlowClient:
         self._pull: Reader | None = None
         self._callers: dict[str, RpcCaller] = {}
         self._calls: dict[str, Call] = {}
+        self._buckets: dict[int, tuple[asyncio.TimerHandle, list[str]]] = {}
+        self._frame_parts: dict[tuple[str, str], tuple[bytes, bytes]] = {}
         self._setups: dict[str, SetupRecord] = {}  # handle -> record
         self._by_live: dict[str, SetupRecord] = {}  # live work_id -> record
         self._ids = itertools.count()
@@ -135,6 +138,10 @@ class StackFlowClient:
         closed = ClientClosedError("client stopped")
         for call in list(self._calls.values()):
             self._finish(call, closed)
+        for handle, _ in self._buckets.values():
+            handle.cancel()
+        self._buckets.clear()
+        self._frame_parts.clear()
         for caller in self._callers.values():
             caller.close()
         self._callers.clear()
@@ -278,20 +285,41 @@ class StackFlowClient:
 
     # --- inference --------------------------------------------------------------------
 
-    async def infer(
+    def infer(
         self,
         work_id: str,
         data: str | Iterable[str],
         *,
         object: str | None = None,
         timeout: float | None = None,
-    ) -> str:
-        """Runs one inference and returns the joined output."""
+    ) -> asyncio.Future[str]:
+        """Runs one inference; awaiting the returned future gives the joined output.
+
+        A future rather than a coroutine: `gather` over many calls then costs no task per
+        call. Errors (unknown work_id, node gone, queue full) arrive through the future."""
         loop = self._running()
-        fut: asyncio.Future[Any] = loop.create_future()
+        fut: asyncio.Future[str] = loop.create_future()
         call = Call(fut, work_id, stream=False, control=False)
-        await self._send(call, work_id, data, object, timeout)
-        result: str = await fut
+        deadline = loop.time() + (timeout or self.call_timeout)
+        try:
+            slot = self._slot(work_id)
+            if slot.subscribed.is_set():
+                self._publish(call, slot, data, object, deadline)
+                return fut
+        except StackFlowError as exc:
+            fut.set_exception(exc)
+            return fut
+        return asyncio.ensure_future(
+            self._infer_when_subscribed(call, slot, data, object, deadline)
+        )
+
+    async def _infer_when_subscribed(
+        self, call: Call, slot: Slot, data: str | Iterable[str], obj: str | None, deadline: float
+    ) -> str:
+        await self._subscribed(slot, deadline)
+        self._publish(call, slot, data, obj, deadline)
+        assert call.fut is not None
+        result: str = await call.fut
         return result
 
     async def stream(
@@ -303,9 +331,13 @@ class StackFlowClient:
         timeout: float | None = None,
     ) -> AsyncIterator[str]:
         """Runs one inference and yields its output deltas until `finish`."""
-        call = Call(None, work_id, stream=True, control=False)
-        await self._send(call, work_id, data, object, timeout)
         loop = self._running()
+        deadline = loop.time() + (timeout or self.call_timeout)
+        call = Call(None, work_id, stream=True, control=False)
+        slot = self._slot(work_id)
+        if not slot.subscribed.is_set():
+            await self._subscribed(slot, deadline)
+        self._publish(call, slot, data, object, deadline)
         try:
             while True:
                 while call.queue:
@@ -321,53 +353,69 @@ class StackFlowClient:
         finally:
             self._finish(call, None)  # also when the consumer stops early
 
-    async def _send(
-        self,
-        call: Call,
-        work_id: str,
-        data: str | Iterable[str],
-        obj: str | None,
-        timeout: float | None,
-    ) -> None:
-        loop = self._running()
-        deadline = loop.time() + (timeout or self.call_timeout)
-        live = self._live(work_id)
-        slot = self._registry.slots.get(live) if self._registry else None
+    def _slot(self, work_id: str) -> Slot:
+        slot = self._registry.slots.get(self._live(work_id)) if self._registry else None
         if slot is None:
             if work_id in self._setups:
                 raise NodeUnavailableError(f"{work_id}: node gone, setting it up again")
             raise UnitNotFoundError(f"{work_id}: not set up by this client")
-        if not slot.subscribed.is_set():
-            await self._subscribed(slot, deadline)
-        record = self._by_live.get(live)
+        return slot
+
+    def _publish(
+        self, call: Call, slot: Slot, data: str | Iterable[str], obj: str | None, deadline: float
+    ) -> None:
+        """Registers the call under a new request_id, arms its deadline, publishes it."""
+        live = slot.work_id
         if obj is None:
+            record = self._by_live.get(live)
             obj = record.request.get("input", DEFAULT_FORMAT) if record else DEFAULT_FORMAT
+        parts = self._frame_parts.get((live, obj))
+        if parts is None:
+            parts = self._frame_parts[(live, obj)] = p.inference_parts(self.reply_url, live, obj)
+        head, mid = parts
         rid = self._new_id()
         call.work_id = live
         call.rid = rid
         self._calls[rid] = call
-        call.timer = loop.call_at(deadline, self._expire, rid)
+        self._arm(rid, deadline)
+        rid_b = rid.encode()
         try:
             if p.is_stream(obj):
-                chunks = [data] if isinstance(data, str) else list(data)
-                if not chunks:
-                    chunks = [""]
-                last = len(chunks) - 1
-                for i, delta in enumerate(chunks):
-                    slot.publish(
-                        p.inference_frame(
-                            self.reply_url, rid, live, obj, p.chunk(delta, i, i == last)
-                        )
-                    )
+                if isinstance(data, str):
+                    slot.publish(head + rid_b + mid + orjson.dumps(p.chunk(data, 0, True)) + b"}")
+                else:
+                    chunks = list(data) or [""]
+                    last = len(chunks) - 1
+                    for i, delta in enumerate(chunks):
+                        body = orjson.dumps(p.chunk(delta, i, i == last))
+                        slot.publish(head + rid_b + mid + body + b"}")
             else:
                 text = data if isinstance(data, str) else "".join(data)
-                slot.publish(p.inference_frame(self.reply_url, rid, live, obj, text))
+                slot.publish(head + rid_b + mid + orjson.dumps(text) + b"}")
         except zmq.Again:
             self._finish(call, None)
             raise InferencePushError(f"{live}: request queue towards the node is full") from None
         except zmq.ZMQError as exc:
             self._finish(call, None)
             raise NodeUnavailableError(f"{live}: {exc}") from exc
+
+    def _arm(self, rid: str, deadline: float) -> None:
+        """Deadlines share one loop timer per 10 ms bucket instead of one per call."""
+        key = int(deadline * BUCKETS_PER_S) + 1
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            assert self._loop is not None
+            handle = self._loop.call_at(key / BUCKETS_PER_S, self._expire_bucket, key)
+            bucket = self._buckets[key] = (handle, [])
+        bucket[1].append(rid)
+
+    def _expire_bucket(self, key: int) -> None:
+        _, rids = self._buckets.pop(key, (None, []))
+        calls = self._calls
+        for rid in rids:
+            call = calls.get(rid)
+            if call is not None:
+                self._finish(call, StackFlowTimeoutError(f"{call.work_id}: no reply in time"))
 
     # --- replies --------------------------------------------------------------------
 
@@ -410,9 +458,6 @@ class StackFlowClient:
         """Completes a call once: a result, an exception, or None (abandoned)."""
         if self._calls.get(call.rid) is call:
             del self._calls[call.rid]
-        if call.timer is not None:
-            call.timer.cancel()
-            call.timer = None
         if call.stream:  # an exception, or None: the end of the stream
             call.push(result if isinstance(result, BaseException) else None)
         elif call.fut is not None and not call.fut.done():
@@ -420,12 +465,6 @@ class StackFlowClient:
                 call.fut.set_exception(result)
             elif result is not None:
                 call.fut.set_result(result)
-
-    def _expire(self, rid: str) -> None:
-        call = self._calls.get(rid)
-        if call is not None:
-            call.timer = None
-            self._finish(call, StackFlowTimeoutError(f"{call.work_id}: no reply in time"))
 
     # --- node loss and re-setup ------------------------------------------------------
 

@@ -174,6 +174,14 @@ def inference_frame(reply_url: str, request_id: str, work_id: str, obj: str, dat
     )
 
 
+def inference_parts(reply_url: str, work_id: str, obj: str) -> tuple[bytes, bytes]:
+    """`inference_frame` split around the request_id, for building frames by concatenation:
+    `head + request_id + mid + dumps(data) + b"}"` (request_ids must need no escaping)."""
+    head = b'{"zmq_com":' + dumps(reply_url) + b',"request_id":"'
+    mid = b'","work_id":' + dumps(work_id) + b',"action":"inference","object":' + dumps(obj)
+    return head, mid + b',"data":'
+
+
 def chunk(delta: str, index: int, finish: bool) -> dict[str, Any]:
     return {"delta": delta, "index": index, "finish": finish}
 
@@ -223,6 +231,47 @@ def reply_frame(
             "work_id": work_id,
         }
     )
+
+
+class ReplyEncoder:
+    """`reply_frame` for one (work_id, object) by concatenation: the sorted layout
+    `created, data, error, object, request_id, work_id` with the constant parts built once
+    (a node sends two frames per streamed answer; this is its hot path)."""
+
+    __slots__ = ("_end", "_tail")
+
+    def __init__(self, work_id: str, obj: str) -> None:
+        self._tail = b',"error":{"code":0,"message":""},"object":' + dumps(obj) + b',"request_id":'
+        self._end = b',"work_id":' + dumps(work_id) + b"}\n"
+
+    def ok(self, request_id: str, data: Any, created: int | None = None) -> bytes:
+        when = int(time.time()) if created is None else created
+        return (
+            b'{"created":'
+            + str(when).encode()
+            + b',"data":'
+            + dumps_sorted_compact(data)
+            + self._tail
+            + dumps(request_id)
+            + self._end
+        )
+
+    def chunk(self, request_id: str, delta: str, index: int, finish: bool) -> bytes:
+        data = (
+            b'{"delta":'
+            + dumps(delta)
+            + (b',"finish":true,"index":' if finish else b',"finish":false,"index":')
+            + str(index).encode()
+            + b"}"
+        )
+        when = str(int(time.time())).encode()
+        return (
+            b'{"created":' + when + b',"data":' + data + self._tail + dumps(request_id) + self._end
+        )
+
+
+def dumps_sorted_compact(value: Any) -> bytes:
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
 
 
 def error_frame(request_id: str, work_id: str, code: int, message: str = "") -> bytes:

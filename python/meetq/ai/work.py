@@ -90,6 +90,7 @@ class Work:
         self.stream_out = p.is_stream(self.response_format)
         self.enoutput = bool(setup.get("enoutput", True))
         self.replier = replier
+        self.encoder = p.ReplyEncoder(work_id, self.response_format)
         self.executor = executor
         self.max_tasks = max_tasks
         self.running = 0
@@ -98,15 +99,19 @@ class Work:
         self._loop = asyncio.get_running_loop()
         self._out_path = sockfiles.url_path(output_url)
         sockfiles.claim(self._out_path)
-        self.pub = configure(ctx.socket(zmq.PUB))
+        # XPUB: a PUB to its subscribers, and it tells us whether there are any, so the
+        # mirror costs nothing while nobody listens.
+        self.pub = configure(ctx.socket(zmq.XPUB))
         self.pub.bind(output_url)
+        self.listeners = 0
+        self._pub_reader = Reader(self.pub, self._on_subscription)
         sub = configure(ctx.socket(zmq.SUB))
         sub.setsockopt(zmq.SUBSCRIBE, b"")
         try:
             sub.connect(inference_url)
         except zmq.ZMQError:
             sub.close(linger=0)
-            self.pub.close(linger=0)
+            self._pub_reader.close()
             raise
         self._reader = Reader(sub, self._on_request)
 
@@ -114,8 +119,14 @@ class Work:
         self._reader.close()
         for task in self._tasks:
             task.cancel()
-        self.pub.close(linger=0)
+        self._pub_reader.close()
         sockfiles.remove(self._out_path)
+
+    def _on_subscription(self, msg: bytes) -> None:
+        if msg[:1] == b"\x01":
+            self.listeners += 1
+        elif msg[:1] == b"\x00":
+            self.listeners = max(0, self.listeners - 1)
 
     # --- input ------------------------------------------------------------------------
 
@@ -237,9 +248,7 @@ class Work:
         """Sends output chunks; `final` adds the closing frame. Returns the next index."""
         if not self.stream_out:  # non-stream output: one frame holding the whole value
             if final:
-                self._send(
-                    url, p.reply_frame(rid, self.work_id, "".join(chunks), obj=self.response_format)
-                )
+                self._send(url, self.encoder.ok(rid, "".join(chunks)))
             return start
         index = start
         for delta in chunks:
@@ -251,13 +260,11 @@ class Work:
         return index
 
     def _chunk(self, rid: str, delta: str, index: int, finish: bool) -> bytes:
-        return p.reply_frame(
-            rid, self.work_id, p.chunk(delta, index, finish), obj=self.response_format
-        )
+        return self.encoder.chunk(rid, delta, index, finish)
 
     def _send(self, url: str, frame: bytes) -> None:
         self.replier.send(url, frame)
-        if self.enoutput:
+        if self.enoutput and self.listeners:
             try:
                 self.pub.send(frame, zmq.NOBLOCK)
             except zmq.ZMQError as exc:

@@ -1,0 +1,258 @@
+"""AIService: the ai_tasks worker that runs each AI task on a StackFlow node.
+
+A `ServiceWorker` on the AI service's queue has one handler per mapped task type. The
+handler takes the input from the task payload, picks a node, runs the inference through
+the StackFlowClient and returns the joined output as the task result; a failure (node
+error, timeout, node gone) fails the task, so the queue's retries and DLQ apply.
+
+Nodes: each `StackFlowClient` is one unit-manager directory (one edge host) with its
+nodes; for every (unit, model, options) a work_id is set up once per client, lazily, and
+set up again when it fails (`UnitNotFoundError`, `NodeUnavailableError`). Requests go to
+the available work_id with the fewest requests in flight, which spreads load over
+several nodes of the same unit.
+
+Events: after each task, `on_event(name, payload)` is called with
+`events.AI_TASK_COMPLETED` or `events.AI_TASK_FAILED` (wire it to a RedisPubSubQueue or
+a LocalEventBus; a failing callback is logged, never fails the task).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import redis.asyncio
+
+from meetq import events
+from meetq.ai.client import StackFlowClient
+from meetq.ai.errors import NodeUnavailableError, StackFlowError, UnitNotFoundError
+from meetq.dispatch import ServiceWorker, TaskRequest
+
+log = logging.getLogger(__name__)
+
+EventCallback = Callable[[str, dict[str, Any]], Awaitable[None] | None]
+
+
+@dataclass(frozen=True)
+class ModelRoute:
+    """Where a task type runs and how its payload becomes the node's input.
+
+    `inputs` are the payload keys tried in order (a string, or a list of stream chunks,
+    e.g. base64 audio); `setup_keys` are payload keys that become setup options (a task
+    with other `keywords` gets its own work_id); `json_output` parses the node's output
+    as a JSON object for the result (sentiment's label and scores)."""
+
+    unit: str
+    model: str
+    response_format: str = "llm.utf-8.stream"
+    input: str = "llm.utf-8.stream"
+    inputs: tuple[str, ...] = ("text", "data", "input")
+    setup_keys: tuple[str, ...] = ()
+    json_output: bool = False
+    setup: Mapping[str, Any] = field(default_factory=dict)
+
+
+def default_route(task_type: str, unit: str, model: str) -> ModelRoute:
+    """The seed's AI types with the inputs our models expect."""
+    if task_type == "speech_recognition":
+        return ModelRoute(unit, model, inputs=("audio", "data"), setup_keys=("keywords",))
+    if task_type == "emotion_detection":
+        return ModelRoute(
+            unit,
+            model,
+            response_format="llm.utf-8",
+            input="llm.utf-8",
+            inputs=("text", "transcript", "data"),
+            json_output=True,
+        )
+    return ModelRoute(unit, model)
+
+
+@dataclass(eq=False)
+class _Target:
+    """One (client, setup) pair: its work_id once set up, and its load."""
+
+    client: StackFlowClient
+    work_id: str | None = None
+    inflight: int = 0
+    setting_up: asyncio.Task[str] | None = None
+    retry_at: float = 0.0
+
+
+class AIService:
+    """`AIService(redis, client_or_clients, models={TaskType.X: ("llm", "asr"), ...})`."""
+
+    def __init__(
+        self,
+        redis_or_url: str | redis.asyncio.Redis,
+        clients: StackFlowClient | Sequence[StackFlowClient],
+        models: Mapping[str, ModelRoute | tuple[str, str]],
+        *,
+        service_name: str = "ai-service",
+        queue_name: str | None = None,
+        workers: int = 64,
+        on_event: EventCallback | None = None,
+        setup_retry: float = 1.0,
+        **worker_options: Any,
+    ) -> None:
+        self.clients = [clients] if isinstance(clients, StackFlowClient) else list(clients)
+        if not self.clients:
+            raise ValueError("AIService needs at least one StackFlowClient")
+        self.routes: dict[str, ModelRoute] = {
+            str(t): r if isinstance(r, ModelRoute) else default_route(str(t), *r)
+            for t, r in models.items()
+        }
+        self.on_event = on_event
+        self.setup_retry = setup_retry
+        self.worker = ServiceWorker(
+            redis_or_url, service_name, queue_name=queue_name, workers=workers, **worker_options
+        )
+        for task_type in self.routes:
+            self.worker.register_handler(task_type, self._handler(task_type))
+        self._targets: dict[tuple[Any, ...], list[_Target]] = {}
+        self.completed = 0
+        self.failed = 0
+
+    async def start(self) -> None:
+        """Starts the worker; the clients are started by their owner (or here if not)."""
+        for client in self.clients:
+            await client.start()
+        await self.worker.start()
+
+    async def stop(self) -> None:
+        await self.worker.stop()
+        for targets in self._targets.values():
+            for target in targets:
+                if target.setting_up is not None:
+                    target.setting_up.cancel()
+
+    async def __aenter__(self) -> AIService:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def get_stats(self) -> dict[str, Any]:
+        return {
+            "completed": self.completed,
+            "failed": self.failed,
+            "work_ids": {
+                "/".join(map(str, key[:2])): [t.work_id for t in targets]
+                for key, targets in self._targets.items()
+            },
+        }
+
+    # --- the task handler ---------------------------------------------------------
+
+    def _handler(self, task_type: str) -> Callable[[TaskRequest], Awaitable[dict[str, Any]]]:
+        route = self.routes[task_type]
+
+        async def run(request: TaskRequest) -> dict[str, Any]:
+            started = time.monotonic()
+            try:
+                result = await self._run(route, request)
+            except Exception as exc:
+                self.failed += 1
+                await self._emit(
+                    events.AI_TASK_FAILED,
+                    {"task_id": request.id, "type": task_type, "error": str(exc)},
+                )
+                raise
+            self.completed += 1
+            await self._emit(
+                events.AI_TASK_COMPLETED,
+                {
+                    "task_id": request.id,
+                    "type": task_type,
+                    "duration": time.monotonic() - started,
+                },
+            )
+            return result
+
+        return run
+
+    async def _run(self, route: ModelRoute, request: TaskRequest) -> dict[str, Any]:
+        payload = request.payload
+        data = next((payload[k] for k in route.inputs if k in payload), None)
+        if isinstance(data, list):
+            data = [str(x) for x in data]
+        elif not isinstance(data, str):
+            raise StackFlowError(f"payload needs one of {', '.join(route.inputs)}", -24)
+        options = {k: payload[k] for k in route.setup_keys if k in payload}
+        timeout = request.timeout if request.timeout and request.timeout > 0 else None
+        target = await self._pick(route, options, timeout)
+        assert target.work_id is not None
+        target.inflight += 1
+        try:
+            output = await target.client.infer(target.work_id, data, timeout=timeout)
+        except (UnitNotFoundError, NodeUnavailableError):
+            target.work_id = None  # set up again on the next task
+            raise
+        finally:
+            target.inflight -= 1
+        if route.json_output:
+            value = orjson.loads(output)
+            return value if isinstance(value, dict) else {"value": value}
+        return {"text": output}
+
+    # --- work_ids -------------------------------------------------------------------
+
+    async def _pick(
+        self, route: ModelRoute, options: dict[str, Any], timeout: float | None
+    ) -> _Target:
+        key = (route.unit, route.model, orjson.dumps(options, option=orjson.OPT_SORT_KEYS))
+        targets = self._targets.get(key)
+        if targets is None:
+            targets = self._targets[key] = [_Target(c) for c in self.clients]
+        ready = [t for t in targets if t.work_id is not None and t.client.available(t.work_id)]
+        if ready:
+            return min(ready, key=lambda t: t.inflight)
+        now = time.monotonic()
+        for target in targets:
+            if target.setting_up is None and target.retry_at <= now:
+                target.setting_up = asyncio.ensure_future(self._setup(target, route, options))
+        waiting = [t.setting_up for t in targets if t.setting_up is not None]
+        if not waiting:
+            raise NodeUnavailableError(f"no node serves {route.unit}/{route.model} right now")
+        done, _ = await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        ready = [t for t in targets if t.work_id is not None]
+        if ready:
+            return min(ready, key=lambda t: t.inflight)
+        errors = [f.exception() for f in done if not f.cancelled()]
+        raise next((e for e in errors if e is not None), None) or NodeUnavailableError(
+            f"no node could set up {route.unit}/{route.model}"
+        )
+
+    async def _setup(self, target: _Target, route: ModelRoute, options: dict[str, Any]) -> str:
+        try:
+            work_id = await target.client.setup(
+                route.unit,
+                route.model,
+                response_format=route.response_format,
+                input=route.input,
+                **{**route.setup, **options},
+            )
+        except BaseException:
+            target.retry_at = time.monotonic() + self.setup_retry
+            raise
+        finally:
+            target.setting_up = None
+        target.work_id = work_id
+        return work_id
+
+    async def _emit(self, name: str, payload: dict[str, Any]) -> None:
+        if self.on_event is None:
+            return
+        try:
+            result = self.on_event(name, payload)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            log.exception("AIService event callback failed for %s", name)
