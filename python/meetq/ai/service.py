@@ -99,6 +99,7 @@ class AIService:
         workers: int = 64,
         on_event: EventCallback | None = None,
         setup_retry: float = 1.0,
+        timing: bool = False,
         **worker_options: Any,
     ) -> None:
         self.clients = [clients] if isinstance(clients, StackFlowClient) else list(clients)
@@ -110,6 +111,7 @@ class AIService:
         }
         self.on_event = on_event
         self.setup_retry = setup_retry
+        self.timing = timing  # adds {"timing": {created_at, picked_up, infer_s, done}}
         self.worker = ServiceWorker(
             redis_or_url, service_name, queue_name=queue_name, workers=workers, **worker_options
         )
@@ -187,9 +189,11 @@ class AIService:
             raise StackFlowError(f"payload needs one of {', '.join(route.inputs)}", -24)
         options = {k: payload[k] for k in route.setup_keys if k in payload}
         timeout = request.timeout if request.timeout and request.timeout > 0 else None
+        picked_up = time.time()
         target = await self._pick(route, options, timeout)
         assert target.work_id is not None
         target.inflight += 1
+        sent = time.perf_counter()
         try:
             output = await target.client.infer(target.work_id, data, timeout=timeout)
         except (UnitNotFoundError, NodeUnavailableError):
@@ -197,10 +201,20 @@ class AIService:
             raise
         finally:
             target.inflight -= 1
+        result: dict[str, Any]
         if route.json_output:
             value = orjson.loads(output)
-            return value if isinstance(value, dict) else {"value": value}
-        return {"text": output}
+            result = value if isinstance(value, dict) else {"value": value}
+        else:
+            result = {"text": output}
+        if self.timing:
+            result["timing"] = {
+                "created_at": request.created_at,
+                "picked_up": picked_up,
+                "infer_s": time.perf_counter() - sent,
+                "done": time.time(),
+            }
+        return result
 
     # --- work_ids -------------------------------------------------------------------
 
