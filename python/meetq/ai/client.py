@@ -547,6 +547,10 @@ class StackFlowClient:
         return f"{self._prefix}-{next(self._ids)}"
 
     @property
+    def started(self) -> bool:
+        return self._started
+
+    @property
     def work_ids(self) -> Mapping[str, str | None]:
         """Each work_id set up through this client -> the work_id serving it now."""
         return {handle: r.live for handle, r in self._setups.items()}

@@ -7,7 +7,9 @@ error, timeout, node gone) fails the task, so the queue's retries and DLQ apply.
 
 Nodes: each `StackFlowClient` is one unit-manager directory (one edge host) with its
 nodes; for every (unit, model, options) a work_id is set up once per client, lazily, and
-set up again when it fails (`UnitNotFoundError`, `NodeUnavailableError`). Requests go to
+set up again when the client no longer knows it (`UnitNotFoundError`); a node that went
+away is set up again by its client under the same work_id, which tasks wait for when no
+other node is ready. Requests go to
 the available work_id with the fewest requests in flight, which spreads load over
 several nodes of the same unit.
 
@@ -118,13 +120,16 @@ class AIService:
         for task_type in self.routes:
             self.worker.register_handler(task_type, self._handler(task_type))
         self._targets: dict[tuple[Any, ...], list[_Target]] = {}
+        self._own_clients: list[StackFlowClient] = []
         self.completed = 0
         self.failed = 0
 
     async def start(self) -> None:
-        """Starts the worker; the clients are started by their owner (or here if not)."""
+        """Starts the worker, and the clients not started yet (those it also stops)."""
         for client in self.clients:
-            await client.start()
+            if not client.started:
+                await client.start()
+                self._own_clients.append(client)
         await self.worker.start()
 
     async def stop(self) -> None:
@@ -133,6 +138,9 @@ class AIService:
             for target in targets:
                 if target.setting_up is not None:
                     target.setting_up.cancel()
+        for client in self._own_clients:
+            await client.stop()
+        self._own_clients.clear()
 
     async def __aenter__(self) -> AIService:
         await self.start()
@@ -196,8 +204,8 @@ class AIService:
         sent = time.perf_counter()
         try:
             output = await target.client.infer(target.work_id, data, timeout=timeout)
-        except (UnitNotFoundError, NodeUnavailableError):
-            target.work_id = None  # set up again on the next task
+        except UnitNotFoundError:
+            target.work_id = None  # the client forgot it: set up again on the next task
             raise
         finally:
             target.inflight -= 1
@@ -229,14 +237,24 @@ class AIService:
         if ready:
             return min(ready, key=lambda t: t.inflight)
         now = time.monotonic()
+        waits: list[asyncio.Future[Any]] = []
         for target in targets:
-            if target.setting_up is None and target.retry_at <= now:
+            if target.work_id is not None:
+                # Its node went away: the client sets it up again under the same work_id.
+                waits.append(
+                    asyncio.ensure_future(
+                        target.client.wait_available(target.work_id, timeout or 30.0)
+                    )
+                )
+            elif target.setting_up is None and target.retry_at <= now:
                 target.setting_up = asyncio.ensure_future(self._setup(target, route, options))
-        waiting = [t.setting_up for t in targets if t.setting_up is not None]
+        waiting = waits + [t.setting_up for t in targets if t.setting_up is not None]
         if not waiting:
             raise NodeUnavailableError(f"no node serves {route.unit}/{route.model} right now")
         done, _ = await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        ready = [t for t in targets if t.work_id is not None]
+        for fut in waits:
+            fut.cancel()  # availability waits end here; set-ups go on for the next task
+        ready = [t for t in targets if t.work_id is not None and t.client.available(t.work_id)]
         if ready:
             return min(ready, key=lambda t: t.inflight)
         errors = [f.exception() for f in done if not f.cancelled()]
