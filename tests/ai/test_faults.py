@@ -153,3 +153,15 @@ async def test_live_socket_file_is_not_stolen(base_dir: Path) -> None:
     regular.write_text("not a socket")
     with pytest.raises(SocketInUseError):
         await StackFlowClient(base_dir).start()
+
+
+def test_node_entry_point_parses_its_options(capsys: pytest.CaptureFixture[str]) -> None:
+    from meetq.ai.node import parse_args, run_node_from_args
+
+    with pytest.raises(SystemExit) as exc:
+        run_node_from_args(["--help"])
+    assert exc.value.code == 0
+    assert "--latency-ms" in capsys.readouterr().out
+    args = parse_args(["--unit", "asr", "--model", "latency", "--latency-ms", "7", "--chunks", "3"])
+    assert (args.unit, args.model, args.latency_ms, args.chunks) == ("asr", "latency", 7.0, 3)
+    assert run_node_from_args(["--model", "no-such-model", "--base-dir", "/nonexistent"]) == 2
