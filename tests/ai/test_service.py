@@ -154,6 +154,14 @@ async def test_load_spreads_over_nodes_and_survives_one_going_away(redis_url: st
                     )
                 )
 
+            await run(1, "warm")  # sets the model up on both hosts; wait until both are
+            await async_wait_until(  # ready, or the first burst all lands on the first one
+                lambda: (
+                    [w for ws in ai.get_stats()["work_ids"].values() for w in ws].count(None) == 0
+                ),
+                timeout=30,
+            )
+            calls[0] = calls[1] = 0
             first = await run(100, "a")
             assert [r.result for r in first] == [{"text": f"a{i}"} for i in range(100)]
             assert calls[0] > 10 and calls[1] > 10, calls  # both nodes took work
