@@ -8,22 +8,30 @@ PY := $(VENV)/bin/python
 TPY := $(TESTVENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: demo test system-deps venv dev wheel testenv test-native test-pure lint rust bench bench-smoke bench-peers clean
+.PHONY: demo test system-deps venv dev wheel wheels sdist test-wheels msrv cargo-lock testenv test-native test-pure lint rust bench bench-smoke bench-peers clean
 
 # Debian packages the build, the demo and the tests need (one list; add to it, don't fork it).
-APT_PACKAGES := redis-server openssl prometheus chromium espeak-ng
+APT_PACKAGES := redis-server openssl prometheus chromium espeak-ng gcc libc6-dev python3-dev python3-venv ca-certificates
+# Installed only where no Rust toolchain is on PATH: Debian's (rustc 1.63 on Debian 12, the
+# crate's rust-version).
+APT_RUST := rustc cargo rust-clippy
+
+# Debian 12's cargo (1.65) reaches crates.io only through its sparse index, which cargo
+# < 1.68 gates behind a nightly flag: this turns it on for cargo alone (not for rustc).
+CARGO_ENV = $(shell cargo --version 2>/dev/null | awk '{split($$2, v, "."); if (v[1] == 1 && v[2] < 68) print "__CARGO_TEST_CHANNEL_OVERRIDE_DO_NOT_USE_THIS=nightly CARGO_UNSTABLE_SPARSE_REGISTRY=true"}')
 
 system-deps:
-	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	@missing=$$(for p in $(APT_PACKAGES) $$(command -v cargo >/dev/null 2>&1 || echo $(APT_RUST)); do \
+		dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
-		echo "installing $$missing"; \
+		echo "installing" $$missing; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
-	@command -v cargo >/dev/null 2>&1 || { echo "cargo (Rust toolchain) is required"; exit 1; }
+	@command -v cargo >/dev/null 2>&1 || { echo "meetq: no Rust toolchain: install cargo and rustc >= 1.63 (Debian: apt-get install cargo)"; exit 1; }
 
-$(VENV)/.stamp: requirements-dev.txt requirements-test.txt pyproject.toml
+$(VENV)/.stamp: requirements-build.txt requirements-dev.txt requirements-test.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-build.txt
 	$(PY) -m pip install -q -r requirements-dev.txt
 	touch $@
 
@@ -31,18 +39,61 @@ venv: $(VENV)/.stamp
 
 # In-place build for development: the extensions land in python/meetq/.
 dev: system-deps venv
-	$(PY) -m pip install -q --no-build-isolation -e .
+	$(CARGO_ENV) PYO3_PYTHON=$(CURDIR)/$(PY) $(PY) -m pip install -q --no-build-isolation -e .
 
-# The wheel that CI tests: Rust crate + Cython modules in one file.
-wheel: venv
-	rm -rf dist
-	$(PY) -m pip wheel -q --no-build-isolation --no-deps -w dist .
+# Release artifacts in dist/: the sdist, and built from it (pip unpacks it into a clean
+# temporary directory, so a file missing from MANIFEST.in breaks the build) one wheel per
+# CPython this machine has (tests/packaging/interpreters.py), repaired and tagged manylinux
+# by auditwheel. The Rust module is abi3 (built once, shared); the Cython modules are
+# per-version (the limited API costs them speed: BENCHMARKS.md `## Packaging`).
+# MEETQ_LIMITED_API=1 makes one cp311-abi3 wheel instead.
+VERSION = $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' python/meetq/_version.py)
+SDIST = dist/meetq-$(VERSION).tar.gz
+BUILDVENVS := build/venvs
+
+sdist: venv
+	rm -rf dist build/wheelhouse
+	$(PY) -m build -q --sdist --no-isolation --outdir dist . >/dev/null
+
+wheels: system-deps sdist
+	@set -e; for py in $$($(PYTHON) tests/packaging/interpreters.py); do \
+		v=$$($$py -c 'import sys; print("%d.%d" % sys.version_info[:2])'); bv=$(BUILDVENVS)/$$v; \
+		[ -f $$bv/.stamp ] && [ $$bv/.stamp -nt requirements-build.txt ] || { rm -rf $$bv; \
+			$$py -m venv $$bv && $$bv/bin/python -m pip install -q -r requirements-build.txt && touch $$bv/.stamp; }; \
+		echo "building the CPython $$v wheel from $(SDIST)"; \
+		$(CARGO_ENV) PYO3_PYTHON=$(CURDIR)/$(PY) CARGO_TARGET_DIR=$(CURDIR)/rust/target \
+			$$bv/bin/python -m pip wheel -q --no-deps --no-build-isolation -w build/wheelhouse $(SDIST); \
+	done
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/auditwheel repair -w dist build/wheelhouse/*.whl \
+		> build/auditwheel.log 2>&1 || { cat build/auditwheel.log; exit 1; }
+	@ls dist
+
+wheel: wheels
 
 # A fresh venv holding only the built wheel and the test tools: the suite runs against it.
-testenv: wheel
+testenv: wheels
 	rm -rf $(TESTVENV)
 	$(PYTHON) -m venv $(TESTVENV)
-	$(TPY) -m pip install -q dist/meetq-*.whl -r requirements-test.txt
+	$(TPY) -m pip install -q --no-index --find-links dist --only-binary meetq meetq
+	$(TPY) -m pip install -q meetq -r requirements-test.txt
+
+# Each wheel in a fresh venv with no compiler on PATH and no build tools (native backend,
+# a smoke of every component), auditwheel's platform tag, the sdist's contents, and the
+# pure install of the sdist (MEETQ_PURE_INSTALL=1) with no compiler.
+test-wheels: wheels
+	MEETQ_DIST=$(CURDIR)/dist $(PY) -m pytest -q tests/packaging
+
+# The crate with its declared rust-version (Debian 12's rustc/cargo, installed if absent):
+# build of the abi3 extension and cargo test, from the pinned Cargo.lock.
+msrv:
+	@[ -x /usr/bin/cargo ] || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_RUST); }
+	cd rust && RUSTC=/usr/bin/rustc CARGO_TARGET_DIR=$(CURDIR)/build/msrv-target \
+		__CARGO_TEST_CHANNEL_OVERRIDE_DO_NOT_USE_THIS=nightly CARGO_UNSTABLE_SPARSE_REGISTRY=true \
+		sh -c '/usr/bin/cargo build --locked --release --features extension-module,abi3 && /usr/bin/cargo test --locked --release'
+
+# Re-resolves Cargo.lock within the crate's rust-version (cargo >= 1.84's MSRV-aware resolver).
+cargo-lock:
+	cd rust && CARGO_RESOLVER_INCOMPATIBLE_RUST_VERSIONS=fallback cargo update
 
 # The same suite on both backends, importing meetq from the installed wheel.
 test-native: testenv
@@ -60,12 +111,16 @@ lint: venv
 	$(PY) -m ruff format --check python tests benchmarks
 	$(PY) -m mypy python/meetq
 
-rust:
-	cd rust && cargo clippy --release --features extension-module -- -D warnings
-	cd rust && cargo clippy --release --all-targets -- -D warnings
-	cd rust && cargo test --release
+# Clippy's verdict is the current toolchain's: the MSRV's clippy (Debian 12's 1.63) has
+# lints since retired or fixed, so there its warnings are shown, not fatal.
+CLIPPY_DENY = $(shell rustc --version 2>/dev/null | awk '{split($$2, v, "."); if (v[1] > 1 || v[2] > 63) print "-D warnings"}')
 
-test: system-deps lint rust test-native test-pure bench-smoke
+rust:
+	cd rust && $(CARGO_ENV) cargo clippy --release --features extension-module -- $(CLIPPY_DENY)
+	cd rust && $(CARGO_ENV) cargo clippy --release --all-targets -- $(CLIPPY_DENY)
+	cd rust && $(CARGO_ENV) cargo test --release
+
+test: system-deps lint rust test-native test-pure bench-smoke test-wheels
 
 demo: system-deps dev
 	$(PY) -m meetq demo

@@ -10,8 +10,7 @@ command name holding spaces) takes a slow path that reproduces the pure twin, so
 produce the same bytes and raise the same errors as redis-py 5's encoder (see `_resp.py`).
 """
 
-from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.mem cimport PyMem_Free
 from libc.stdlib cimport free, realloc
 from libc.string cimport memchr, memcpy
@@ -22,10 +21,36 @@ from redis.exceptions import DataError
 cdef extern from "Python.h":
     const char* PyUnicode_AsUTF8AndSize(object unicode, Py_ssize_t* size) except NULL
     long long PyLong_AsLongLongAndOverflow(object obj, int* overflow) except? -1
-    double PyFloat_AS_DOUBLE(object obj)
-    char* PyOS_double_to_string(double val, char format_code, int precision, int flags,
-                                int* ptype) except NULL
-    int Py_DTSF_ADD_DOT_0
+
+
+# The storage accessors are macros outside the limited API and functions inside it; the
+# limited API has no PyOS_double_to_string, so there floats take the slow path.
+cdef extern from *:
+    """
+    #ifdef Py_LIMITED_API
+    #define MEETQ_BYTES_DATA(o) PyBytes_AsString(o)
+    #define MEETQ_BYTES_SIZE(o) PyBytes_Size(o)
+    #define MEETQ_BYTEARRAY_DATA(o) PyByteArray_AsString(o)
+    #define MEETQ_BYTEARRAY_SIZE(o) PyByteArray_Size(o)
+    #define MEETQ_FAST_FLOAT 0
+    static char* meetq_double_repr(PyObject* o) { (void)o; return NULL; }
+    #else
+    #define MEETQ_BYTES_DATA(o) PyBytes_AS_STRING(o)
+    #define MEETQ_BYTES_SIZE(o) PyBytes_GET_SIZE(o)
+    #define MEETQ_BYTEARRAY_DATA(o) PyByteArray_AS_STRING(o)
+    #define MEETQ_BYTEARRAY_SIZE(o) PyByteArray_GET_SIZE(o)
+    #define MEETQ_FAST_FLOAT 1
+    static char* meetq_double_repr(PyObject* o) {
+        return PyOS_double_to_string(PyFloat_AS_DOUBLE(o), 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
+    }
+    #endif
+    """
+    char* MEETQ_BYTES_DATA(object o)
+    Py_ssize_t MEETQ_BYTES_SIZE(object o)
+    char* MEETQ_BYTEARRAY_DATA(object o)
+    Py_ssize_t MEETQ_BYTEARRAY_SIZE(object o)
+    bint MEETQ_FAST_FLOAT
+    char* meetq_double_repr(object o) except NULL
 
 
 cdef struct Buf:
@@ -131,7 +156,7 @@ cdef int _put_arg(Buf* b, object value) except -1:
     cdef int overflow = 0
     cdef char digits[24]
     if cls is bytes:
-        _put_bulk(b, PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value))
+        _put_bulk(b, MEETQ_BYTES_DATA(value), MEETQ_BYTES_SIZE(value))
     elif cls is str:
         p = PyUnicode_AsUTF8AndSize(value, &n)
         _put_bulk(b, p, n)
@@ -139,12 +164,12 @@ cdef int _put_arg(Buf* b, object value) except -1:
         iv = PyLong_AsLongLongAndOverflow(value, &overflow)
         if overflow:
             data = int.__repr__(value).encode()
-            _put_bulk(b, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
+            _put_bulk(b, MEETQ_BYTES_DATA(data), MEETQ_BYTES_SIZE(data))
         else:
             n = _format_int(digits, iv)
             _put_bulk(b, digits, n)
-    elif cls is float:
-        s = PyOS_double_to_string(PyFloat_AS_DOUBLE(value), b'r', 0, Py_DTSF_ADD_DOT_0, NULL)
+    elif cls is float and MEETQ_FAST_FLOAT:
+        s = meetq_double_repr(value)
         try:
             n = 0
             while s[n] != 0:
@@ -153,10 +178,10 @@ cdef int _put_arg(Buf* b, object value) except -1:
         finally:
             PyMem_Free(s)
     elif cls is bytearray:
-        _put_bulk(b, PyByteArray_AS_STRING(value), PyByteArray_GET_SIZE(value))
+        _put_bulk(b, MEETQ_BYTEARRAY_DATA(value), MEETQ_BYTEARRAY_SIZE(value))
     else:
         data = _slow_arg(value)
-        _put_bulk(b, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
+        _put_bulk(b, MEETQ_BYTES_DATA(data), MEETQ_BYTES_SIZE(data))
     return 0
 
 
@@ -177,7 +202,7 @@ cdef bint _name_needs_split(object first) except -1:
     if isinstance(first, str):
         return True  # a str subclass: let the slow path decide
     if isinstance(first, bytes):
-        return memchr(PyBytes_AS_STRING(first), 32, PyBytes_GET_SIZE(first)) != NULL
+        return memchr(MEETQ_BYTES_DATA(first), 32, MEETQ_BYTES_SIZE(first)) != NULL
     return False
 
 
