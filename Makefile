@@ -39,6 +39,7 @@ venv: $(VENV)/.stamp
 
 # In-place build for development: the extensions land in python/meetq/.
 dev: system-deps venv
+	rm -f python/meetq/_meetq_rs.*.so  # a stale one would shadow the new abi3 build
 	$(CARGO_ENV) PYO3_PYTHON=$(CURDIR)/$(PY) $(PY) -m pip install -q --no-build-isolation -e .
 
 # Release artifacts in dist/: the sdist, and built from it (pip unpacks it into a clean
@@ -74,7 +75,7 @@ wheel: wheels
 testenv: wheels
 	rm -rf $(TESTVENV)
 	$(PYTHON) -m venv $(TESTVENV)
-	$(TPY) -m pip install -q --no-index --find-links dist --only-binary meetq meetq
+	$(TPY) -m pip install -q --no-index --find-links dist --only-binary meetq --no-deps meetq
 	$(TPY) -m pip install -q meetq -r requirements-test.txt
 
 # Each wheel in a fresh venv with no compiler on PATH and no build tools (native backend,
