@@ -5,7 +5,8 @@
 # Not part of `make test` (it downloads a system and builds with Debian's rustc 1.63).
 #
 # Usage (as root): tests/packaging/fresh_debian.sh DIR [make-target...]
-# DIR is reused if it already holds the system; the clone is made anew each run.
+# DIR is reused if it already holds the system (then no longer fresh: what earlier runs
+# installed stays); the clone is made anew each run.
 set -euo pipefail
 
 root=${1:?usage: fresh_debian.sh DIR [make-target...]}
@@ -13,7 +14,9 @@ shift
 targets=("${@:-demo}")
 repo=$(git -C "$(dirname "$0")" rev-parse --show-toplevel)
 
+fresh=":"
 if [ ! -x "$root/usr/bin/python3" ]; then
+    fresh="! command -v cc && ! command -v cargo"  # only python3 there yet: check it
     debootstrap --variant=minbase --include=python3,ca-certificates \
         bookworm "$root" http://deb.debian.org/debian
 fi
@@ -37,6 +40,6 @@ done
 # Nothing of the host's toolchains: Debian's PATH, no pyenv, no rustup.
 chroot "$root" /usr/bin/env -i HOME=/root PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     PIP_CERT=/etc/ssl/certs/ca-certificates.crt LANG=C.UTF-8 \
-    sh -c "cd /src/meetq && python3 --version && ! command -v cc && ! command -v cargo &&
+    sh -c "cd /src/meetq && python3 --version && $fresh &&
         { command -v make || { apt-get update -qq && apt-get install -y -qq make; }; } &&
         make ${targets[*]}"
