@@ -81,8 +81,9 @@ testenv: wheels
 # Each wheel in a fresh venv with no compiler on PATH and no build tools (native backend,
 # a smoke of every component), auditwheel's platform tag, the sdist's contents, and the
 # pure install of the sdist (MEETQ_PURE_INSTALL=1) with no compiler.
-test-wheels: wheels
-	MEETQ_DIST=$(CURDIR)/dist $(PY) -m pytest -q tests/packaging
+test-wheels: testenv
+	MEETQ_DIST=$(CURDIR)/dist MEETQ_AUDITWHEEL=$(CURDIR)/$(VENV)/bin/auditwheel \
+		$(TPY) -m pytest -q tests/packaging
 
 # The crate with its declared rust-version (Debian 12's rustc/cargo, installed if absent):
 # build of the abi3 extension and cargo test, from the pinned Cargo.lock.
