@@ -39,15 +39,14 @@ venv: $(VENV)/.stamp
 
 # In-place build for development: the extensions land in python/meetq/.
 dev: system-deps venv
-	rm -f python/meetq/_meetq_rs.*.so  # a stale one would shadow the new abi3 build
+	rm -f python/meetq/_meetq_rs.*.so  # a stale abi3 one must not linger beside it
 	$(CARGO_ENV) PYO3_PYTHON=$(CURDIR)/$(PY) $(PY) -m pip install -q --no-build-isolation -e .
 
 # Release artifacts in dist/: the sdist, and built from it (pip unpacks it into a clean
 # temporary directory, so a file missing from MANIFEST.in breaks the build) one wheel per
 # CPython this machine has (tests/packaging/interpreters.py), repaired and tagged manylinux
-# by auditwheel. The Rust module is abi3 (built once, shared); the Cython modules are
-# per-version (the limited API costs them speed: BENCHMARKS.md `## Packaging`).
-# MEETQ_LIMITED_API=1 makes one cp311-abi3 wheel instead.
+# by auditwheel. The native modules are per-version (the limited API costs the Cython
+# ones speed, BENCHMARKS.md `## Packaging`; the Rust scheduler core uses CPython internals).
 VERSION = $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' python/meetq/_version.py)
 SDIST = dist/meetq-$(VERSION).tar.gz
 BUILDVENVS := build/venvs
@@ -62,7 +61,7 @@ wheels: system-deps sdist
 		[ -f $$bv/.stamp ] && [ $$bv/.stamp -nt requirements-build.txt ] || { rm -rf $$bv; \
 			$$py -m venv $$bv && $$bv/bin/python -m pip install -q -r requirements-build.txt && touch $$bv/.stamp; }; \
 		echo "building the CPython $$v wheel from $(SDIST)"; \
-		$(CARGO_ENV) PYO3_PYTHON=$(CURDIR)/$(PY) CARGO_TARGET_DIR=$(CURDIR)/rust/target \
+		$(CARGO_ENV) CARGO_TARGET_DIR=$(CURDIR)/rust/target \
 			$$bv/bin/python -m pip wheel -q --no-deps --no-build-isolation -w build/wheelhouse $(SDIST); \
 	done
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/auditwheel repair -w dist build/wheelhouse/*.whl \

@@ -2,8 +2,9 @@
 
 setuptools (not maturin) drives the build because the wheel holds both a pyo3 crate and
 Cython modules, and maturin cannot compile Cython. The Rust extension is always built for
-the stable ABI (pyo3 `abi3-py311`). The Cython modules are built per CPython version by
-default, because the limited API costs them measured speed (BENCHMARKS.md `## Packaging`).
+the stable ABI only with MEETQ_LIMITED_API=1 (its scheduler core uses CPython internals
+outside it, so that build fails until it does not); the Cython modules are built per CPython
+version by default, because the limited API costs them measured speed (BENCHMARKS.md).
 
 Environment:
 - `MEETQ_PURE_INSTALL=1`: no extension at all, a pure-Python `py3-none-any` wheel (for a
@@ -66,9 +67,9 @@ def _native_extensions(limited: bool) -> dict[str, object]:
                 "meetq._meetq_rs",
                 path="rust/Cargo.toml",
                 binding=Binding.PyO3,
-                features=["extension-module", "abi3"],
-                # Named `.abi3.so` even inside a per-version wheel: it is the same file.
-                py_limited_api=True,
+                # abi3 only for the single limited-API wheel: the scheduler core
+                # (py_sched.rs, py_task.rs) uses CPython internals outside the stable ABI.
+                features=["extension-module", *(["abi3"] if limited else [])],
                 debug=False,
             )
         ],
