@@ -1,0 +1,229 @@
+"""Worker processes and run-log checks for the reliability and fault-matrix tests.
+
+A `WorkerProcess` runs tests/faults/fault_worker.py (a RedisMessageQueue in its own
+process), so a test can SIGKILL, SIGSTOP or starve it like a real deployment. Its handlers
+log every run to one Redis list ("S <id> <pid>" when a run starts, "D <id> <pid>" when it
+succeeds); `RunLog` reads that list and `check_queue` states the invariants every fault must
+keep: nothing lost (each published id acked once or in the DLQ with a reason) and nothing run
+again after it succeeded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import redis.asyncio
+
+from meetq._redis.keys import QueueKeys
+
+WORKER = Path(__file__).parent.parent / "faults" / "fault_worker.py"
+
+
+class WorkerProcess:
+    """One worker subprocess; `start()` returns once its queue is started."""
+
+    def __init__(
+        self, url: str, queue: str, log_key: str, log_url: str | None = None, **config: Any
+    ) -> None:
+        """`config`: RedisMessageQueue keyword arguments; `log_url`: where the run log is
+        written (default `url`)."""
+        log = log_url or url
+        self.args = [
+            sys.executable,
+            str(WORKER),
+            url,
+            queue,
+            log,
+            log_key,
+            orjson.dumps(config).decode(),
+        ]
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.pid = 0
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed by close())
+
+    def start(self, timeout: float = 30.0) -> WorkerProcess:
+        self.proc = subprocess.Popen(
+            self.args,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        )
+        assert self.proc.stdout is not None
+        # bounded: a worker that hangs before "ready" must not block the test forever
+        readable, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        assert readable, f"worker did not start within {timeout} s: {self.stderr()}"
+        line = self.proc.stdout.readline().split()
+        assert line[:1] == [b"ready"], (line, self.stderr())
+        self.pid = int(line[1])
+        return self
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM (a graceful stop) and wait; returns the exit code."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.terminate()
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+        if self.proc is not None:
+            self.proc.wait(10)
+
+    def stderr(self) -> str:
+        self._stderr.seek(0)
+        return self._stderr.read().decode(errors="replace")[-4000:]
+
+    def close(self) -> None:
+        self.kill()
+        self._stderr.close()
+
+
+@contextlib.contextmanager
+def worker_processes(
+    url: str, queue: str, log_key: str, n: int = 1, log_url: str | None = None, **config: Any
+) -> Iterator[list[WorkerProcess]]:
+    """`n` started workers of one queue, always killed and reaped on exit."""
+    procs = [WorkerProcess(url, queue, log_key, log_url, **config) for _ in range(n)]
+    try:
+        for p in procs:
+            p.start()
+        yield procs
+    finally:
+        for p in procs:
+            p.close()
+
+
+@dataclass
+class RunLog:
+    """Every handler run of every worker, in the order Redis received the log lines."""
+
+    entries: list[tuple[str, str, int]] = field(default_factory=list)
+
+    def starts(self, mid: str) -> int:
+        return sum(1 for kind, i, _ in self.entries if kind == "S" and i == mid)
+
+    def successes(self, mid: str) -> int:
+        return sum(1 for kind, i, _ in self.entries if kind == "D" and i == mid)
+
+    @property
+    def completed(self) -> set[str]:
+        return {i for kind, i, _ in self.entries if kind == "D"}
+
+    def pids(self, ids: Iterable[str]) -> set[int]:
+        wanted = set(ids)
+        return {pid for kind, i, pid in self.entries if kind == "D" and i in wanted}
+
+    def reruns_after_success(self) -> set[str]:
+        """Ids whose run started after a run of theirs had already succeeded."""
+        done: set[str] = set()
+        again: set[str] = set()
+        for kind, mid, _ in self.entries:
+            if kind == "D":
+                done.add(mid)
+            elif mid in done:
+                again.add(mid)
+        return again
+
+
+async def read_log(r: redis.asyncio.Redis, key: str) -> RunLog:
+    raw = await r.lrange(key, 0, -1)
+    entries = []
+    for line in raw:
+        kind, mid, pid = line.decode().split(" ")
+        entries.append((kind, mid, int(pid)))
+    return RunLog(entries)
+
+
+@dataclass
+class QueueCheck:
+    """The end state of a queue after a fault, against the ids published into it."""
+
+    lost: set[str]
+    dead: dict[str, str]
+    unreasoned: set[str]
+    processed: int
+    acked: set[str]
+    reruns: set[str]
+    leftover: dict[str, int]
+
+    @property
+    def ok(self) -> bool:
+        return (
+            not self.lost
+            and not self.unreasoned
+            and not self.reruns
+            and self.processed == len(self.acked)
+            and not any(self.leftover.values())
+        )
+
+    def describe(self) -> str:
+        return (
+            f"lost={sorted(self.lost)[:5]} ({len(self.lost)}) unreasoned={len(self.unreasoned)}"
+            f" reruns={sorted(self.reruns)[:5]} processed={self.processed}"
+            f" acked={len(self.acked)} leftover={self.leftover}"
+        )
+
+
+async def check_queue(
+    r: redis.asyncio.Redis, queue: str, published: Iterable[str], log_key: str
+) -> QueueCheck:
+    """Where every published id ended up. An id is acked when its body is gone from the
+    queue and some run of it succeeded; `processed` (the queue's counter of valid acks)
+    must equal the number of acked ids, so none was acked twice."""
+    k = QueueKeys(queue)
+    ids = set(published)
+    pipe = r.pipeline(transaction=True)
+    pipe.hkeys(k.named("msg"))
+    pipe.zrange(k.named("dlq"), 0, -1)
+    pipe.hgetall(k.named("dlqinfo"))
+    pipe.hget(k.named("stats"), "processed")
+    for level in (3, 2, 1, 0):
+        pipe.llen(k.ready(level))
+    pipe.zcard(k.named("delayed"))
+    pipe.zcard(k.named("inflight"))
+    res = await pipe.execute()
+    stored = {x.decode(errors="replace") for x in res[0] if b"\0" not in x}
+    dlq = {x.decode(errors="replace") for x in res[1]}
+    dead = {}
+    for raw_id, info in res[2].items():
+        mid = raw_id.decode(errors="replace")
+        try:
+            dead[mid] = str(orjson.loads(info).get("reason", ""))
+        except orjson.JSONDecodeError:
+            dead[mid] = ""
+    log = await read_log(r, log_key)
+    acked = {i for i in ids if i not in stored and i in log.completed}
+    in_dlq = ids & dlq
+    return QueueCheck(
+        lost=ids - acked - in_dlq,
+        dead={i: dead.get(i, "") for i in in_dlq},
+        unreasoned={i for i in in_dlq if not dead.get(i)},
+        processed=int(res[3] or 0),
+        acked=acked,
+        reruns=log.reruns_after_success() & ids,
+        leftover={
+            "ready": sum(res[4:8]),
+            "delayed": int(res[8]),
+            "inflight": int(res[9]),
+        },
+    )
