@@ -29,6 +29,7 @@ from meetq.dispatch import (
 )
 from meetq.errors import (
     DispatcherStoppedError,
+    InvalidArgumentError,
     InvalidSessionError,
     MalformedMessageError,
     MeetqConnectionError,
@@ -36,6 +37,7 @@ from meetq.errors import (
     MessageTooLargeError,
     NoRouteError,
     QueueFullError,
+    RedisCommandError,
     TaskNotFoundError,
 )
 from meetq.local import (
@@ -81,6 +83,7 @@ __all__ = [
     "DeadEvent",
     "DeadLetter",
     "DispatcherStoppedError",
+    "InvalidArgumentError",
     "InvalidSessionError",
     "LocalEvent",
     "LocalEventBus",
@@ -95,6 +98,7 @@ __all__ = [
     "PubSubMessage",
     "QueueFullError",
     "QueueManager",
+    "RedisCommandError",
     "RedisMessageQueue",
     "RedisPubSubQueue",
     "RedisStreamEventBus",

@@ -37,3 +37,12 @@ class MeetqConnectionError(MeetqError):
 
 class DispatcherStoppedError(MeetqError):
     """A TaskDispatcher stopped (or was never started) while a caller waited on a task."""
+
+
+class InvalidArgumentError(MeetqError, ValueError):
+    """An argument meetq cannot use (a negative count, a queue name with braces, ...)."""
+
+
+class RedisCommandError(MeetqError):
+    """Redis refused a command (e.g. a key of the wrong type, written by someone else);
+    `__cause__` keeps redis-py's error."""

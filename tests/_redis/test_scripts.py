@@ -8,7 +8,17 @@ from importlib import resources
 from helpers import redis_client
 from meetq._redis import scripts
 
-NAMES = ["dequeue", "publish", "fail", "extend", "release", "requeue_dlq", "purge_dlq", "stats"]
+NAMES = [
+    "dequeue",
+    "publish",
+    "fail",
+    "extend",
+    "release",
+    "requeue_dlq",
+    "purge_dlq",
+    "stats",
+    "ack_reply",
+]
 
 
 def test_every_transition_is_its_own_documented_file() -> None:

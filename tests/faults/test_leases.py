@@ -73,7 +73,8 @@ async def test_prefetched_messages_behind_a_long_sync_handler_run_once(redis_url
                 await async_wait_until(lambda: _completed(r, log_key, set(ids)), timeout=30)
                 await async_wait_until(lambda: _processed(q, len(ids)), timeout=30)
                 log = await read_log(r, log_key)
-                assert {mid: log.starts(mid) for mid in ids} == dict.fromkeys(ids, 1)
+                runs = {mid: log.starts(mid) for mid in ids}
+                assert runs == dict.fromkeys(ids, 1), (runs, log.entries, a.pid, a.stderr())
                 check = await check_queue(r, name, ids, log_key)
                 assert check.ok, check.describe()
             finally:

@@ -157,7 +157,7 @@ async def run_process_case(
             publisher = RedisMessageQueue(ctx.direct, name, retry_budget=30.0)
             async with redis_client(ctx.direct) as r:
                 await async_wait_until(
-                    lambda: _quiet(lambda: _settled(r, name, ids, log_key)), timeout=60
+                    lambda: _quiet(lambda: _settled(r, name, ids, log_key)), timeout=40
                 )
                 probes = await publisher.publish_batch(
                     [Message(type="ok", payload={"sleep": 0.05}) for _ in range(PROBES)]
@@ -304,6 +304,10 @@ async def test_proxy_silence(redis_server: RedisServer, matrix: Record) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(
+    reason="issue 12 item 6 (queue-split): READONLY after a promotion is not yet followed",
+    strict=False,
+)
 async def test_replica_promotion(redis_factory: Callable[..., RedisServer], matrix: Record) -> None:
     primary = redis_factory()
     replica = redis_factory("--replicaof", "127.0.0.1", str(primary.port))
@@ -371,6 +375,10 @@ async def run_input_case(
         try:
             if spoil is not None:
                 await spoil(r, k)
+            # DLQ entries a foreign client wrote carry no reason of ours
+            foreign = {
+                x.decode(errors="backslashreplace") for x in await r.zrange(k.named("dlq"), 0, -1)
+            }
             good = await queues[0].publish_batch(
                 [Message(type="ok", payload={"sleep": 0.01}) for _ in range(50)]
             )
@@ -392,7 +400,7 @@ async def run_input_case(
             not_serving = [n for n in (1, 2) if n not in served]
             outcome = _outcome(check, not_serving)
             dead = {e.id: e.reason for e in await queues[0].dead_letters(100)}
-            if len(dead) != expect_dead or not all(dead.values()):
+            if len(dead) != expect_dead or not all(w for i, w in dead.items() if i not in foreign):
                 outcome = f"{outcome}; DLQ {dead}" if outcome != "ok" else f"DLQ {dead}"
         except BaseException as exc:
             outcome = _failure(outcome, exc)
@@ -516,7 +524,7 @@ async def test_garbage_in_a_key(redis_url: str, matrix: Record, case: str) -> No
 
 
 async def test_garbage_in_status_hashes(redis_url: str, matrix: Record) -> None:
-    reply = "meetq:{in-garbage: status}:reply:w"
+    reply = "meetq:{in-garbage: status hashes}:reply:w"
     bad = [Message(type="ok", id=mid, reply_to=reply) for mid in ("st-1", "st-2")]
     # the two still run and are acked: garbage in a status hash is no status at all
     await run_input_case(matrix, redis_url, "garbage: status hashes", _status_garbage, bad, 0)

@@ -423,13 +423,15 @@ async def test_reply_to_receives_result_and_failure(redis_url: str) -> None:
 
     q.register_handler("r", handler)
     async with redis_client(redis_url) as r, q:
-        mid = await q.publish(Message(type="r", payload={"v": 7}, reply_to="replies:a"))
-        bad = await q.publish(Message(type="r", payload={"fail": 1}, reply_to="replies:b"))
-        _, raw = await r.blpop(["replies:a"], timeout=5)  # type: ignore[misc]
+        # reply keys of the queue itself (CONTRACTS.md 4); anything else is refused
+        a, b = "meetq:{reply}:reply:a", "meetq:{reply}:reply:b"
+        mid = await q.publish(Message(type="r", payload={"v": 7}, reply_to=a))
+        bad = await q.publish(Message(type="r", payload={"fail": 1}, reply_to=b))
+        _, raw = await r.blpop([a], timeout=5)  # type: ignore[misc]
         reply = orjson.loads(raw)
         assert reply["id"] == mid and reply["status"] == "completed"
         assert reply["result"] == {"echo": 7} and reply["error"] is None
-        _, raw = await r.blpop(["replies:b"], timeout=5)  # type: ignore[misc]
+        _, raw = await r.blpop([b], timeout=5)  # type: ignore[misc]
         reply = orjson.loads(raw)
         assert reply["id"] == bad and reply["status"] == "failed"
         assert reply["error"] == "RuntimeError: nope"

@@ -121,19 +121,20 @@ async def test_reply_and_status_are_written_with_the_ack(redis_url: str) -> None
             await r.hset(status_key(name, "t2"), mapping={"status": "pending"})
             async with q:
                 await q.publish(Message(type="r", id="t1", payload={"v": 7}, reply_to=rk))
-                _, raw = await r.blpop([rk], timeout=10)  # type: ignore[misc]
-                first = orjson.loads(raw)
+                await async_wait_until(lambda: settled(q, 1), timeout=10)
                 assert seen["status"] == "processing" and float(seen["started_at"]) > 0
                 await q.publish(Message(type="r", id="t2", payload={"fail": 1}, reply_to=rk))
-                _, raw = await r.blpop([rk], timeout=10)  # type: ignore[misc]
-                second = orjson.loads(raw)
                 await async_wait_until(lambda: settled(q, 2), timeout=10)
+            assert 0 < await r.ttl(rk) <= 30
+            _, raw = await r.blpop([rk], timeout=10)  # type: ignore[misc]
+            first = orjson.loads(raw)
+            _, raw = await r.blpop([rk], timeout=10)  # type: ignore[misc]
+            second = orjson.loads(raw)
             assert first["id"] == "t1" and first["status"] == "completed"
             assert first["result"] == {"echo": 7} and first["error"] is None
             assert first["processed_at"] > 0
             assert second["id"] == "t2" and second["status"] == "failed"
             assert second["error"] == "RuntimeError: nope" and second["result"] is None
-            assert 0 < await r.ttl(rk) <= 30
             s1 = {
                 k.decode(): v.decode() for k, v in (await r.hgetall(status_key(name, "t1"))).items()
             }
@@ -512,10 +513,13 @@ async def test_errors_meetq_raises_derive_from_meetq_error(redis_url: str) -> No
                 await q.publish(Message(type="x"))  # an id made here: the MULTI path
             with pytest.raises(MeetqError):
                 await q.publish(Message(type="x", id="given"))  # the script path
-            with pytest.raises(MeetqError):
-                await q.dead_letters()
             await r.set(k.named("dlq"), "not a zset")
-            for call in (q.dead_letter_count, q.purge_dead_letters, q.requeue_dead_letters):
+            for call in (
+                q.dead_letters,
+                q.dead_letter_count,
+                q.purge_dead_letters,
+                q.requeue_dead_letters,
+            ):
                 with pytest.raises(MeetqError):
                     await call()
     finally:

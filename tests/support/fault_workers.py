@@ -192,13 +192,19 @@ async def check_queue(
     must equal the number of acked ids, so none was acked twice."""
     k = QueueKeys(queue)
     ids = set(published)
+    # a ready key a foreign client filled with something else holds none of our ids
+    ready = [k.ready(level) for level in (3, 2, 1, 0)]
+    lists = [key for key in ready if await r.type(key) in (b"list", b"none")]
     pipe = r.pipeline(transaction=True)
     pipe.hkeys(k.named("msg"))
     pipe.zrange(k.named("dlq"), 0, -1)
     pipe.hgetall(k.named("dlqinfo"))
     pipe.hget(k.named("stats"), "processed")
-    for level in (3, 2, 1, 0):
-        pipe.llen(k.ready(level))
+    for key in ready:
+        if key in lists:
+            pipe.llen(key)
+        else:
+            pipe.echo(0)
     pipe.zcard(k.named("delayed"))
     pipe.zcard(k.named("inflight"))
     res = await pipe.execute()
@@ -208,9 +214,10 @@ async def check_queue(
     for raw_id, info in res[2].items():
         mid = raw_id.decode(errors="replace")
         try:
-            dead[mid] = str(orjson.loads(info).get("reason", ""))
+            meta = orjson.loads(info)
         except orjson.JSONDecodeError:
-            dead[mid] = ""
+            meta = None
+        dead[mid] = str(meta.get("reason", "")) if isinstance(meta, dict) else ""
     log = await read_log(r, log_key)
     acked = {i for i in ids if i not in stored and i in log.completed}
     in_dlq = ids & dlq
@@ -222,7 +229,7 @@ async def check_queue(
         acked=acked,
         reruns=log.reruns_after_success() & ids,
         leftover={
-            "ready": sum(res[4:8]),
+            "ready": sum(int(x) for x in res[4:8]),
             "delayed": int(res[8]),
             "inflight": int(res[9]),
         },

@@ -14,7 +14,8 @@ same code runs on Redis Cluster (queues spread across shards).
     meetq:{Q}:stats                hash   published, processed, failed, retried,
                                           dead_letter, seq (last lease token)
     meetq:{Q}:wake                 list   doorbell: idle fetchers BLPOP it
-    meetq:{Q}:reply:<name>         list   replies to one dispatcher process (name: REPLY_NAME)
+    meetq:{Q}:reply:<name>         list   replies to one dispatcher process (name: REPLY_NAME);
+                                          the only keys a message's reply_to may name
     meetq:{Q}:status:<id>          hash   a dispatched task's status, deadline_ms, request,
                                           reply_to, result, error, times (with a TTL)
     meetq:{Q}:cancel               pubsub channel: task ids just cancelled (a poke only)
@@ -33,6 +34,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+
+from meetq.errors import InvalidArgumentError
 
 META_SEP = "\0"
 """Separator between an id and its lease-field suffix ("l") in the `msg` hash."""
@@ -78,7 +81,7 @@ class QueueKeys:
     def reply(self, name: str) -> str:
         """The reply list of one dispatcher process; `name` must match `REPLY_NAME`."""
         if not REPLY_NAME.fullmatch(name):
-            raise ValueError(f"invalid reply name {name!r}")
+            raise InvalidArgumentError(f"invalid reply name {name!r}")
         return f"{self.prefix}reply:{name}"
 
     def status(self, mid: str) -> str:
@@ -89,6 +92,11 @@ class QueueKeys:
     def cancel_channel(self) -> str:
         """Pub/sub channel that pokes the queue's workers when a task is cancelled."""
         return self.prefix + "cancel"
+
+    def is_reply(self, key: str) -> bool:
+        """Whether `key` is a reply key of this queue: the only keys a reply may go to."""
+        head = self.prefix + "reply:"
+        return key.startswith(head) and REPLY_NAME.fullmatch(key[len(head) :]) is not None
 
 
 # -- broadcast: Pub/Sub and Streams (meetq.broadcast) --------------------------------------

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, TypedDict
 
 from meetq._core.codec import DEFAULT_MAX_SIZE, Format
+from meetq.errors import InvalidArgumentError
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,16 +51,21 @@ class QueueConfig:
     asynchronous replication, so a failover can lose the last publishes a master took."""
     wait_timeout: float = 1.0
     """Seconds WAIT may take before the publish fails with `MeetqConnectionError`."""
+    max_handler_time: float = 3600.0
+    """How long a message with no timeout of its own (`timeout=0`) may run: its run is
+    cancelled (async) or its lease stops being renewed (sync, thread) after that."""
 
     def __post_init__(self) -> None:
         if self.workers <= 0:
-            raise ValueError("workers must be positive")
+            raise InvalidArgumentError("workers must be positive")
         if self.visibility_timeout <= 0:
-            raise ValueError("visibility_timeout must be positive")
+            raise InvalidArgumentError("visibility_timeout must be positive")
         if self.prefetch is not None and self.prefetch < 0:
-            raise ValueError("prefetch must not be negative")
+            raise InvalidArgumentError("prefetch must not be negative")
         if self.wait_replicas < 0:
-            raise ValueError("wait_replicas must not be negative")
+            raise InvalidArgumentError("wait_replicas must not be negative")
+        if self.max_handler_time <= 0:
+            raise InvalidArgumentError("max_handler_time must be positive")
 
     def with_changes(self, **changes: Any) -> QueueConfig:
         """A copy with `changes`; an unknown name is a TypeError, as for a keyword."""
@@ -81,6 +87,20 @@ class QueueConfig:
     @property
     def lease_ms(self) -> int:
         return int(self.visibility_timeout * 1000)
+
+    @property
+    def result_ttl_ms(self) -> int:
+        return max(1, int(self.result_ttl * 1000))
+
+    @property
+    def renew_interval(self) -> float:
+        """How often leases are renewed (and how fresh the loop's heartbeat must be)."""
+        return max(0.05, self.visibility_timeout / 3)
+
+    def allowed(self, timeout: float) -> float:
+        """How long a run of a message with `timeout` keeps its lease: the timeout (or
+        `max_handler_time` when it has none) plus a margin of one visibility timeout."""
+        return (timeout if timeout > 0 else self.max_handler_time) + self.visibility_timeout
 
     @property
     def ack_wait(self) -> float:
@@ -111,6 +131,7 @@ class QueueKnobs(TypedDict, total=False):
     ack_delay: float
     wait_replicas: int
     wait_timeout: float
+    max_handler_time: float
 
 
 __all__ = ["QueueConfig", "QueueKnobs"]

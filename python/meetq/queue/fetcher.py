@@ -49,8 +49,17 @@ ACK_CHUNK = 2000
 
 
 def dequeue_args(config: QueueConfig, n: int, acks: list[str]) -> list[Any]:
-    """The dequeue script's ARGV: fetch up to `n`, apply the (id, token) pairs `acks`."""
-    return [n, config.lease_ms, config.max_deliveries, *config.dlq_args, len(acks) // 2, *acks]
+    """The dequeue script's ARGV: fetch up to `n`, apply the (id, token) pairs `acks`; the
+    last one is how long the reply of a message the script finishes itself is kept."""
+    return [
+        n,
+        config.lease_ms,
+        config.max_deliveries,
+        *config.dlq_args,
+        len(acks) // 2,
+        *acks,
+        config.result_ttl_ms,
+    ]
 
 
 class AckBatch:
@@ -87,10 +96,9 @@ class AckBatch:
             acks = acks[: 2 * ACK_CHUNK]
         else:
             self.pending = []
-        held = self._leases.held
+        forget = self._leases.forget
         for i in range(0, len(acks), 2):
-            if held.get(acks[i]) == acks[i + 1]:
-                del held[acks[i]]
+            forget(acks[i], acks[i + 1])
         return acks
 
     def untake(self, acks: list[str]) -> None:
@@ -110,7 +118,7 @@ class Fetcher:
         keys: QueueKeys,
         config: QueueConfig,
         leases: Leases,
-        deliver: Callable[[list[Any]], None],
+        deliver: Callable[[list[Any], float], None],
         queue_name: str,
         outage: Outage | None = None,
     ) -> None:
@@ -185,10 +193,13 @@ class Fetcher:
         fetch, block = self._fetch, self._block
         assert fetch is not None and block is not None
 
+        asked_at = pair_at = 0.0  # when the dequeue (its leases' earliest grant) was sent
+
         def ask(n: int) -> asyncio.Future[list[Any]]:
-            nonlocal sent_acks, asked, command
+            nonlocal sent_acks, asked, command, asked_at
             sent_acks = acks.take()
             asked = n
+            asked_at = time.monotonic()
             command = script.command(self._keys, dequeue_args(cfg, n, sent_acks))
             self.state = FETCHING
             return fetch.send_many([command])
@@ -211,6 +222,7 @@ class Fetcher:
                         if pair is None and room > 0:
                             pair_n = room
                             pair = self._ring_and_dequeue(block, room, wait_ms)
+                            pair_at = time.monotonic()
                             pair.add_done_callback(self.kick)
                         timer = None
                         if acks.pending:
@@ -242,12 +254,13 @@ class Fetcher:
                             wait_ms = reply[1]
                             drained = not (reply[2] or (got and got >= pair_n))
                             if got:
-                                deliver(reply)
+                                deliver(reply, pair_at)
                             if isinstance(rung, Exception):
                                 # a replica (READONLY: the dequeue's pops are refused
                                 # quietly, the BLPOP is not) or garbage in the doorbell key:
                                 # an outage, with its backoff, not a spin
                                 self.state = BACKOFF
+                                await self._repair_wake()
                                 await asyncio.sleep(outage.failed(rung))
                             else:
                                 outage.succeeded()
@@ -257,6 +270,7 @@ class Fetcher:
                     if isinstance(reply, NoScriptError):
                         await fetch.load(script.source)
                         pending = fetch.send_many([command])  # it did not run: same call
+                        asked_at = time.monotonic()
                         continue
                     if isinstance(reply, Exception):
                         raise reply
@@ -276,12 +290,13 @@ class Fetcher:
                 more = bool(reply[2] or (got and got >= asked))
                 if asked or more:
                     drained = not more
+                granted = asked_at
                 if more and not self.stopping:
                     room = min(capacity - len(held) - got, fetch_max)
                     if room > 0:
                         pending = ask(room)
                 if got:
-                    deliver(reply)
+                    deliver(reply, granted)
         finally:
             self._kick_fut = None
             if pending is not None:
@@ -293,9 +308,19 @@ class Fetcher:
                 await self._collect_pair(pair)
             self.state = STOPPED
 
+    async def _repair_wake(self) -> None:
+        """The doorbell key is ours and holds no data: a value of another type is removed."""
+        client = self.endpoint.client
+        with contextlib.suppress(Exception):
+            if await client.type(self._wake_key) not in (b"list", b"none", "list", "none"):
+                await client.delete(self._wake_key)
+
     def _ring_and_dequeue(self, block: Link, n: int, wait_ms: int) -> asyncio.Future[list[Any]]:
         """[BLPOP doorbell, EVALSHA dequeue] in one write: the future of both replies."""
-        timeout = self._block_wait if wait_ms < 0 else min(self._block_wait, wait_ms / 1000)
+        # at most half a lease: a delivery counts its lease from when this was sent
+        timeout = min(self._block_wait, self.config.visibility_timeout / 2)
+        if wait_ms >= 0:
+            timeout = min(timeout, wait_ms / 1000)
         commands = [
             ("BLPOP", self._wake_key, round(max(timeout, 0.001), 3)),
             scripts.dequeue.command(self._keys, dequeue_args(self.config, n, [])),
@@ -327,7 +352,8 @@ class Fetcher:
         except BaseException:
             return
         if isinstance(reply, list) and len(reply) > 3:
-            self._deliver(reply)
+            # stopping: these are handed back unstarted, whatever their lease says
+            self._deliver(reply, time.monotonic() - self.config.visibility_timeout)
 
 
 __all__ = ["ACK_CHUNK", "BACKOFF", "FETCHING", "STOPPED", "WAITING", "AckBatch", "Fetcher"]

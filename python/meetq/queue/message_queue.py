@@ -31,6 +31,7 @@ from meetq._core.lifecycle import Component
 from meetq._core.runner import HandlerRunner, HandlerSpec
 from meetq._redis.keys import QueueKeys
 from meetq._redis.links import Endpoint, Outage, warn_if_evicting
+from meetq.errors import InvalidArgumentError
 from meetq.queue.admin import DeadLetter, QueueAdmin
 from meetq.queue.config import QueueConfig, QueueKnobs
 from meetq.queue.fetcher import Fetcher
@@ -45,7 +46,7 @@ Handler = Callable[[Message], Any]
 
 def check_queue_name(name: str) -> str:
     if not name or "{" in name or "}" in name:
-        raise ValueError("queue_name must be non-empty and free of braces")
+        raise InvalidArgumentError("queue_name must be non-empty and free of braces")
     return name
 
 
@@ -104,11 +105,13 @@ class RedisMessageQueue(Component):
             self.fetcher.kick,
             queue_name,
         )
-        self.slots = Slots(self._handlers, self._runner, self.codec, self.leases, self.outcomes)
+        self.slots = Slots(
+            self._handlers, self._runner, self.codec, self.leases, self.outcomes, cfg, self.keys
+        )
         self._deliver_to = self.slots.deliver
 
-    def _deliver(self, reply: list[Any]) -> None:
-        self._deliver_to(reply)
+    def _deliver(self, reply: list[Any], granted: float) -> None:
+        self._deliver_to(reply, granted)
 
     def register_handler(self, msg_type: str, handler: Handler, in_thread: bool = False) -> None:
         """handler(msg) -> dict | None, sync or async; `in_thread` runs a sync one off-loop
@@ -148,7 +151,7 @@ class RedisMessageQueue(Component):
             await self.outcomes.flush_acks()
             leftovers = list(self.leases.held.items())
             await self.outcomes.release(leftovers)
-            self.leases.held.clear()
+            self.leases.clear()
 
     async def _close_connections(self) -> None:
         async with contextlib.AsyncExitStack() as cleanup:

@@ -1,11 +1,17 @@
 """`Outcomes`: what happens to a message once its run ended: ack, fail (retry with backoff
 or DLQ), release (hand back unstarted), reply.
 
-Acks are not sent here: they join the fetcher's `AckBatch` and ride along with its next
-dequeue (one round trip applies the acks and fetches more). A finished message stays in
-the lease table (its lease renewed) until its ack goes out. Failures and replies are
-written by tasks of their own, on the endpoint's redis-py client; a failure is retried
-until it is recorded (a worker must not drop outcomes), only giving up while stopping.
+Acks of messages without a reply are not sent here: they join the fetcher's `AckBatch`
+and ride along with its next dequeue (one round trip applies the acks and fetches more). A
+finished message stays in the lease table (its lease renewed) until its ack goes out.
+
+Replies (CONTRACTS.md 4) go only to a reply key of the message's own queue (checked when it
+is delivered). The final outcome of a message with a reply is one script: `ack_reply`
+(success: the reply, its expiry, the dispatcher's status hash and the ack) or `fail` (the
+move to the DLQ writes the failed/timeout reply and status the same way). A reply that
+cannot be written is a failure like any other (retry, then the DLQ), never a silent ack.
+Failures and replies are written by tasks of their own, on the endpoint's redis-py client,
+retried until recorded (a worker must not drop outcomes), only giving up while stopping.
 """
 
 from __future__ import annotations
@@ -13,11 +19,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
-
-import orjson
 
 from meetq._core.backoff import backoff
 from meetq._redis import scripts
@@ -68,59 +71,46 @@ class Outcomes:
 
     # ------------------------------------------------------------------ success
 
-    def ok(self, msg: Message, token: str, result: Any) -> None:
-        self.processed += 1
+    def ok(self, msg: Message, token: str, encoded: Any) -> None:
+        """A successful run; `encoded`: its result as JSON when the message has a reply."""
         if msg.reply_to:
-            self._spawn(self._reply_then_ack(msg, token, result))
+            self._spawn(self._ack_with_reply(msg, token, encoded))
             return
+        self.processed += 1
         self.acks.add(msg.id, token)
 
-    async def _reply_then_ack(self, msg: Message, token: str, result: Any) -> None:
+    async def _ack_with_reply(self, msg: Message, token: str, encoded: Any) -> None:
+        args = [msg.id, token, msg.reply_to, encoded, self.config.result_ttl_ms]
+        client, keys = self.endpoint.client, self._keys
         try:
-            await self.reply(msg, "completed", result, None)
+            res = await self._until_recorded(lambda: scripts.ack_reply(client, keys, args))
         except Exception as exc:
-            log.warning("queue %s: reply for %s failed (%r)", self.queue_name, msg.id, exc)
-        self.acks.add(msg.id, token)
-
-    async def reply(self, msg: Message, status: str, result: Any, error: str | None) -> None:
-        """RPUSHes the outcome to `msg.reply_to` and sets its expiry."""
-        try:
-            body = orjson.dumps(
-                {
-                    "id": msg.id,
-                    "status": status,
-                    "result": result,
-                    "error": error,
-                    "processed_at": time.time(),
-                }
-            )
-        except TypeError as exc:
-            body = orjson.dumps(
-                {
-                    "id": msg.id,
-                    "status": "failed",
-                    "result": None,
-                    "error": f"result is not serializable: {exc}",
-                    "processed_at": time.time(),
-                }
-            )
-        client = self.endpoint.client
-
-        async def push() -> None:
-            pipe = client.pipeline(transaction=False)
-            pipe.rpush(msg.reply_to, body)
-            pipe.expire(msg.reply_to, max(1, int(self.config.result_ttl)))
-            await pipe.execute()
-
-        await retrying(push, self.config.retry_budget, self._what)
+            log.warning("queue %s: could not ack %s (%r)", self.queue_name, msg.id, exc)
+            self.leases.forget(msg.id, token)  # its lease expires and it comes back
+            return
+        if res[0] == 0:
+            err = res[1].decode(errors="replace") if isinstance(res[1], bytes) else str(res[1])
+            self.fail(msg.id, token, msg, f"reply could not be written: {err}")
+            return
+        if res[0] == 1:
+            self.processed += 1
+        self.leases.forget(msg.id, token)
+        self._kick()
 
     # ------------------------------------------------------------------ failure
 
     def fail(
-        self, mid: str, token: str, msg: Message | None, reason: str, dead: bool = False
+        self,
+        mid: Any,
+        token: str,
+        msg: Message | None,
+        reason: str,
+        dead: bool = False,
+        status: str = "failed",
     ) -> None:
         """A failed run (or an undeliverable entry when `dead`): retry after the backoff
-        while retries are left, else the DLQ with `reason`."""
+        while retries are left, else the DLQ with `reason` (and, for a message with a
+        reply, the reply with `status`: "failed" or "timeout")."""
         log.info("queue %s: message %s failed: %s", self.queue_name, mid, reason)
         self.failed += 1
         if dead or msg is None:
@@ -130,21 +120,19 @@ class Outcomes:
             cfg = self.config
             delay_s = min(cfg.max_backoff, cfg.retry_backoff * (2 ** min(msg.retry_count, 30)))
             delay = int(delay_s * random.uniform(0.75, 1.25) * 1000)
-        self._spawn(self._fail(mid, token, msg, reason, max_retries, delay))
-
-    async def _fail(
-        self, mid: str, token: str, msg: Message | None, reason: str, max_retries: int, delay: int
-    ) -> None:
         args = [mid, token, max_retries, delay, reason, *self.config.dlq_args]
+        if msg is not None and msg.reply_to:
+            args += [msg.reply_to, self.config.result_ttl_ms, status]
+        self._spawn(self._fail(mid, token, args))
+
+    async def _fail(self, mid: Any, token: str, args: list[Any]) -> None:
         client, keys = self.endpoint.client, self._keys
         try:
-            outcome = await self._until_recorded(lambda: scripts.fail(client, keys, args))
-            if outcome == 0 and msg is not None and msg.reply_to:
-                await self.reply(msg, "failed", None, reason)
+            await self._until_recorded(lambda: scripts.fail(client, keys, args))
         except Exception as exc:
-            log.warning("queue %s: could not record failure of %s (%r)", self.queue_name, mid, exc)
+            log.warning("queue %s: could not record failure of %r (%r)", self.queue_name, mid, exc)
         finally:
-            self.leases.held.pop(mid, None)
+            self.leases.forget(mid, token)
             self._kick()
 
     async def _until_recorded(self, call: Callable[[], Awaitable[T]]) -> T:
@@ -162,7 +150,11 @@ class Outcomes:
 
     # ------------------------------------------------------------------ hand back, flush
 
-    async def release(self, pairs: Sequence[tuple[str, str]]) -> None:
+    def hand_back(self, pairs: Sequence[tuple[Any, str]]) -> None:
+        """`release`, in a task of its own (from the loop's synchronous paths)."""
+        self._spawn(self.release(pairs))
+
+    async def release(self, pairs: Sequence[tuple[Any, str]]) -> None:
         """Hands leased (id, token) pairs back to the front of their ready lists."""
         if not pairs:
             return
@@ -209,7 +201,12 @@ class Outcomes:
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("queue %s: an outcome task died", self.queue_name, exc_info=task.exception())
 
 
 __all__ = ["Outcomes"]

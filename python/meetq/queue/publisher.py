@@ -19,6 +19,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import redis.asyncio
+from redis.exceptions import RedisError
 
 from meetq._native import stage
 from meetq._redis import scripts
@@ -173,6 +174,10 @@ class Publisher:
                 if not is_transient(exc):
                     raise
                 log.debug("%s: retrying after %r", self._what, exc)
+            except RedisError as exc:
+                # e.g. garbage in `stats` or `wake`: the script stores each id once and
+                # repairs the keys it owns, or raises a RedisCommandError that says why
+                log.debug("%s: publishing through the script after %r", self._what, exc)
         script, keys = scripts.publish, self._keys
         return await retrying(
             lambda: script.run(link.execute, keys, args, link.load),

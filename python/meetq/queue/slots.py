@@ -3,27 +3,41 @@
 
 `deliver` decodes a dequeue reply and runs sync handlers inline, in the fetcher's turn,
 for up to `INLINE_BUDGET` seconds (no task: the fastest path), so the fetcher soon reads
-its next reply, whose leases the renewer cannot know before. Everything else waits in one
-local FIFO per priority (highest first, so a CRITICAL message fetched behind a prefetched
-backlog still starts next) for `workers` worker coroutines; an async handler's first step
-runs eagerly there, and `asyncio.timeout` covers the rest. `workers` bounds concurrent
-async/thread handlers. Undecodable entries and unknown types go to the DLQ at once.
+its next reply. Every message of a reply is in the lease table before the first handler
+runs, so those behind a long sync handler are renewed or handed back (see `leases`).
+Everything else waits in one local FIFO per priority (highest first, so a CRITICAL message
+fetched behind a prefetched backlog still starts next) for `workers` worker coroutines; an
+async handler's first step runs eagerly there, and `asyncio.timeout` covers the rest.
+`workers` bounds concurrent async/thread handlers. A message is started only while its
+lease surely holds (`Leases.claim`).
+
+No input stops a worker: undecodable entries, ids that are not UTF-8, unknown types and a
+`reply_to` that is not a reply key of this queue go to the DLQ at once with the reason,
+and whatever a handler raises (even a BaseException other than KeyboardInterrupt and
+SystemExit) fails that run.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from collections.abc import Coroutine
 from types import CoroutineType
 from typing import Any
 
-from meetq._core.runner import SYNC, HandlerRunner, HandlerSpec, Outcome
+import orjson
+
+from meetq._core.runner import FAILED, SYNC, TIMEOUT, HandlerRunner, HandlerSpec, Outcome, describe
+from meetq._redis.keys import QueueKeys
 from meetq.errors import MalformedMessageError, MessageTooLargeError
-from meetq.queue.leases import Leases
+from meetq.queue.config import QueueConfig
+from meetq.queue.leases import BUFFERED, Leases
 from meetq.queue.message import Codec, Message
 from meetq.queue.outcomes import Outcomes
+
+log = logging.getLogger("meetq.queue.slots")
 
 INLINE_BUDGET = 0.02
 """Seconds of handler work between two chances for the fetcher to run."""
@@ -42,8 +56,12 @@ class Slots:
         codec: Codec,
         leases: Leases,
         outcomes: Outcomes,
+        config: QueueConfig,
+        keys: QueueKeys,
     ) -> None:
         self.handlers = handlers
+        self.config = config
+        self._is_reply = keys.is_reply
         self.runner = runner
         self.codec = codec
         self.leases = leases
@@ -68,77 +86,137 @@ class Slots:
         """Empties the buffers (stop): the (id, token) pairs to hand back. They leave the
         lease table too."""
         out = []
-        held = self.leases.held
+        forget = self.leases.forget
         for b in self.buffers:
             for msg, token, pending in b:
                 if not isinstance(pending, HandlerSpec):
                     pending.close()  # a run that began inline; its lease goes back
                 out.append((msg.id, token))
-                held.pop(msg.id, None)
+                forget(msg.id, token)
             b.clear()
         self.wake()
         return out
 
-    def deliver(self, reply: list[Any]) -> None:
-        """Takes a dequeue reply; everything is only queued once stop() has begun."""
-        held = self.leases.held
-        handlers = self.handlers
-        decode = self.codec.decode
-        buffers = self.buffers
-        fail = self.outcomes.fail
-        ok = self.outcomes.ok
-        call = self.runner.call
-        inline = not self.stopping and not any(buffers)
+    def deliver(self, reply: list[Any], granted: float) -> None:
+        """Takes a dequeue reply (`granted`: when its dequeue was sent, the earliest its
+        leases can have begun); everything is only queued once stop() has begun."""
+        leased = self.leases.leased
+        got = []
+        for i in range(3, len(reply), 5):
+            raw_id = reply[i]
+            token = reply[i + 1].decode()
+            try:
+                mid: Any = raw_id.decode()
+            except UnicodeDecodeError:
+                mid = raw_id  # its raw bytes name it in Redis
+            leased(mid, token, granted)
+            got.append((mid, token, i))
+        inline = not self.stopping and not any(self.buffers)
         deadline = time.monotonic() + INLINE_BUDGET
         queued = False
-        for i in range(3, len(reply), 5):
-            mid = reply[i].decode()
-            token = reply[i + 1].decode()
-            held[mid] = token
+        for mid, token, i in got:
             try:
-                msg = decode(reply[i + 4])
-            except (MalformedMessageError, MessageTooLargeError) as exc:
-                fail(mid, token, None, f"malformed message: {exc}", dead=True)
-                continue
-            msg.id = mid
-            msg.deliveries = reply[i + 2]
-            msg.retry_count = reply[i + 3]
-            spec = handlers.get(msg.type)
-            if spec is None:
-                fail(mid, token, msg, f"no handler for message type {msg.type!r}", dead=True)
-            elif spec.kind == SYNC and inline and time.monotonic() < deadline:
-                result = call(spec, msg, msg.timeout)
-                kind = result.__class__
-                if kind is Outcome:
-                    self.settle(msg, token, result)
-                elif kind is CoroutineType:
-                    self.hand_over(msg, token, result)
-                else:
-                    ok(msg, token, result)
-            else:
-                buffers[3 - msg.priority].append((msg, token, spec))
-                queued = True
+                now_inline = inline and time.monotonic() < deadline
+                queued |= self._dispatch(mid, token, reply, i, now_inline)
+            except Exception as exc:  # a bug of ours must not take the fetcher down either
+                log.error("cannot handle %r", mid, exc_info=True)
+                self.outcomes.fail(mid, token, None, f"internal error: {describe(exc)}", dead=True)
         if queued:
             self.wake()
 
-    def hand_over(self, msg: Message, token: str, rest: Coroutine[Any, Any, Outcome]) -> None:
-        """A sync-looking handler returned a coroutine (a partial, a __call__ of an async
-        function): a worker finishes the run it started."""
-        self.buffers[3 - msg.priority].append((msg, token, rest))
+    def _dispatch(self, mid: Any, token: str, reply: list[Any], i: int, inline: bool) -> bool:
+        """Runs one delivery inline, or queues it (True), or fails it at once."""
+        fail = self.outcomes.fail
+        if isinstance(mid, bytes):
+            fail(mid, token, None, f"id is not valid UTF-8: {mid!r}", dead=True)
+            return False
+        try:
+            msg = self.codec.decode(reply[i + 4])
+        except (MalformedMessageError, MessageTooLargeError) as exc:
+            fail(mid, token, None, f"malformed message: {exc}", dead=True)
+            return False
+        msg.id = mid
+        msg.deliveries = reply[i + 2]
+        msg.retry_count = reply[i + 3]
+        if msg.reply_to and not self._is_reply(msg.reply_to):
+            # only a reply key of this queue (CONTRACTS.md 4): nothing is written elsewhere
+            msg.reply_to = ""
+            fail(mid, token, msg, "invalid reply_to", dead=True)
+            return False
+        spec = self.handlers.get(msg.type)
+        if spec is None:
+            fail(mid, token, msg, f"no handler for message type {msg.type!r}", dead=True)
+            return False
+        if spec.kind == SYNC and inline:
+            if self._claim(msg, token):
+                self.run_inline(spec, msg, token)
+            return False
+        self.buffers[3 - msg.priority].append((msg, token, spec))
+        return True
+
+    def _claim(self, msg: Message, token: str) -> bool:
+        """Whether to start `msg` now (its lease surely holds). One whose lease may have run
+        out while it waited is handed back: the release acts only while the lease is still
+        ours, so no message is started here and elsewhere from one lease."""
+        leases = self.leases
+        buffered = leases.state.get(msg.id) == BUFFERED
+        if leases.claim(msg.id, token, self.config.allowed(msg.timeout)):
+            return True
+        if buffered:
+            self.outcomes.hand_back([(msg.id, token)])
+        return False
+
+    def start(self, spec: HandlerSpec, msg: Message) -> Outcome | Coroutine[Any, Any, Outcome]:
+        """Starts a run. A message without a timeout of its own runs at most
+        `max_handler_time`; its result is encoded here when it has a reply, so a result
+        that cannot be encoded fails the run for the waiter and the stats alike."""
+        timeout = msg.timeout if msg.timeout > 0 else self.config.max_handler_time
+        encode = orjson.dumps if msg.reply_to else None
+        try:
+            return self.runner.start(spec, msg, timeout, encode)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # whatever a handler raises fails its run
+            return Outcome(FAILED, None, describe(exc))
+
+    def run_inline(self, spec: HandlerSpec, msg: Message, token: str) -> None:
+        if msg.reply_to:
+            step = self.start(spec, msg)
+        else:
+            # the hottest path (`HandlerRunner.call`): a completed run is its plain result
+            try:
+                step = self.runner.call(spec, msg, msg.timeout)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as exc:  # whatever a handler raises fails its run
+                step = Outcome(FAILED, None, describe(exc))
+            kind = step.__class__
+            if kind is not Outcome and kind is not CoroutineType:
+                self.leases.finished(msg.id)
+                self.outcomes.ok(msg, token, None)
+                return
+        if isinstance(step, Outcome):
+            self.settle(msg, token, step)
+            return
+        # a callable that is async without looking so (partial, __call__): a worker
+        # finishes the run it started
+        self.buffers[3 - msg.priority].append((msg, token, step))
         self.wake()
 
     def settle(self, msg: Message, token: str, outcome: Outcome) -> None:
+        self.leases.finished(msg.id)
         if outcome.ok:
-            self.outcomes.ok(msg, token, outcome.result)
+            self.outcomes.ok(msg, token, outcome.encoded)
         else:
-            self.outcomes.fail(msg.id, token, msg, outcome.error or outcome.status)
+            status = TIMEOUT if outcome.status == TIMEOUT else FAILED
+            self.outcomes.fail(msg.id, token, msg, outcome.error or outcome.status, status=status)
 
     async def worker(self) -> None:
         """One handler slot: runs queued async/thread handlers one after another. A handler
         that finishes without suspending costs no event-loop round."""
         loop = asyncio.get_running_loop()
         buffers = self.buffers
-        start = self.runner.start
+        leases = self.leases
         turn_ends = time.monotonic() + INLINE_BUDGET
         while not self.stopping:
             if time.monotonic() > turn_ends:
@@ -157,14 +235,34 @@ class Slots:
                 await fut
                 turn_ends = time.monotonic() + INLINE_BUDGET
                 continue
-            step = start(pending, msg, msg.timeout) if isinstance(pending, HandlerSpec) else pending
-            # a cancellation of this task (stop() past its grace) propagates: the lease is
-            # released, not failed
-            outcome = step if isinstance(step, Outcome) else await step
-            self.settle(msg, token, outcome)
-            if outcome.straggler is not None:
-                # a timed-out thread still runs: this slot stays taken until it returns
-                await outcome.settled()
+            if isinstance(pending, HandlerSpec):
+                if not self._claim(msg, token):
+                    continue  # handed back, or its lease may have run out while it waited
+                step = self.start(pending, msg)
+            else:
+                step = pending
+            try:
+                # a cancellation of this task (stop() past its grace) propagates: the lease
+                # is released, not failed
+                outcome = step if isinstance(step, Outcome) else await step
+            except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as exc:
+                outcome = Outcome(FAILED, None, describe(exc))
+            straggler = outcome.straggler
+            if straggler is None:
+                self.settle(msg, token, outcome)
+                continue
+            # A timed-out thread still runs: this slot, and the lease (renewed within what
+            # the message allows) when a retry follows, stay taken until it returns; the
+            # failure that retries is recorded only then, so the retry never overlaps it.
+            left = max(0.0, leases.deadline(msg.id) - time.monotonic())
+            if msg.retry_count < msg.max_retries:
+                await asyncio.wait({straggler}, timeout=left)
+                self.settle(msg, token, outcome)
+            else:
+                self.settle(msg, token, outcome)
+                await asyncio.wait({straggler}, timeout=left)
 
 
 __all__ = ["INLINE_BUDGET", "Slots"]

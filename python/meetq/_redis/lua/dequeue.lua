@@ -1,5 +1,7 @@
 -- dequeue.lua: Leases up to n ready ids in strict priority after applying the acks of finished
--- handlers, promoting due delayed messages and expired leases.
+-- handlers, promoting due delayed messages and expired leases (back to the front of their
+-- lists in the order they were first handed out). Ids a dispatcher marked cancelled, or
+-- whose deadline_ms has passed, are finished here instead of delivered (CONTRACTS.md 4).
 --
 -- KEYS (every queue script gets all eleven, one hash tag, so it is Cluster-safe):
 --   1..4 ready:3 .. ready:0   5 msg   6 inflight   7 delayed   8 dlq   9 dlqinfo
@@ -7,6 +9,8 @@
 -- ARGV:
 --   1 n (ids to lease; 0 = only apply the acks)  2 lease_ms  3 max_deliveries
 --   4 dlq_max  5 dlq_age_ms  6 n_acks  7.. (id, token) * n_acks
+--   then, optional: result_ttl_ms (how long the reply of a message finished here is kept;
+--   default 1 h)
 -- Returns {acked, wait_ms (-1: nothing scheduled), more, (id, token, deliveries, retries, body) *}
 local n, lease_ms, max_del = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local dlq_max, dlq_age = tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -26,7 +30,7 @@ if n_acks > 0 then
   if #done > 0 then
     chunked('ZREM', K_INF, done)
     forget(done)
-    redis.call('HINCRBY', K_STATS, 'processed', #done)
+    bump('processed', #done)
     acked = #done
   end
 end
@@ -60,6 +64,7 @@ end
 if next_lease and next_lease <= now then
   local expired = redis.call('ZRANGEBYSCORE', K_INF, '-inf', now, 'LIMIT', 0, 1000)
   chunked('ZREM', K_INF, expired)
+  local back = {}
   for _, id in ipairs(expired) do
     local c = redis.call('HMGET', K_MSG, id, fl(id))
     local att, ret = counters(c[2])
@@ -71,9 +76,13 @@ if next_lease and next_lease <= now then
       to_dlq(id, 'lease expired after ' .. att .. ' deliveries (worker lost or stuck)', now)
       died = true
     else
-      redis.call('LPUSH', ready_key(c[1]), id)
+      back[#back + 1] = {tonumber(string.match(c[2] or '', '^(%d+):')) or 0, id, c[1]}
     end
   end
+  -- back to the front of their lists in the order they were handed out (a token's first
+  -- field rises with every delivery), not in the zset's order of equal deadlines
+  table.sort(back, function(a, b) return a[1] < b[1] end)
+  for i = #back, 1, -1 do redis.call('LPUSH', ready_key(back[i][3]), back[i][2]) end
   next_lease = earliest(K_INF)
 end
 
@@ -115,12 +124,46 @@ if #ids > 0 then
     fields[#fields + 1] = fl(id)
   end
   local got = redis.call('HMGET', K_MSG, unpack(fields))
-  local seq = redis.call('HINCRBY', K_STATS, 'seq', #ids) - #ids
+  -- Task status (CONTRACTS.md 4): one EXISTS for the whole batch; only when a dispatcher
+  -- tracks some of these ids are they looked at one by one.
+  local skip = {}
+  local skeys = {}
+  for _, id in ipairs(ids) do skeys[#skeys + 1] = status_key(id) end
+  if redis.call('EXISTS', unpack(skeys)) > 0 then
+    local ttl_ms = tonumber(ARGV[7 + 2 * n_acks]) or 3600000
+    for i, id in ipairs(ids) do
+      local body = got[2 * i - 1]
+      local st = body and redis.pcall('HMGET', skeys[i], 'status', 'deadline_ms')
+      if type(st) == 'table' and not st.err and (st[1] or st[2]) then
+        local due = tonumber(st[2])
+        local drop = nil
+        if st[1] == 'cancelled' then drop = 'cancelled'
+        elseif due and due <= now then drop = 'timeout' end
+        if drop then
+          -- finished here, never delivered: its reply goes out with the status
+          local m = decoded(body)
+          local rk = ''
+          if m and valid_reply(m.reply_to) then rk = m.reply_to end
+          local why = 'cancelled before it started'
+          if drop == 'timeout' then why = 'deadline passed before it started' end
+          write_outcome(id, rk, drop, 'null', why, now, ttl_ms)
+          forget({id})
+          bump(drop, 1)
+          skip[i] = true
+        elseif not FINAL[st[1]] then
+          redis.pcall('HSET', skeys[i], 'status', 'processing', 'started_at', secs(now))
+        end
+      end
+    end
+  end
+  local seq = bump('seq', #ids) - #ids
   local deadline = now + lease_ms
   local zargs, hargs = {}, {}
   for i, id in ipairs(ids) do
     local body = got[2 * i - 1]
-    if body then
+    if skip[i] then
+      -- cancelled or past its deadline: finished above
+    elseif body then
       local att, ret = counters(got[2 * i])
       att = att + 1
       local token = (seq + i) .. ':' .. att .. ':' .. ret

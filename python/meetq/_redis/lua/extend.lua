@@ -5,18 +5,19 @@
 --   10 stats   11 wake
 -- ARGV:
 --   1 lease_ms  2.. (id, token) * n
--- Returns the number of leases extended.
+-- Returns the ids whose token is not current (their lease is lost: someone else has them).
 local lease_ms = tonumber(ARGV[1])
 local fields = {}
 for i = 2, #ARGV, 2 do fields[#fields + 1] = fl(ARGV[i]) end
-if #fields == 0 then return 0 end
+if #fields == 0 then return {} end
 local cur = redis.call('HMGET', K_MSG, unpack(fields))
 local deadline = now_ms() + lease_ms
-local n = 0
+local lost = {}
 for i = 1, #fields do
   if cur[i] == ARGV[2 * i + 1] then
     redis.call('ZADD', K_INF, 'XX', deadline, ARGV[2 * i])
-    n = n + 1
+  else
+    lost[#lost + 1] = ARGV[2 * i]
   end
 end
-return n
+return lost

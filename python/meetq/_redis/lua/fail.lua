@@ -6,6 +6,9 @@
 -- ARGV:
 --   1 id  2 token  3 max_retries (-1: straight to the DLQ)  4 delay_ms  5 reason
 --   6 dlq_max  7 dlq_age_ms
+--   then, for a message with a reply: 8 reply_key ('' none)  9 result_ttl_ms
+--   10 final status ("failed" | "timeout"): the move to the DLQ also writes the reply and
+--   the status hash (write_outcome); a reply that cannot be written is not retried here
 -- Returns 1 retried, 0 dead-lettered, -1 stale token (someone else owns the message now).
 local id, token = ARGV[1], ARGV[2]
 local max_retries, delay = tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -15,13 +18,17 @@ redis.call('ZREM', K_INF, id)
 local att, r = counters(token)
 r = r + 1
 redis.call('HSET', K_MSG, fl(id), unleased(att, r))
-redis.call('HINCRBY', K_STATS, 'failed', 1)
+bump('failed', 1)
 if max_retries >= 0 and r <= max_retries then
   redis.call('ZADD', K_DELAYED, now + delay, id)
-  redis.call('HINCRBY', K_STATS, 'retried', 1)
+  bump('retried', 1)
   ring()
   return 1
 end
 to_dlq(id, ARGV[5], now)
+if ARGV[8] then
+  -- a reply that cannot be written is not retried from here: the DLQ has the reason
+  write_outcome(id, ARGV[8], ARGV[10] or 'failed', 'null', ARGV[5], now, tonumber(ARGV[9]))
+end
 trim_dlq(now, tonumber(ARGV[6]), tonumber(ARGV[7]))
 return 0

@@ -24,8 +24,81 @@ local function ready_key(body)
   return KEYS[4 - p]
 end
 
+-- the doorbell; a foreign value in its key is replaced (it is ours, and holds no data)
 local function ring()
-  if redis.call('LLEN', K_WAKE) == 0 then redis.call('RPUSH', K_WAKE, '1') end
+  local n = redis.pcall('LLEN', K_WAKE)
+  if type(n) == 'table' then
+    redis.call('DEL', K_WAKE)
+    n = 0
+  end
+  if n == 0 then redis.call('RPUSH', K_WAKE, '1') end
+end
+
+-- a counter in `stats`; garbage a foreign client wrote there is replaced, not fatal
+local function bump(field, n)
+  local v = redis.pcall('HINCRBY', K_STATS, field, n)
+  if type(v) == 'table' then
+    if redis.call('TYPE', K_STATS).ok ~= 'hash' then redis.call('DEL', K_STATS) end
+    -- the token sequence restarts above anything the old one can have reached
+    if field == 'seq' then n = now_ms() * 1000 + n end
+    redis.call('HSET', K_STATS, field, n)
+    return n
+  end
+  return v
+end
+
+-- replies and task status (CONTRACTS.md 4): keys of this queue's hash slot
+local PREFIX = string.sub(K_MSG, 1, #K_MSG - 3)
+local FINAL = {completed = true, failed = true, timeout = true, cancelled = true}
+
+local function status_key(id) return PREFIX .. 'status:' .. id end
+
+-- reply_to may only name a reply key of this queue: PREFIX .. 'reply:' .. [A-Za-z0-9._-]{1,100}
+local function valid_reply(key)
+  if type(key) ~= 'string' then return false end
+  local head = PREFIX .. 'reply:'
+  if string.sub(key, 1, #head) ~= head then return false end
+  local name = string.sub(key, #head + 1)
+  return #name >= 1 and #name <= 100 and string.match(name, '^[%w%._%-]+$') ~= nil
+end
+
+local function secs(ms) return string.format('%.3f', ms / 1000) end
+
+-- the final outcome of `id`: its reply (when `reply_key` is not ''; the key expires after
+-- ttl_ms) and, when a dispatcher made one, its status hash (whose status is kept once
+-- final). -> nil, or the error that kept the reply from being written
+local function write_outcome(id, reply_key, status, result_json, err, now, ttl_ms)
+  if reply_key ~= '' then
+    local e = cjson.null
+    if err ~= '' then e = err end
+    local body = '{"id":' .. cjson.encode(id) .. ',"status":"' .. status .. '","result":'
+      .. result_json .. ',"error":' .. cjson.encode(e) .. ',"processed_at":' .. secs(now) .. '}'
+    local pushed = redis.pcall('RPUSH', reply_key, body)
+    if type(pushed) == 'table' then return pushed.err or 'reply not written' end
+    redis.call('PEXPIRE', reply_key, ttl_ms)
+  end
+  local sk = status_key(id)
+  if redis.call('EXISTS', sk) == 1 then
+    local cur = redis.pcall('HGET', sk, 'status')
+    if type(cur) ~= 'table' then
+      local fields = {'result', result_json, 'error', err, 'processed_at', secs(now)}
+      if not FINAL[cur] then
+        fields[#fields + 1] = 'status'
+        fields[#fields + 1] = status
+      end
+      redis.pcall('HSET', sk, unpack(fields))
+    end
+  end
+  return nil
+end
+
+-- the stored message as a table (json or msgpack), or nil
+local function decoded(body)
+  local raw = string.sub(body, 2)
+  local ok, m = pcall(cjson.decode, raw)
+  if not ok then ok, m = pcall(cmsgpack.unpack, raw) end
+  if ok and type(m) == 'table' then return m end
+  return nil
 end
 
 local function chunked(cmd, key, list)
@@ -69,5 +142,5 @@ local function to_dlq(id, reason, now)
   redis.call('ZADD', K_DLQ, now, id)
   redis.call('HSET', K_DLQINFO, id, cjson.encode({reason = reason, time = now / 1000,
     deliveries = att, retries = ret}))
-  redis.call('HINCRBY', K_STATS, 'dead_letter', 1)
+  bump('dead_letter', 1)
 end

@@ -57,7 +57,7 @@ else
   if new > 0 then chunked('RPUSH', KEYS[4 - p], push) end
 end
 if new > 0 then
-  redis.call('HINCRBY', K_STATS, 'published', new)
+  bump('published', new)
   ring()
 end
 return new

@@ -1,11 +1,12 @@
--- requeue_dlq.lua: Moves the oldest DLQ entries back to ready, retry count reset.
+-- requeue_dlq.lua: Moves the oldest DLQ entries back to ready, retry count reset: one page
+-- (the caller loops, so a large DLQ never blocks Redis for long).
 --
 -- KEYS (every queue script gets all eleven, one hash tag, so it is Cluster-safe):
 --   1..4 ready:3 .. ready:0   5 msg   6 inflight   7 delayed   8 dlq   9 dlqinfo
 --   10 stats   11 wake
 -- ARGV:
---   1 n
--- Returns the number moved.
+--   1 n (the page size)
+-- Returns {moved back to ready, entries taken off the DLQ (moved or without a body)}.
 local ids = redis.call('ZRANGE', K_DLQ, 0, tonumber(ARGV[1]) - 1)
 local moved = 0
 for _, id in ipairs(ids) do
@@ -19,4 +20,4 @@ for _, id in ipairs(ids) do
   end
 end
 if moved > 0 then ring() end
-return moved
+return {moved, #ids}
