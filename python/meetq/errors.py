@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from redis.exceptions import ResponseError
+
 
 class MeetqError(Exception):
     """Base of all meetq errors."""
@@ -43,6 +45,6 @@ class InvalidArgumentError(MeetqError, ValueError):
     """An argument meetq cannot use (a negative count, a queue name with braces, ...)."""
 
 
-class RedisCommandError(MeetqError):
+class RedisCommandError(MeetqError, ResponseError):
     """Redis refused a command (e.g. a key of the wrong type, written by someone else);
-    `__cause__` keeps redis-py's error."""
+    `__cause__` keeps redis-py's error (it is a redis-py `ResponseError` too)."""

@@ -31,7 +31,7 @@ from meetq._core.backoff import backoff
 from meetq._redis.cluster import ClusterSettings, SlotConnection
 from meetq._redis.connection import RespConnection
 from meetq._redis.sentinel import SentinelConnection, SentinelSettings
-from meetq.errors import MeetqConnectionError, RedisCommandError
+from meetq.errors import MeetqConnectionError, MeetqError, RedisCommandError
 
 log = logging.getLogger("meetq.redis")
 
@@ -88,7 +88,7 @@ async def retrying(call: Callable[[], Awaitable[T]], budget: float, what: str) -
             return await call()
         except Exception as exc:
             if not is_transient(exc):
-                if isinstance(exc, RedisError):
+                if isinstance(exc, ResponseError) and not isinstance(exc, MeetqError):
                     # e.g. a key of the wrong type, written by someone else
                     raise RedisCommandError(f"redis refused a command of {what}: {exc}") from exc
                 raise

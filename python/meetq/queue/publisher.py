@@ -171,12 +171,10 @@ class Publisher:
                     ]
                 )
             except Exception as exc:
-                if not is_transient(exc):
+                if not is_transient(exc) and not isinstance(exc, RedisError):
                     raise
-                log.debug("%s: retrying after %r", self._what, exc)
-            except RedisError as exc:
-                # e.g. garbage in `stats` or `wake`: the script stores each id once and
-                # repairs the keys it owns, or raises a RedisCommandError that says why
+                # transient, or e.g. garbage in `stats` or `wake`: the script stores each id
+                # once and repairs the keys it owns (or raises a RedisCommandError saying why)
                 log.debug("%s: publishing through the script after %r", self._what, exc)
         script, keys = scripts.publish, self._keys
         return await retrying(
