@@ -22,6 +22,10 @@ Handler types (the payload tunes them):
   unencodable   async; returns a value JSON cannot encode
   base_exc      plain def; raises a BaseException subclass
 
+With `"service": "<name>"` in CONFIG_JSON the process is a `ServiceWorker` of that
+service on QUEUE instead (the other keys go to its queue), with one handler, "job": it
+logs like "ok" (the task id) and sleeps payload["sleep"] seconds.
+
 Prints "ready <pid>" once started; stops gracefully on SIGTERM.
 """
 
@@ -40,7 +44,7 @@ import redis
 import redis.asyncio
 import uvloop
 
-from meetq import Message, RedisMessageQueue
+from meetq import Message, RedisMessageQueue, ServiceWorker, TaskRequest
 
 PID = os.getpid()
 
@@ -57,7 +61,33 @@ class Outlandish(BaseException):
     """Neither an Exception nor a cancellation: a handler may still raise it."""
 
 
+async def service(url: str, queue: str, log_url: str, log_key: str, config: dict[str, Any]) -> None:
+    """A ServiceWorker process (see the module docstring)."""
+    r = redis.asyncio.Redis.from_url(log_url, socket_timeout=30)
+    name = config.pop("service")
+    worker = ServiceWorker(url, name, queue_name=queue, **config)
+
+    async def job(req: TaskRequest) -> dict[str, Any]:
+        await r.rpush(log_key, f"S {req.id} {PID}")
+        await asyncio.sleep(float(req.payload.get("sleep", 0)))
+        await r.rpush(log_key, f"D {req.id} {PID}")
+        return {"done": req.id}
+
+    worker.register_handler("job", job)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    try:
+        async with worker:
+            print(f"ready {PID}", flush=True)
+            await stop.wait()
+    finally:
+        await r.aclose()
+
+
 async def main(url: str, queue: str, log_url: str, log_key: str, config: dict[str, Any]) -> None:
+    if "service" in config:
+        await service(url, queue, log_url, log_key, config)
+        return
     r = redis.asyncio.Redis.from_url(log_url, socket_timeout=30)
     sync = redis.Redis.from_url(log_url, socket_timeout=30)
     q = RedisMessageQueue(url, queue, **config)

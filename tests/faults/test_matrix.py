@@ -11,6 +11,8 @@ tests/support/fault_workers.py):
 - every worker serving again without a restart (each live worker runs some of a burst of
   probe messages published after the fault).
 
+Components: RedisMessageQueue (every case) and TaskDispatcher + ServiceWorker (SIGKILL and
+SIGSTOP of a worker process, every task's final response reaching the dispatcher once).
 Process faults (SIGKILL, SIGSTOP past the visibility timeout, Redis restart, proxy cut and
 silence, replica promotion) run two worker processes under a backlog; bad input (garbage in
 every key the queue owns, handlers that raise, hang, return unencodable values or raise
@@ -35,7 +37,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from fault_workers import QueueCheck, WorkerProcess, check_queue, read_log, worker_processes
 from helpers import RedisServer, async_wait_until, redis_client
-from meetq import Message, RedisMessageQueue
+from meetq import Message, RedisMessageQueue, ServiceRoute, TaskDispatcher, TaskRequest
 from meetq._redis.keys import QueueKeys
 from proxy import Proxy
 
@@ -559,3 +561,82 @@ async def test_bad_handler(redis_url: str, matrix: Record, case: str) -> None:
 
 def _fields(msg: Message) -> dict[str, Any]:
     return {f: getattr(msg, f) for f in ("type", "timeout", "max_retries", "reply_to")}
+
+
+# ---------------------------------------------------------------- TaskDispatcher + ServiceWorker
+
+DISPATCHED = 120
+
+
+async def run_dispatch_case(
+    record: Record,
+    case: str,
+    url: str,
+    fault: Callable[[Fault, redis.asyncio.Redis, str, str], Awaitable[None]],
+) -> None:
+    """A TaskDispatcher in this process, two ServiceWorker processes; `fault` strikes once
+    40 tasks are done. Every task must end COMPLETED (its final response reaching the
+    dispatcher once), besides the queue's own checks."""
+    component = "TaskDispatcher + ServiceWorker"
+    queue, log_key = f"d-{case}", f"d-{case}:log"
+    route = ServiceRoute(service_name="fault-service", queue_name=queue, task_types=["job"])
+    cfg = {**WORKER_CONFIG, "service": "fault-service"}
+    cfg.pop("retry_backoff")
+    outcome, note = "did not finish", ""
+    try:
+        with worker_processes(url, queue, log_key, n=2, log_url=url, **cfg) as procs:
+            ctx = Fault(procs, url)
+            finals: dict[str, Any] = {}
+            async with TaskDispatcher(url, routes=[route]) as d, redis_client(url) as r:
+
+                def final(resp: Any) -> None:
+                    finals.setdefault(resp.task_id, []).append(resp)
+
+                async def dispatch(n: int, pause: float) -> list[str]:
+                    reqs = [
+                        TaskRequest(type="job", payload={"sleep": pause}, timeout=60)
+                        for _ in range(n)
+                    ]
+                    return [x.task_id for x in await d.dispatch_batch(reqs, final)]
+
+                ids = await dispatch(DISPATCHED, 0.02)
+                await async_wait_until(lambda: _done_at_least(r, log_key, 40), timeout=30)
+                await fault(ctx, r, queue, log_key)
+                await async_wait_until(lambda: set(finals) >= set(ids), timeout=60)
+                probes = await dispatch(PROBES, 0.05)
+                await async_wait_until(lambda: set(finals) >= set(ids + probes), timeout=60)
+                await async_wait_until(lambda: _settled(r, queue, ids + probes, log_key), 30)
+                check = await check_queue(r, queue, ids + probes, log_key)
+                check.reruns -= ctx.may_rerun
+                served = (await read_log(r, log_key)).pids(probes)
+                outcome = _outcome(check, [p.pid for p in ctx.live if p.pid not in served])
+                bad = {
+                    t: [str(x.status) for x in v]
+                    for t, v in finals.items()
+                    if len(v) != 1 or str(v[0].status) != "completed"
+                }
+                if bad:
+                    extra = f"{len(bad)} tasks not completed once: {list(bad.items())[:3]}"
+                    outcome = extra if outcome == "ok" else f"{outcome}; {extra}"
+                if ctx.may_rerun:
+                    note = f"at-least-once re-runs allowed: {len(ctx.may_rerun)}"
+            loop = asyncio.get_running_loop()
+            for p in ctx.live:
+                code = await loop.run_in_executor(None, p.stop)
+                assert code == 0, p.stderr()
+    except BaseException as exc:
+        outcome = _failure(outcome, exc)
+        raise
+    finally:
+        record(component, case, outcome, note)
+    assert outcome == "ok", outcome
+
+
+@pytest.mark.slow
+async def test_dispatch_sigkill_mid_run(redis_url: str, matrix: Record) -> None:
+    await run_dispatch_case(matrix, "SIGKILL mid-run", redis_url, _sigkill)
+
+
+@pytest.mark.slow
+async def test_dispatch_sigstop_past_the_visibility_timeout(redis_url: str, matrix: Record) -> None:
+    await run_dispatch_case(matrix, "SIGSTOP 3x visibility, SIGCONT", redis_url, _sigstop)

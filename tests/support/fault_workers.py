@@ -149,7 +149,8 @@ async def read_log(r: redis.asyncio.Redis, key: str) -> RunLog:
     raw = await r.lrange(key, 0, -1)
     entries = []
     for line in raw:
-        kind, mid, pid = line.decode().split(" ")
+        kind, rest = line.decode().split(" ", 1)
+        mid, pid = rest.rsplit(" ", 1)  # an id may hold spaces (a task id names its queue)
         entries.append((kind, mid, int(pid)))
     return RunLog(entries)
 
