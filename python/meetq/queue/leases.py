@@ -10,9 +10,9 @@ the loop instead.) But renewing everything held, unconditionally, let a wedged o
 worker keep its messages forever (issue 12 item 2), so each lease has a state:
 
 - fetched, not started (buffered): renewed while the event loop answers (a heartbeat the
-  loop stamps every half renewal interval, not older than two intervals). Once it stops
-  answering (a sync handler blocking it, a stuck process) the renewer hands them back to
-  the queue (release), and the loop does not start them when it comes back.
+  loop stamps every half renewal interval, not older than two intervals or a second).
+  Once it stops answering (a sync handler blocking it, a stuck process) the renewer hands
+  them back to the queue (release), and the loop does not start them when it comes back.
 - running: renewed while within what the message allows, `QueueConfig.allowed`: its
   `timeout` (`max_handler_time` when it has none) plus one visibility timeout. A sync
   handler blocking the loop is progress within that time; past it, the lease lapses and
@@ -76,6 +76,10 @@ class Leases:
         self.until: dict[Id, float] = {}
         """Local (monotonic) time each lease surely lasts until."""
         self.interval = config.renew_interval
+        self.stall = max(2 * self.interval, 1.0)
+        """How long the loop may go without a heartbeat before it counts as not answering
+        (two renewal intervals, at least a second: a loaded machine's scheduling pauses are
+        not a stuck worker)."""
         self.beat = time.monotonic()
         """The loop's last heartbeat (monotonic)."""
         self._lease_s = config.visibility_timeout
@@ -156,7 +160,7 @@ class Leases:
     def plan(self) -> tuple[list[tuple[Id, str]], list[tuple[Id, str]]]:
         """(leases to renew, buffered leases to hand back now) by the rule above."""
         now = time.monotonic()
-        answering = now - self.beat < 2 * self.interval
+        answering = now - self.beat < self.stall
         renew: list[tuple[Id, str]] = []
         back: list[tuple[Id, str]] = []
         with self._lock:
