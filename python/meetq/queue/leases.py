@@ -123,15 +123,9 @@ class Leases:
                 return True
             if self.held.get(mid) == token:
                 del self.held[mid]
-                self.state.pop(mid, None)
-                self.until.pop(mid, None)
-            return False  # (a stale entry of a lease since replaced changes nothing)
-
-    def rebind(self, mid: Id, token: str, granted: float) -> None:
-        """A new lease of a message still running here: the run goes on under it."""
-        with self._lock:
-            self.held[mid] = token
-            self.until[mid] = granted + self._lease_s
+            self.state.pop(mid, None)
+            self.until.pop(mid, None)
+            return False
 
     def deadline(self, mid: Id) -> float:
         """The renewal deadline of a running message (0 when it is not running)."""

@@ -100,8 +100,7 @@ class Slots:
     def deliver(self, reply: list[Any], granted: float) -> None:
         """Takes a dequeue reply (`granted`: when its dequeue was sent, the earliest its
         leases can have begun); everything is only queued once stop() has begun."""
-        leases = self.leases
-        leased = leases.leased
+        leased = self.leases.leased
         got = []
         for i in range(3, len(reply), 5):
             raw_id = reply[i]
@@ -110,11 +109,6 @@ class Slots:
                 mid: Any = raw_id.decode()
             except UnicodeDecodeError:
                 mid = raw_id  # its raw bytes name it in Redis
-            if leases.deadline(mid) > 0:
-                # still running here (its lease lapsed and came back to us): the new lease
-                # is that run's; a second run would overlap it
-                leases.rebind(mid, token, granted)
-                continue
             leased(mid, token, granted)
             got.append((mid, token, i))
         inline = not self.stopping and not any(self.buffers)
@@ -210,8 +204,6 @@ class Slots:
         self.wake()
 
     def settle(self, msg: Message, token: str, outcome: Outcome) -> None:
-        # the run's current lease (a lapsed one it got back while running is rebound)
-        token = self.leases.held.get(msg.id, token)
         self.leases.finished(msg.id)
         if outcome.ok:
             self.outcomes.ok(msg, token, outcome.encoded)
