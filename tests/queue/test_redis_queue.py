@@ -982,11 +982,14 @@ async def test_redis_cluster_client(redis_factory: Any) -> None:
 async def test_long_sync_batches_do_not_let_prefetched_leases_expire(redis_url: str) -> None:
     """A batch of slow sync handlers takes many lease lengths; the next batch, already
     leased in Redis while they run, must still be renewed (no redelivery, no duplicate)."""
-    q = RedisMessageQueue(redis_url, "longbatch", workers=1, prefetch=199, visibility_timeout=0.3)
+    # (leases of prefetched messages are renewed while the event loop answers, and a loop
+    # silent for a second counts as stuck: a 1 s lease keeps a loaded box's pauses apart
+    # from that; the batch still takes three lease lengths)
+    q = RedisMessageQueue(redis_url, "longbatch", workers=1, prefetch=199, visibility_timeout=1.0)
     runs: list[tuple[int, int]] = []
 
     def busy(msg: Message) -> None:
-        end = time.monotonic() + 0.005
+        end = time.monotonic() + 0.015
         while time.monotonic() < end:
             pass
         runs.append((msg.payload["n"], msg.deliveries))
