@@ -76,12 +76,16 @@ def check_resp() -> None:
 
 def check_demo() -> None:
     meetq_cli = os.path.join(os.path.dirname(sys.executable), "meetq")
-    out = subprocess.run(
-        [meetq_cli, "demo", "--scale", "0.02"], capture_output=True, text=True, timeout=300
-    )
+    out = subprocess.run([meetq_cli, "--help"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, f"meetq --help failed:\n{out.stdout}\n{out.stderr}"
+    if importlib.util.find_spec("rich") is None:
+        print("ok demo: skipped, the demo extra (rich) is not installed here")
+        return
+    cmd = [meetq_cli, "demo", "--duration", "2", "--rate", "20", "--clients", "2"]
+    cmd += ["--meetings", "1"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, f"meetq demo failed:\n{out.stdout}\n{out.stderr}"
-    for line in out.stdout.splitlines()[:4]:
-        print(f"ok demo: {line.strip()}")
+    print(f"ok demo: {len(out.stdout.splitlines())} lines of summary")
 
 
 if __name__ == "__main__":
