@@ -322,7 +322,7 @@ impl SchedulerCore {
             let oldest_expired = b
                 .done
                 .front()
-                .is_some_and(|old| old.get().ended < end - self.result_ttl);
+                .map_or(false, |old| old.get().ended < end - self.result_ttl);
             if b.done.len() > self.max_results || oldest_expired {
                 let cutoff = end - self.result_ttl;
                 let mut keep = self.max_results;
