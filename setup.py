@@ -24,7 +24,7 @@ import warnings
 from setuptools import Extension, setup
 
 BUILD_COMMANDS = {"bdist_wheel", "build", "build_ext", "build_rust", "develop", "editable_wheel"}
-CYTHON_MODULES = ("dispatch", "resp", "stage")
+CYTHON_MODULES = ("resp", "stage")
 LIMITED_API_HEX = "0x030B0000"  # Python 3.11, the oldest supported
 
 

@@ -7,8 +7,6 @@ machine's other users hits both sides alike:
 
 - `resp encode`: `encode_commands` of 1,000 RPUSH with a 100-byte payload (as
   test_bench_resp.py), and of 1,000 mixed commands (int, float, bytes, str arguments).
-- `bus dispatch`: test_bench_local_bus.py's emit -> dispatch path (native ring, a no-op
-  sync and an async handler), the bus's dispatch loop being each build's `dispatch`.
 - `stage`: publish_batch's staging loop over 10,000 messages.
 - `ring emit+drain`, `wheel insert+advance`: the Rust structures (plain vs abi3).
 
@@ -42,9 +40,9 @@ OUT = ROOT / "build" / "bench-limited-api"
 sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "tests" / "support")]
 
 import test_bench_local_bus as bus_bench  # noqa: E402
-from meetq import LocalEventBus, Message  # noqa: E402
+from meetq import Message  # noqa: E402
 
-CYTHON = ("dispatch", "resp", "stage")
+CYTHON = ("resp", "stage")
 
 
 def _digest(*paths: Path) -> str:
@@ -137,13 +135,6 @@ def resp_case(resp: ModuleType, batch: list[tuple[Any, ...]]) -> Callable[[], No
     return run
 
 
-def dispatch_case(dispatch: ModuleType, handler: Any) -> Callable[[], None]:
-    class Bus(LocalEventBus):
-        _dispatch = staticmethod(dispatch.dispatch)
-
-    return bus_bench.meetq_bus(Bus, handler)
-
-
 def stage_case(stage: ModuleType) -> Callable[[], None]:
     msgs = [Message(type="noop", payload={"pad": "x" * 80}) for _ in range(10_000)]
 
@@ -184,10 +175,6 @@ def wheel_case(rs: ModuleType) -> Callable[[], None]:
     return run
 
 
-async def _anoop(ev: Any) -> None:
-    pass
-
-
 def cases(
     plain: dict[str, ModuleType], limited: dict[str, ModuleType]
 ) -> list[tuple[str, Any, Any]]:
@@ -195,8 +182,6 @@ def cases(
     for label, make in [
         ("resp encode 1,000 RPUSH (x20)", lambda m: resp_case(m["resp"], ENCODE_RPUSH)),
         ("resp encode 1,000 mixed (x20)", lambda m: resp_case(m["resp"], ENCODE_MIXED)),
-        ("bus dispatch, sync handler", lambda m: dispatch_case(m["dispatch"], bus_bench.noop)),
-        ("bus dispatch, async handler", lambda m: dispatch_case(m["dispatch"], _anoop)),
         ("stage 10,000 messages", lambda m: stage_case(m["stage"])),
         ("ring emit+drain (Rust)", lambda m: ring_case(m["rs"])),
         ("wheel insert+advance 50k (Rust)", lambda m: wheel_case(m["rs"])),

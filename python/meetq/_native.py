@@ -12,7 +12,6 @@ import os
 import warnings
 from typing import Any, Literal
 
-from meetq._pure import dispatch as _dispatch
 from meetq._pure import resp as _resp
 from meetq._pure import ring as _ring
 from meetq._pure import sched as _sched
@@ -28,11 +27,10 @@ if _choice not in ("auto", "native", "pure"):
 native_modules: dict[str, Any] | None = None
 if _choice != "pure":
     try:
-        from meetq import _cy_dispatch, _cy_resp, _cy_stage, _meetq_rs
+        from meetq import _cy_resp, _cy_stage, _meetq_rs
 
         native_modules = {
             "rs": _meetq_rs,
-            "dispatch": _cy_dispatch,
             "resp": _cy_resp,
             "stage": _cy_stage,
         }
@@ -50,7 +48,6 @@ BACKEND: Backend = "native" if native_modules else "pure"
 RingBuffer: Any
 TimerWheel: Any
 LocalEvent: Any
-dispatch: Any
 encode_command: Any
 encode_commands: Any
 stage: Any
@@ -62,7 +59,6 @@ if native_modules:
     RingBuffer = native_modules["rs"].RingBuffer
     TimerWheel = native_modules["rs"].TimerWheel
     LocalEvent = native_modules["rs"].LocalEvent
-    dispatch = native_modules["dispatch"].dispatch
     encode_command = native_modules["resp"].encode_command
     encode_commands = native_modules["resp"].encode_commands
     stage = native_modules["stage"].stage
@@ -73,7 +69,6 @@ else:
     RingBuffer = _ring.RingBuffer
     TimerWheel = _wheel.TimerWheel
     LocalEvent = _ring.LocalEvent
-    dispatch = _dispatch.dispatch
     encode_command = _resp.encode_command
     encode_commands = _resp.encode_commands
     stage = _stage.stage
