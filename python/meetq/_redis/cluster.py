@@ -21,9 +21,7 @@ meetq (administration, scripts loaded on every master) uses for the same URL.
 
 from __future__ import annotations
 
-import asyncio
 import binascii
-import contextlib
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -33,6 +31,7 @@ from urllib.parse import quote, urlsplit
 from redis.exceptions import AskError, MovedError, RedisError, ResponseError
 
 from meetq._redis.connection import Arg, ConnectionSettings, RespConnection
+from meetq._redis.following import FollowingConnection
 from meetq.errors import MeetqConnectionError
 
 __all__ = ["ClusterSettings", "SlotConnection", "key_slot", "slot_map"]
@@ -165,7 +164,7 @@ def _redirect(reply: object) -> tuple[str, str, int] | None:
     return None
 
 
-class SlotConnection:
+class SlotConnection(FollowingConnection):
     """A `RespConnection` to the master of one slot, following the slot when it moves.
 
     Same calls as `RespConnection` (`execute`, `execute_many`, `send_many`, `close`) for
@@ -173,23 +172,12 @@ class SlotConnection:
     """
 
     def __init__(
-        self,
-        settings: ClusterSettings,
-        slot: int,
-        *,
-        timeout: float = 5.0,
-        reply_timeout: float | None = None,
-        ssl_context: ssl.SSLContext | None = None,
-        max_redirects: int = 5,
+        self, settings: ClusterSettings, slot: int, *, max_redirects: int = 5, **kwargs: Any
     ) -> None:
+        super().__init__(**kwargs)
         self._settings = settings
         self.slot = slot
-        self._timeout = timeout
-        self._reply_timeout = reply_timeout
-        self._ssl_context = ssl_context
         self._max_redirects = max_redirects
-        self._conn: RespConnection | None = None
-        self._lock = asyncio.Lock()
         self.owner: tuple[str, int] | None = None
         self.redirects = 0
         """MOVED/ASK replies followed so far (for tests and metrics)."""
@@ -200,55 +188,22 @@ class SlotConnection:
         await conn._connection()
         return conn
 
-    @property
-    def closed(self) -> bool:
-        return self._conn is None or self._conn.closed
-
-    async def _connection(self, refresh: bool = False) -> RespConnection:
-        async with self._lock:
-            if self._conn is not None and not self._conn.closed and not refresh:
-                return self._conn
-            if self._conn is not None:
-                with contextlib.suppress(Exception):
-                    await self._conn.close()
-                self._conn = None
-            ranges = await slot_map(
-                self._settings, timeout=self._timeout, ssl_context=self._ssl_context
-            )
-            host, port = _owner(ranges, self.slot)
-            self._conn = await self._open(host, port)
-            self.owner = (host, port)
-            self._settings = self._settings.with_seed(host, port)
-            return self._conn
-
-    async def _open(self, host: str, port: int) -> RespConnection:
-        return await RespConnection.connect(
-            self._settings.url_for(host, port),
-            timeout=self._timeout,
-            reply_timeout=self._reply_timeout,
-            ssl_context=self._ssl_context,
+    async def _locate(self) -> RespConnection:
+        ranges = await slot_map(
+            self._settings, timeout=self._timeout, ssl_context=self._ssl_context
         )
-
-    async def execute(self, *args: Arg) -> Any:
-        reply = (await self.execute_many([args]))[0]
-        if isinstance(reply, BaseException):
-            raise reply
-        return reply
-
-    def send_many(self, commands: Sequence[Sequence[Arg]]) -> asyncio.Future[list[Any]]:
-        return asyncio.ensure_future(self.execute_many(commands))
+        host, port = _owner(ranges, self.slot)
+        conn = await self._open(self._settings.url_for(host, port))
+        self.owner = (host, port)
+        self._settings = self._settings.with_seed(host, port)
+        return conn
 
     async def execute_many(self, commands: Sequence[Sequence[Arg]]) -> list[Any]:
         """One write to the slot's master; redirected commands are resent where the
         cluster says, the others keep their replies (in place, errors included)."""
         commands = list(commands)
         transaction = bool(commands) and _name(commands[0]) == b"MULTI"
-        conn = await self._connection()
-        try:
-            replies = await conn.execute_many(commands)
-        except MeetqConnectionError:
-            conn = await self._connection(refresh=True)  # the master died: find the new one
-            replies = await conn.execute_many(commands)
+        conn, replies = await self._send(commands)
         for _ in range(self._max_redirects):
             redirected = [(i, rd) for i, r in enumerate(replies) if (rd := _redirect(r))]
             if not redirected:
@@ -258,10 +213,10 @@ class SlotConnection:
             todo = range(len(commands)) if transaction else [i for i, _ in redirected]
             resend = [commands[i] for i in todo]
             if kind == "MOVED":
-                conn = await self._connection(refresh=True)
+                conn = await self._connection(stale=conn)
                 again = await conn.execute_many(resend)
             else:
-                target = await self._open(host, port)
+                target = await self._open(self._settings.url_for(host, port))
                 try:
                     asked: list[Sequence[Arg]] = []
                     for command in resend:
@@ -274,11 +229,6 @@ class SlotConnection:
         raise MeetqConnectionError(
             f"slot {self.slot} still redirected after {self._max_redirects} tries"
         )
-
-    async def close(self) -> None:
-        if self._conn is not None:
-            await self._conn.close()
-            self._conn = None
 
 
 def _name(command: Sequence[Arg]) -> bytes:

@@ -16,8 +16,6 @@ the credentials are the data nodes' (sentinels are asked without them unless the
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +25,7 @@ from redis.exceptions import ReadOnlyError, RedisError
 
 from meetq._core.backoff import backoff
 from meetq._redis.connection import Arg, RespConnection
+from meetq._redis.following import FollowingConnection
 from meetq.errors import MeetqConnectionError
 
 __all__ = ["SentinelConnection", "SentinelSettings", "find_master"]
@@ -100,25 +99,15 @@ async def find_master(settings: SentinelSettings, timeout: float = 5.0) -> tuple
     ) from (errors[-1] if errors else None)
 
 
-class SentinelConnection:
+class SentinelConnection(FollowingConnection):
     """A `RespConnection` to whichever server the sentinels call the master now."""
 
     def __init__(
-        self,
-        settings: SentinelSettings,
-        *,
-        timeout: float = 5.0,
-        reply_timeout: float | None = None,
-        ssl_context: ssl.SSLContext | None = None,
-        retry_budget: float = 30.0,
+        self, settings: SentinelSettings, *, retry_budget: float = 30.0, **kwargs: Any
     ) -> None:
+        super().__init__(**kwargs)
         self._settings = settings
-        self._timeout = timeout
-        self._reply_timeout = reply_timeout
-        self._ssl_context = ssl_context
         self._budget = retry_budget
-        self._conn: RespConnection | None = None
-        self._lock = asyncio.Lock()
         self.master: tuple[str, int] | None = None
         self.failovers = 0
         """Times a new master was found after the first (for tests and metrics)."""
@@ -129,74 +118,40 @@ class SentinelConnection:
         await conn._connection()
         return conn
 
-    @property
-    def closed(self) -> bool:
-        return self._conn is None or self._conn.closed
-
-    async def _connection(self, stale: RespConnection | None = None) -> RespConnection:
-        async with self._lock:
-            if self._conn is not None and not self._conn.closed and self._conn is not stale:
-                return self._conn
-            if self._conn is not None:
-                with contextlib.suppress(Exception):
-                    await self._conn.close()
-                self._conn = None
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + self._budget
-            attempt = 0
-            while True:
-                try:
-                    host, port = await find_master(self._settings, self._timeout)
-                    conn = await RespConnection.connect(
-                        self._settings.master_url(host, port),
-                        timeout=self._timeout,
-                        reply_timeout=self._reply_timeout,
-                        ssl_context=self._ssl_context,
-                    )
-                    role = await conn.execute("ROLE")
-                    if role[0] == b"master":
-                        break
-                    await conn.close()  # the sentinels have not caught up with a failover
-                    cause: BaseException = ReadOnlyError(f"{host}:{port} is a {role[0]!r}")
-                except (MeetqConnectionError, RedisError) as exc:
-                    cause = exc
-                if loop.time() > deadline:
-                    raise MeetqConnectionError(
-                        f"no master for {self._settings.master_name!r} within {self._budget}s"
-                    ) from cause
-                await asyncio.sleep(backoff(attempt, base=0.05, cap=1.0))
-                attempt += 1
-            if self.master is not None and self.master != (host, port):
-                self.failovers += 1
-            self.master = (host, port)
-            self._conn = conn
-            return conn
-
-    async def execute(self, *args: Arg) -> Any:
-        reply = (await self.execute_many([args]))[0]
-        if isinstance(reply, BaseException):
-            raise reply
-        return reply
-
-    def send_many(self, commands: Sequence[Sequence[Arg]]) -> asyncio.Future[list[Any]]:
-        return asyncio.ensure_future(self.execute_many(commands))
+    async def _locate(self) -> RespConnection:
+        """The master the sentinels name, once it says ROLE master itself (right after a
+        failover the sentinels may still name the demoted one), within the budget."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._budget
+        attempt = 0
+        while True:
+            try:
+                host, port = await find_master(self._settings, self._timeout)
+                conn = await self._open(self._settings.master_url(host, port))
+                role = await conn.execute("ROLE")
+                if role[0] == b"master":
+                    break
+                await conn.close()
+                cause: BaseException = ReadOnlyError(f"{host}:{port} is a {role[0]!r}")
+            except (MeetqConnectionError, RedisError) as exc:
+                cause = exc
+            if loop.time() > deadline:
+                raise MeetqConnectionError(
+                    f"no master for {self._settings.master_name!r} within {self._budget}s"
+                ) from cause
+            await asyncio.sleep(backoff(attempt, base=0.05, cap=1.0))
+            attempt += 1
+        if self.master is not None and self.master != (host, port):
+            self.failovers += 1
+        self.master = (host, port)
+        return conn
 
     async def execute_many(self, commands: Sequence[Sequence[Arg]]) -> list[Any]:
         """One write to the master; after a lost connection or READONLY, the batch goes to
         the new master (replies in place, errors included)."""
         commands = list(commands)
-        conn = await self._connection()
-        try:
-            replies = await conn.execute_many(commands)
-        except MeetqConnectionError:
-            conn = await self._connection(stale=conn)
-            return await conn.execute_many(commands)
+        conn, replies = await self._send(commands)
         if any(isinstance(r, ReadOnlyError) for r in replies):
             conn = await self._connection(stale=conn)
             replies = await conn.execute_many(commands)
         return replies
-
-    async def close(self) -> None:
-        if self._conn is not None:
-            await self._conn.close()
-            self._conn = None
