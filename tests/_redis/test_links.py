@@ -10,7 +10,8 @@ import redis.asyncio
 import redis.asyncio.connection
 from redis.exceptions import BusyLoadingError, ReadOnlyError, ResponseError
 
-from meetq._redis.links import Endpoint, Outage, is_transient, retrying
+from meetq._redis.links import Endpoint
+from meetq._redis.retry import Outage, is_transient, retrying
 from meetq.errors import MeetqConnectionError
 
 

@@ -137,16 +137,20 @@ async def run_process_case(
     fault: Callable[[Fault, redis.asyncio.Redis, str, str], Awaitable[None]],
     *,
     fault_ctx: dict[str, Any] | None = None,
+    log_url: str | None = None,
     **config: Any,
 ) -> None:
-    """Two worker processes on a backlog; `fault` strikes once 40 messages are done."""
+    """Two worker processes on a backlog; `fault` strikes once 40 messages are done. The
+    workers log what they ran to `log_url` (default `direct`, out of the fault's reach)."""
     name, log_key = f"m-{case}", f"m-{case}:log"
     cfg = {**WORKER_CONFIG, **config}
     outcome = "did not finish"
     note = ""
     loop = asyncio.get_running_loop()
     try:
-        with worker_processes(worker_url, name, log_key, n=2, log_url=direct, **cfg) as procs:
+        with worker_processes(
+            worker_url, name, log_key, n=2, log_url=log_url or direct, **cfg
+        ) as procs:
             ctx = Fault(procs, direct, **(fault_ctx or {}))
             publisher = RedisMessageQueue(direct, name, retry_budget=30.0)
             async with redis_client(direct) as r:
@@ -312,7 +316,8 @@ async def test_proxy_silence(redis_server: RedisServer, matrix: Record) -> None:
 
 @pytest.mark.slow
 @pytest.mark.xfail(
-    reason="issue 12 item 6 (queue-split): READONLY after a promotion is not yet followed",
+    reason="after the promotion the probes are not all run within 60 s; the lease renewer "
+    "meets NOSCRIPT on the new primary and keeps failing (not yet understood)",
     strict=False,
 )
 async def test_replica_promotion(redis_factory: Callable[..., RedisServer], matrix: Record) -> None:
@@ -331,6 +336,7 @@ async def test_replica_promotion(redis_factory: Callable[..., RedisServer], matr
             url,
             _promote,
             fault_ctx={"proxy": proxy, "replica": replica},
+            log_url=url,  # the workers' log follows the move too (the old primary is read-only)
             visibility_timeout=5.0,
         )
     finally:

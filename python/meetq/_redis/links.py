@@ -5,8 +5,8 @@
   `Link` per hot path, a blocking clone for threads) and closes only what it opened.
 - `Link`: one hot-path connection (meetq's `RespConnection`, or a private redis-py client
   without a URL) that replaces itself when it breaks or goes silent.
-- `retrying`: the one reconnect policy: transient errors are retried with backoff and
-  jitter within a budget, then raised as one `MeetqConnectionError` with the cause kept.
+
+The reconnect policy is `_redis/retry.py`; making redis-py clients is `_redis/clients.py`.
 """
 
 from __future__ import annotations
@@ -14,24 +14,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar, cast
-from urllib.parse import quote
+from typing import Any, TypeVar
 
 import redis
 import redis.asyncio
 import redis.asyncio.connection
 import redis.connection
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ReadOnlyError, RedisError, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import ReadOnlyError, RedisError
 
-from meetq._core.backoff import backoff
-from meetq._redis.cluster import ClusterSettings, SlotConnection
+from meetq._redis.clients import (
+    ROUTED_SCHEMES,
+    cluster_url_of,
+    decodes,
+    is_standard,
+    routed_client,
+    routed_sync_client,
+    url_of,
+)
+from meetq._redis.cluster import SlotConnection
 from meetq._redis.connection import RespConnection
-from meetq._redis.sentinel import SentinelConnection, SentinelSettings
-from meetq.errors import MeetqConnectionError, MeetqError, RedisCommandError
+from meetq._redis.sentinel import SentinelConnection
+from meetq.errors import MeetqConnectionError
 
 log = logging.getLogger("meetq.redis")
 
@@ -40,8 +44,6 @@ T = TypeVar("T")
 HotConnection = RespConnection | SlotConnection | SentinelConnection
 """What a `Link` talks through: one socket, or one that follows a cluster slot or the
 sentinels' master (same calls)."""
-
-ROUTED_SCHEMES = ("redis+cluster://", "redis+sentinel://")
 
 
 async def open_hot(url: str, reply_timeout: float | None, slot: int | None) -> HotConnection:
@@ -56,156 +58,15 @@ async def open_hot(url: str, reply_timeout: float | None, slot: int | None) -> H
     return await RespConnection.connect(url, timeout=5.0, reply_timeout=reply_timeout)
 
 
-TRANSIENT: tuple[type[BaseException], ...] = (
-    RedisConnectionError,  # includes LOADING (BusyLoadingError)
-    RedisTimeoutError,
-    ReadOnlyError,  # a replica (a failover demoted our server, or the URL names a replica)
-    MeetqConnectionError,
-    ConnectionError,
-    OSError,
-    TimeoutError,
-)
-"""Errors after which the same call may succeed later or on a new connection."""
-
-_TRANSIENT_REPLIES = ("MASTERDOWN", "READONLY", "LOADING", "TRYAGAIN", "CLUSTERDOWN")
-"""Error replies that redis-py leaves as a plain ResponseError but that mean "not now"."""
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Whether retrying the call that raised `exc` (after a pause) may succeed."""
-    if isinstance(exc, TRANSIENT):
-        return True
-    return isinstance(exc, ResponseError) and str(exc).startswith(_TRANSIENT_REPLIES)
-
-
-async def retrying(call: Callable[[], Awaitable[T]], budget: float, what: str) -> T:
-    """Runs `call`, retrying `TRANSIENT` errors with backoff within `budget` seconds, then
-    raises `MeetqConnectionError` ("redis unavailable for <what>") with the cause kept."""
-    deadline = time.monotonic() + budget
-    attempt = 0
-    while True:
-        try:
-            return await call()
-        except Exception as exc:
-            if not is_transient(exc):
-                if isinstance(exc, ResponseError) and not isinstance(exc, MeetqError):
-                    # e.g. a key of the wrong type, written by someone else
-                    raise RedisCommandError(f"redis refused a command of {what}: {exc}") from exc
-                raise
-            pause = backoff(attempt)
-            attempt += 1
-            if time.monotonic() + pause > deadline:
-                raise MeetqConnectionError(
-                    f"redis unavailable for {what}: {type(exc).__name__}: {exc}"
-                ) from exc
-            log.debug("%s: retrying after %r", what, exc)
-            await asyncio.sleep(pause)
-
-
-_STANDARD = (
-    redis.asyncio.connection.Connection,
-    redis.asyncio.connection.SSLConnection,
-    redis.asyncio.connection.UnixDomainSocketConnection,
-)
-
-
-def is_standard(client: redis.asyncio.Redis) -> bool:
-    """A client whose connections we can clone from its kwargs (not Sentinel-managed or
-    otherwise custom: those find their server themselves, so we share the client)."""
-    pool = getattr(client, "connection_pool", None)  # RedisCluster has none
-    return pool is not None and pool.connection_class in _STANDARD
-
-
-def url_of(client: redis.asyncio.Redis) -> str | None:
-    """The URL of a redis-py client's server, when a plain URL says everything (no TLS
-    options, no credential provider); None keeps that client's own connection code."""
-    if not is_standard(client):
-        return None
-    pool = client.connection_pool
-    kw = pool.connection_kwargs
-    cls = pool.connection_class
-    if kw.get("credential_provider") is not None:
-        return None
-    auth = ""
-    if kw.get("password") is not None:
-        auth = f"{quote(kw.get('username') or '', safe='')}:{quote(kw['password'], safe='')}@"
-    db = int(kw.get("db") or 0)
-    if issubclass(cls, redis.asyncio.connection.UnixDomainSocketConnection):
-        return f"unix://{auth}{kw['path']}?db={db}"
-    if issubclass(cls, redis.asyncio.connection.SSLConnection):
-        return None
-    if issubclass(cls, redis.asyncio.connection.Connection):
-        return f"redis://{auth}{kw.get('host') or 'localhost'}:{kw.get('port') or 6379}/{db}"
-    return None
-
-
-class Outage:
-    """The retry policy of a long-running loop (a fetcher, a subscriber): it keeps going.
-
-    `failed(exc)` returns the pause before the next try (backoff with jitter, capped at
-    `cap`), logs the first failure of an outage at WARNING and the rest at DEBUG; once the
-    outage has lasted `budget` seconds it logs ONE error and sets `error` to a
-    `MeetqConnectionError` with the cause kept (`on_down` is told, e.g. to mark the
-    component unhealthy). `succeeded()` ends the outage (`on_up`, logged at INFO when an
-    error had been reported)."""
-
-    def __init__(
-        self,
-        what: str,
-        budget: float,
-        on_down: Callable[[MeetqConnectionError], None] | None = None,
-        on_up: Callable[[], None] | None = None,
-        cap: float = 5.0,
-    ) -> None:
-        self.what = what
-        self.budget = budget
-        self.on_down = on_down
-        self.on_up = on_up
-        self.cap = cap
-        self.error: MeetqConnectionError | None = None
-        self.attempt = 0
-        self._since: float | None = None
-
-    def failed(self, exc: BaseException) -> float:
-        now = time.monotonic()
-        if self._since is None:
-            self._since = now
-            log.warning("%s: %r; reconnecting with backoff", self.what, exc)
-        else:
-            log.debug("%s: still failing: %r", self.what, exc)
-        if self.error is None and now - self._since >= self.budget:
-            error = MeetqConnectionError(
-                f"redis unavailable for {self.what} for {now - self._since:.1f}s: "
-                f"{type(exc).__name__}: {exc}"
-            )
-            error.__cause__ = exc
-            self.error = error
-            log.error("%s: %s (still retrying)", self.what, error)
-            if self.on_down is not None:
-                self.on_down(error)
-        pause = backoff(self.attempt, cap=self.cap)
-        self.attempt += 1
-        return pause
-
-    def succeeded(self) -> None:
-        if self._since is None:
-            return
-        if self.error is not None:
-            log.info("%s: redis reachable again", self.what)
-            if self.on_up is not None:
-                self.on_up()
-        self._since = None
-        self.error = None
-        self.attempt = 0
-
-
 class Link:
     """A connection of the queue's own for one hot path (fetch, doorbell, publish).
 
     meetq's `RespConnection` (one write per call, hiredis replies) costs a quarter of a
     redis-py round trip; it has no reconnect of its own, so a broken or silent connection
-    (no reply within `timeout`) is dropped here and the next call opens a new one. Without
-    a URL a private redis-py client does the same job.
+    (no reply within `timeout`) is dropped here and the next call opens a new one. So is a
+    connection whose server answers READONLY: a failover demoted it, and the address may
+    lead to the new primary now (a VIP, a DNS name, a proxy). Without a URL a private
+    redis-py client does the same job.
     """
 
     def __init__(
@@ -225,6 +86,7 @@ class Link:
         self._client: redis.asyncio.Redis | None = None
         self._lock: asyncio.Lock | None = None
         self._id: int | None = None
+        self._closing: set[asyncio.Future[None]] = set()
 
     @property
     def is_open(self) -> bool:
@@ -254,7 +116,7 @@ class Link:
             conn = await self._open()
         try:
             return await conn.execute(*args)
-        except (MeetqConnectionError, OSError):
+        except (MeetqConnectionError, OSError, ReadOnlyError):
             await self._drop(conn)
             raise
 
@@ -266,18 +128,33 @@ class Link:
         if conn is None or conn.closed:
             conn = await self._open()
         try:
-            return await conn.execute_many(commands)
+            replies = await conn.execute_many(commands)
         except (MeetqConnectionError, OSError):
             await self._drop(conn)
             raise
+        if any(isinstance(r, ReadOnlyError) for r in replies):
+            await self._drop(conn)
+        return replies
 
     def send_many(self, commands: list[tuple[Any, ...]]) -> asyncio.Future[list[Any]]:
         """`execute_many` as a future, with no task when the connection is open: the
         fetcher waits on it together with other things."""
         conn = self._conn
         if self._url is not None and conn is not None and not conn.closed:
-            return conn.send_many(commands)
+            sent = conn.send_many(commands)
+            sent.add_done_callback(lambda done: self._check_demoted(conn, done))
+            return sent
         return asyncio.ensure_future(self.execute_many(commands))
+
+    def _check_demoted(self, conn: HotConnection, done: asyncio.Future[list[Any]]) -> None:
+        """After a `send_many` straight on the connection: READONLY drops it too."""
+        if done.cancelled() or done.exception() is not None or self._conn is not conn:
+            return
+        if any(isinstance(r, ReadOnlyError) for r in done.result()):
+            self._conn = None
+            closing = asyncio.ensure_future(self._drop(conn))
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
 
     async def transaction(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         """MULTI, the commands, EXEC in one write; EXEC's replies, or the first error raised."""
@@ -339,36 +216,6 @@ class Link:
             self._client = None
 
 
-SAFE_POLICIES = ("noeviction", "volatile-lru", "volatile-lfu", "volatile-random", "volatile-ttl")
-"""maxmemory policies that never evict meetq's queue keys (they carry no TTL)."""
-
-
-async def warn_if_evicting(client: redis.asyncio.Redis, what: str) -> str | None:
-    """Logs a WARNING when the server's maxmemory-policy may evict keys without a TTL
-    (meetq's messages would silently vanish under memory pressure); returns the policy.
-    Best effort: an unreachable server is left to the component's own retries."""
-    try:
-        async with asyncio.timeout(2.0):
-            info: Any = await client.info("memory")
-    except Exception as exc:
-        log.debug("%s: could not read maxmemory-policy: %r", what, exc)
-        return None
-    infos = info.values() if info and all(isinstance(v, dict) for v in info.values()) else [info]
-    for node in infos:
-        policy = node.get("maxmemory_policy")
-        if isinstance(policy, bytes):
-            policy = policy.decode()
-        if policy and policy not in SAFE_POLICIES:
-            log.warning(
-                "%s: redis maxmemory-policy is %r: under memory pressure Redis may EVICT "
-                "meetq's queue keys and lose messages; use noeviction (or a volatile-* policy)",
-                what,
-                policy,
-            )
-            return str(policy)
-    return None
-
-
 class Endpoint:
     """The Redis server of one component, as the caller named it.
 
@@ -402,7 +249,13 @@ class Endpoint:
             # socket_timeout: a server that stops answering fails the call instead of
             # hanging it (stats, DLQ, failures and replies run on this client); keepalive
             # is a TCP option (a unix socket connection refuses the argument)
-            options: dict[str, Any] = {"socket_connect_timeout": 5, "socket_timeout": 30.0}
+            # READONLY: a failover demoted the server; reconnecting may reach the new
+            # primary at the same address (redis-py disconnects, then retries once)
+            options: dict[str, Any] = {
+                "socket_connect_timeout": 5,
+                "socket_timeout": 30.0,
+                "retry_on_error": [ReadOnlyError],
+            }
             if not redis_or_url.startswith("unix:"):
                 options["socket_keepalive"] = True
             self.client = redis.asyncio.Redis.from_url(redis_or_url, **options)
@@ -413,7 +266,7 @@ class Endpoint:
             self.owns_client = False
             url = url_of(redis_or_url)
         self.standard = is_standard(self.client)
-        if _decodes(self.client):
+        if decodes(self.client):
             # meetq reads bytes (ids, bodies that may not be UTF-8): a decoding client is
             # replaced by a private clone that does not decode; one we cannot clone is refused
             if not self.standard:
@@ -474,6 +327,8 @@ class Endpoint:
         for drop in ("retry", "redis_connect_func", "parser_class", "connection_pool"):
             kwargs.pop(drop, None)
         kwargs["decode_responses"] = False
+        # as for a client made from a URL: a demoted server's connection is replaced
+        kwargs["retry_on_error"] = [*(kwargs.get("retry_on_error") or ()), ReadOnlyError]
         return pool.connection_class, kwargs
 
     def _clone_async(self, socket_timeout: float | None, connections: int) -> redis.asyncio.Redis:
@@ -483,79 +338,3 @@ class Endpoint:
             connection_class=cls, max_connections=connections, **kwargs
         )
         return redis.asyncio.Redis(connection_pool=pool)
-
-
-def _decodes(client: redis.asyncio.Redis) -> bool:
-    """Whether a redis-py client returns str instead of bytes."""
-    get_encoder = getattr(client, "get_encoder", None)
-    if get_encoder is None:
-        return False
-    return bool(get_encoder().decode_responses)
-
-
-def _client_options(url: str) -> tuple[list[tuple[str, int]], dict[str, Any]]:
-    """The nodes a cluster or sentinel URL names, and redis-py options for its servers."""
-    if url.startswith("redis+cluster://"):
-        c = ClusterSettings.from_url(url)
-        node = c.node
-        options: dict[str, Any] = {"username": node.username, "password": node.password}
-        if node.tls:
-            options.update(
-                ssl=True,
-                ssl_cert_reqs=node.ssl_cert_reqs,
-                ssl_ca_certs=node.ssl_ca_certs,
-                ssl_check_hostname=node.ssl_check_hostname,
-            )
-        return list(c.seeds), options
-    s = SentinelSettings.from_url(url)
-    return list(s.sentinels), {"username": s.username, "password": s.password, "db": s.db}
-
-
-def routed_client(url: str) -> redis.asyncio.Redis:
-    """redis-py's client for a `redis+cluster://` or `redis+sentinel://` URL."""
-    nodes, options = _client_options(url)
-    timeouts = {"socket_connect_timeout": 5.0, "socket_timeout": 30.0}
-    make: Any
-    if url.startswith("redis+cluster://"):
-        from redis.asyncio.cluster import ClusterNode
-
-        make = redis.asyncio.RedisCluster
-        client = make(startup_nodes=[ClusterNode(h, p) for h, p in nodes], **options, **timeouts)
-    else:
-        s = SentinelSettings.from_url(url)
-        make = redis.asyncio.Sentinel
-        sentinel = make(nodes, sentinel_kwargs={"password": s.sentinel_password, **timeouts},
-                        **timeouts)  # fmt: skip
-        client = sentinel.master_for(s.master_name, **options)
-    return cast(redis.asyncio.Redis, client)
-
-
-def routed_sync_client(url: str, socket_timeout: float) -> redis.Redis:
-    """The blocking twin of `routed_client`, for a thread."""
-    nodes, options = _client_options(url)
-    timeouts = {"socket_connect_timeout": 5.0, "socket_timeout": socket_timeout}
-    make: Any
-    if url.startswith("redis+cluster://"):
-        from redis.cluster import ClusterNode
-
-        make, node = redis.RedisCluster, cast(Any, ClusterNode)
-        client = make(startup_nodes=[node(h, p) for h, p in nodes], **options, **timeouts)
-    else:
-        s = SentinelSettings.from_url(url)
-        make = redis.Sentinel
-        sentinel = make(nodes, sentinel_kwargs={"password": s.sentinel_password, **timeouts},
-                        **timeouts)  # fmt: skip
-        client = sentinel.master_for(s.master_name, **options)
-    return cast(redis.Redis, client)
-
-
-def cluster_url_of(client: redis.asyncio.RedisCluster) -> str:
-    """A `redis+cluster://` URL for the nodes a given RedisCluster knows."""
-    kw = client.nodes_manager.connection_kwargs
-    auth = ""
-    if kw.get("password") is not None:
-        auth = f"{quote(kw.get('username') or '', safe='')}:{quote(kw['password'], safe='')}@"
-    nodes = ",".join(f"{n.host}:{n.port}" for n in client.get_nodes()) or ",".join(
-        f"{n.host}:{n.port}" for n in client.nodes_manager.startup_nodes.values()
-    )
-    return f"redis+cluster://{auth}{nodes}"

@@ -8,7 +8,8 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
-from meetq._redis.links import TRANSIENT, Link, retrying
+from meetq._redis.links import Link
+from meetq._redis.retry import TRANSIENT, retrying
 from meetq.broadcast.message import BroadcastCodec, PubSubMessage
 
 __all__ = ["TRANSIENT", "Publisher", "retrying"]

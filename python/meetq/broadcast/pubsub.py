@@ -38,8 +38,9 @@ from redis.exceptions import RedisError
 from meetq import events
 from meetq._core.backoff import backoff
 from meetq._core.lifecycle import Supervisor
+from meetq._redis.clients import url_of
 from meetq._redis.keys import pubsub_probe_channel
-from meetq._redis.links import Link, url_of
+from meetq._redis.links import Link
 from meetq.broadcast.handlers import FanOut, HandlerSpec, spec_of
 from meetq.broadcast.message import (
     DEFAULT_MAX_SIZE,

@@ -39,8 +39,10 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from meetq._core.backoff import backoff
 from meetq._core.lifecycle import Supervisor
+from meetq._redis.clients import url_of
 from meetq._redis.keys import StreamKeys
-from meetq._redis.links import TRANSIENT, Link, retrying, url_of
+from meetq._redis.links import Link
+from meetq._redis.retry import TRANSIENT, retrying
 from meetq.broadcast import scripts
 from meetq.broadcast.handlers import FanOut, HandlerSpec, spec_of
 from meetq.broadcast.message import DEFAULT_MAX_SIZE, BroadcastCodec, Format, StreamEvent

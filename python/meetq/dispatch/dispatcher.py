@@ -30,7 +30,8 @@ from redis.exceptions import NoScriptError
 from meetq._core.backoff import backoff
 from meetq._native import TimerWheel
 from meetq._redis.keys import QueueKeys
-from meetq._redis.links import TRANSIENT, Endpoint, retrying
+from meetq._redis.links import Endpoint
+from meetq._redis.retry import TRANSIENT, retrying
 from meetq.dispatch.replies import ReplyReader
 from meetq.dispatch.routes import RouteTable
 from meetq.dispatch.status import (

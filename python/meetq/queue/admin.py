@@ -19,7 +19,8 @@ import redis.asyncio
 
 from meetq._redis import scripts
 from meetq._redis.keys import QueueKeys
-from meetq._redis.links import Endpoint, retrying
+from meetq._redis.links import Endpoint
+from meetq._redis.retry import retrying
 from meetq.errors import InvalidArgumentError, MalformedMessageError, MessageTooLargeError
 from meetq.queue.config import QueueConfig
 from meetq.queue.message import Codec, Message

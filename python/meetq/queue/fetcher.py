@@ -33,7 +33,8 @@ from redis.exceptions import NoScriptError
 from meetq._redis import scripts
 from meetq._redis.cluster import key_slot
 from meetq._redis.keys import QueueKeys
-from meetq._redis.links import Endpoint, Link, Outage
+from meetq._redis.links import Endpoint, Link
+from meetq._redis.retry import Outage
 from meetq.queue.config import QueueConfig
 from meetq.queue.leases import Leases
 

@@ -41,7 +41,8 @@ from typing import Any
 import redis
 
 from meetq._redis import scripts
-from meetq._redis.links import Endpoint, Outage
+from meetq._redis.links import Endpoint
+from meetq._redis.retry import Outage
 from meetq.queue.config import QueueConfig
 
 log = logging.getLogger("meetq.queue.leases")

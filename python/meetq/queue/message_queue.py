@@ -29,8 +29,10 @@ import redis.asyncio
 
 from meetq._core.lifecycle import Component
 from meetq._core.runner import HandlerRunner, HandlerSpec
+from meetq._redis.clients import warn_if_evicting
 from meetq._redis.keys import QueueKeys
-from meetq._redis.links import Endpoint, Outage, warn_if_evicting
+from meetq._redis.links import Endpoint
+from meetq._redis.retry import Outage
 from meetq.errors import InvalidArgumentError
 from meetq.queue.admin import DeadLetter, QueueAdmin
 from meetq.queue.config import QueueConfig, QueueKnobs

@@ -24,7 +24,8 @@ from typing import Any, TypeVar
 
 from meetq._core.backoff import backoff
 from meetq._redis import scripts
-from meetq._redis.links import Endpoint, is_transient, retrying
+from meetq._redis.links import Endpoint
+from meetq._redis.retry import is_transient, retrying
 from meetq.errors import MeetqConnectionError
 from meetq.queue.config import QueueConfig
 from meetq.queue.fetcher import AckBatch, dequeue_args

@@ -25,7 +25,8 @@ from meetq._native import stage
 from meetq._redis import scripts
 from meetq._redis.cluster import key_slot
 from meetq._redis.keys import QueueKeys
-from meetq._redis.links import Endpoint, is_transient, retrying
+from meetq._redis.links import Endpoint
+from meetq._redis.retry import is_transient, retrying
 from meetq.errors import MeetqConnectionError
 from meetq.queue.config import QueueConfig
 from meetq.queue.message import Codec, Message, new_id
