@@ -33,7 +33,7 @@ def dispatcher(url: str, route: ServiceRoute, **kw: Any) -> TaskDispatcher:
 
 
 async def test_result_comes_back_and_status_is_readable_elsewhere(
-    redis_url: str, route: ServiceRoute, task_worker: Callable[..., Any], section4: None
+    redis_url: str, route: ServiceRoute, task_worker: Callable[..., Any]
 ) -> None:
     task_worker(redis_url)
     async with dispatcher(redis_url, route) as d:
@@ -200,7 +200,7 @@ async def test_unknown_task_and_cancel_of_unknown(redis_url: str, route: Service
 
 
 async def test_stopping_dispatcher_fails_its_waiters_tasks_go_on(
-    redis_url: str, route: ServiceRoute, task_worker: Callable[..., Any], section4: None
+    redis_url: str, route: ServiceRoute, task_worker: Callable[..., Any]
 ) -> None:
     d = dispatcher(redis_url, route, stop_grace=0.2)
     await d.start()
@@ -252,7 +252,7 @@ async def test_status_hash_holds_the_request(redis_url: str, route: ServiceRoute
 
 
 async def test_cancelled_pending_task_never_runs(
-    redis_url: str, route: ServiceRoute, task_worker: Callable[..., Any], section4: None
+    redis_url: str, route: ServiceRoute, task_worker: Callable[..., Any]
 ) -> None:
     async with redis_client(redis_url) as r, dispatcher(redis_url, route) as d:
         waiter = asyncio.ensure_future(d.dispatch_and_wait(TaskRequest(type="record")))
@@ -270,7 +270,7 @@ async def test_cancelled_pending_task_never_runs(
 
 
 async def test_expired_task_is_dropped_by_the_worker(
-    redis_url: str, route: ServiceRoute, task_worker: Callable[..., Any], section4: None
+    redis_url: str, route: ServiceRoute, task_worker: Callable[..., Any]
 ) -> None:
     async with redis_client(redis_url) as r, dispatcher(redis_url, route) as d:
         expired = await d.dispatch_and_wait(TaskRequest(type="record", timeout=0.2))

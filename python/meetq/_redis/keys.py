@@ -41,7 +41,7 @@ META_SEP = "\0"
 """Separator between an id and its lease-field suffix ("l") in the `msg` hash."""
 
 REPLY_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
-"""What the <name> of a reply key may be (CONTRACTS.md section 4)."""
+"""What the <name> of a reply key may be (the dispatcher that owns the key chooses it)."""
 
 READY_LEVELS = (3, 2, 1, 0)
 """Priorities from highest to lowest: the order the dequeue script pops them in."""

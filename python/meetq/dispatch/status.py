@@ -11,7 +11,7 @@ The dispatcher creates the hash in the same MULTI as the publish (`create_comman
     result, error the outcome (result as JSON)
 
 The queue's worker side writes `processing` at dequeue and the outcome in its final
-script (CONTRACTS.md section 4); the two transitions owned here are `task_timeout.lua`
+script; the two transitions owned here are `task_timeout.lua`
 and `task_cancel.lua`, both "only if not final", so the first final outcome wins.
 """
 

@@ -2,7 +2,7 @@
 
 It is a `RedisMessageQueue` of the service's queue whose handlers rebuild the
 `TaskRequest` from the message and call the registered function, so retries, the DLQ,
-leases, replies and the final status are the queue's (CONTRACTS.md section 4: the final
+leases, replies and the final status are the queue's (the final
 outcome, the status and the reply to the dispatcher are written in one script with the
 ack; a cancelled or expired task is dropped at dequeue and never runs).
 

@@ -102,7 +102,7 @@ class QueueAdmin:
             "total_retried": counters.get("retried", 0),
             "total_dead_letter": counters.get("dead_letter", 0),
             # finished at dequeue, never delivered: cancelled, or past a dispatcher's
-            # deadline (CONTRACTS.md 4)
+            # deadline
             "total_cancelled": counters.get("cancelled", 0),
             "total_expired": counters.get("timeout", 0),
             "queue_length": {

@@ -5,7 +5,7 @@ Acks of messages without a reply are not sent here: they join the fetcher's `Ack
 and ride along with its next dequeue (one round trip applies the acks and fetches more). A
 finished message stays in the lease table (its lease renewed) until its ack goes out.
 
-Replies (CONTRACTS.md 4) go only to a reply key of the message's own queue (checked when it
+Replies go only to a reply key of the message's own queue (checked when it
 is delivered). The final outcome of a message with a reply is one script: `ack_reply`
 (success: the reply, its expiry, the dispatcher's status hash and the ack) or `fail` (the
 move to the DLQ writes the failed/timeout reply and status the same way). A reply that

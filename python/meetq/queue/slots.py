@@ -139,7 +139,7 @@ class Slots:
         msg.deliveries = reply[i + 2]
         msg.retry_count = reply[i + 3]
         if msg.reply_to and not self._is_reply(msg.reply_to):
-            # only a reply key of this queue (CONTRACTS.md 4): nothing is written elsewhere
+            # only a reply key of this queue: nothing is written elsewhere
             msg.reply_to = ""
             fail(mid, token, msg, "invalid reply_to", dead=True)
             return False

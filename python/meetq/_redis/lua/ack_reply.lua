@@ -1,5 +1,5 @@
 -- ack_reply.lua: A successful run of a message with a reply: the reply (RPUSH + PEXPIRE),
--- the dispatcher's status hash and the ack, in one transition (CONTRACTS.md 4).
+-- the dispatcher's status hash and the ack, in one transition.
 --
 -- KEYS (every queue script gets all eleven, one hash tag, so it is Cluster-safe):
 --   1..4 ready:3 .. ready:0   5 msg   6 inflight   7 delayed   8 dlq   9 dlqinfo

@@ -1,7 +1,7 @@
 -- dequeue.lua: Leases up to n ready ids in strict priority after applying the acks of finished
 -- handlers, promoting due delayed messages and expired leases (back to the front of their
 -- lists in the order they were first handed out). Ids a dispatcher marked cancelled, or
--- whose deadline_ms has passed, are finished here instead of delivered (CONTRACTS.md 4).
+-- whose deadline_ms has passed, are finished here instead of delivered.
 --
 -- KEYS (every queue script gets all eleven, one hash tag, so it is Cluster-safe):
 --   1..4 ready:3 .. ready:0   5 msg   6 inflight   7 delayed   8 dlq   9 dlqinfo
@@ -124,7 +124,7 @@ if #ids > 0 then
     fields[#fields + 1] = fl(id)
   end
   local got = redis.call('HMGET', K_MSG, unpack(fields))
-  -- Task status (CONTRACTS.md 4): one EXISTS for the whole batch; only when a dispatcher
+  -- Task status: one EXISTS for the whole batch; only when a dispatcher
   -- tracks some of these ids are they looked at one by one.
   local skip = {}
   local skeys = {}

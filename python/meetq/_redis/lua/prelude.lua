@@ -47,7 +47,7 @@ local function bump(field, n)
   return v
 end
 
--- replies and task status (CONTRACTS.md 4): keys of this queue's hash slot
+-- replies and task status: keys of this queue's hash slot
 local PREFIX = string.sub(K_MSG, 1, #K_MSG - 3)
 local FINAL = {completed = true, failed = true, timeout = true, cancelled = true}
 
