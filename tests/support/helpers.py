@@ -66,6 +66,43 @@ async def async_wait_until(
         await asyncio.sleep(interval)
 
 
+def never(cond: Callable[[], Any], seconds: float, interval: float = 0.002) -> None:
+    """Polls `cond` over the whole `seconds` window and fails at the first moment it holds,
+    saying when: a negative assertion ("nothing happened") that watches the whole window
+    instead of sleeping through it and looking once at the end."""
+    start = time.monotonic()
+    deadline = start + seconds
+    while True:
+        value = cond()
+        if value:
+            raise AssertionError(
+                f"condition became true {time.monotonic() - start:.3f}s into a {seconds}s "
+                f"window that had to stay false: {cond} -> {value!r}"
+            )
+        if time.monotonic() >= deadline:
+            return
+        time.sleep(interval)
+
+
+async def async_never(cond: Callable[[], Any], seconds: float, interval: float = 0.002) -> None:
+    """`never` for async tests: yields to the loop between polls (so the code under test
+    runs during the window); `cond` may return an awaitable."""
+    start = time.monotonic()
+    deadline = start + seconds
+    while True:
+        value = cond()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            raise AssertionError(
+                f"condition became true {time.monotonic() - start:.3f}s into a {seconds}s "
+                f"window that had to stay false: {cond} -> {value!r}"
+            )
+        if time.monotonic() >= deadline:
+            return
+        await asyncio.sleep(interval)
+
+
 @dataclass
 class RedisServer:
     """A private redis-server on a random loopback port, with its own directory."""
