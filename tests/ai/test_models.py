@@ -14,7 +14,7 @@ from meetq.ai import ModelLoadError, StackFlowClient, StackFlowNode
 from meetq.ai.models import builtin
 from meetq.ai.models.asr import COMMANDS, decode_pcm, grammar
 from meetq.ai.models.standins import split
-from speech import ESPEAK, b64_chunks, speak
+from meetq.ai.speech import ESPEAK, b64_chunks, speak
 
 pytest.importorskip("pocketsphinx")
 pytest.importorskip("vaderSentiment")

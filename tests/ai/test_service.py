@@ -179,7 +179,7 @@ async def test_spoken_command_through_the_whole_path(redis_url: str) -> None:
     pytest.importorskip("pocketsphinx")
     pytest.importorskip("picows")
     websockets_client = pytest.importorskip("websockets.asyncio.client")
-    from speech import ESPEAK, b64_chunks, speak
+    from meetq.ai.speech import ESPEAK, b64_chunks, speak
 
     if ESPEAK is None:
         pytest.skip("espeak-ng not installed")
