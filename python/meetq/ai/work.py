@@ -240,7 +240,9 @@ class Work:
 
     def _failed(self, url: str, rid: str, exc: BaseException) -> None:
         log.info("%s request %s failed: %r", self.work_id, rid, exc)
-        self._error(url, rid, p.TASK_RUN_FAILED, f"task run failed: {exc!r}"[:500])
+        self._error(
+            url, rid, p.TASK_RUN_FAILED, f"task run failed: {type(exc).__name__}: {exc}"[:500]
+        )
 
     # --- output -----------------------------------------------------------------------
 

@@ -40,6 +40,19 @@ class CliError(MeetqError):
         self.code = code
 
 
+def die_with_parent() -> None:
+    """A `preexec_fn`: the child gets SIGTERM when we die, even by SIGKILL (Linux only),
+    so a killed demo leaves no redis-server or AI node behind."""
+    import signal
+    import sys
+
+    if sys.platform == "linux":
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def check_redis_url(url: str) -> str:
     """A usable Redis URL, or a `CliError` (exit 2) saying what is wrong with it."""
     parts = urlsplit(url)

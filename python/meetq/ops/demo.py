@@ -1,14 +1,18 @@
 """`meetq demo`: the platform's path on this machine, with live progress and a summary.
 
 With no Redis URL it starts a private redis-server on a unix socket in a temp dir. Then
-the services (AI, media, meeting, signaling workers) and, when meetq[gateway] is
-installed, the dispatcher, the session manager and the WebSocket gateway with N
-simulated client sessions in M meetings (real WebSocket connections); without it the
-clients publish to the service queues directly. They send a mix of AI, media, meeting and
-chat tasks at all four priorities, some invalid on purpose (an unknown type refused at the
-edge, a frame that is not JSON, corrupt audio, an unsupported codec), and the media
-service dispatches flaky recordings with retries. Services emit local bus events;
-reminders and cleanups run on the scheduler's timer wheel.
+three AI node processes (PocketSphinx speech recognition, VADER sentiment and a latency
+stand-in: demo_ai) and the AIService on `ai_tasks`, the media, meeting and signaling
+workers and, when meetq[gateway] is installed, the dispatcher, the session manager and
+the WebSocket gateway with N simulated client sessions in M meetings (real WebSocket
+connections); without it the clients publish to the service queues directly (and no AI
+task runs). They send a mix of AI, media, meeting and chat tasks at all four priorities:
+voice commands spoken by espeak-ng as real 16 kHz PCM, chat lines for sentiment, and
+some tasks invalid on purpose (an unknown type refused at the edge, a frame that is not
+JSON, corrupt audio, an unsupported codec); the media service dispatches flaky
+recordings with retries. Services emit local bus events; reminders and cleanups run on
+the scheduler's timer wheel. The summary says what each voice command was recognised as
+and how VADER scored each chat line.
 
 Everything it starts is stopped on exit, Ctrl-C or SIGTERM (`finally` blocks, the private
 server and its directory last), so no process or socket file is left behind.
@@ -39,11 +43,13 @@ from meetq.ops.common import (
     check_redis_url,
     missing_extra,
 )
+from meetq.ops.demo_ai import CHAT_LINES, CORRUPT_AUDIO, DemoAI
 
 PRIORITIES = ("critical", "high", "normal", "low")
 MIX = [  # client kind, weight; "!" marks what is invalid on purpose
-    ("ai.speech_recognition", 20),
-    ("ai.emotion_detection", 15),
+    ("ai.speech_recognition", 2),  # a spoken voice command: real ASR, ~0.2 s of CPU each
+    ("ai.emotion_detection", 15),  # a chat line: VADER
+    ("ai.audio_denoising", 18),  # the latency stand-in node (no denoising model)
     ("media.transcode", 15),
     ("meeting.mute_user", 15),
     ("chat.message", 26),
@@ -54,7 +60,7 @@ MIX = [  # client kind, weight; "!" marks what is invalid on purpose
     ("(not JSON)", 1),  # ! a frame that is not JSON (gateway path only)
 ]
 SERVICE_EVENTS = {
-    "ai-service": ev.AI_TASK_COMPLETED,
+    "ai-service": ev.AI_TASK_COMPLETED,  # emitted by the AIService's event callback
     "media-service": ev.STREAM_STARTED,
     "meeting-service": ev.USER_JOINED,
     "signaling-service": "chat.message",
@@ -101,32 +107,63 @@ def run_from_args(args: argparse.Namespace) -> int:
         args.dashboard_port,
         args.seed,
     )
-    with contextlib.ExitStack() as stack:
-        if args.redis_url:
-            url = check_redis_url(args.redis_url)
-        else:
-            try:
-                url = stack.enter_context(private_redis())
-            except RedisServerMissing as exc:
-                raise CliError(str(exc), EXIT_MISSING) from None
-            except RedisServerError as exc:
-                raise CliError(str(exc), EXIT_FAILURE) from None
-            print(f"private redis-server on {url}", file=sys.stderr, flush=True)
-        try:
-            return uvloop.run(_main(url, config))
-        except KeyboardInterrupt:
-            print("demo interrupted: everything stopped", file=sys.stderr)
-            return EXIT_INTERRUPTED
-    return EXIT_OK
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # during start-up too
+    try:
+        with contextlib.ExitStack() as stack:
+            if args.redis_url:
+                url = check_redis_url(args.redis_url)
+            else:
+                try:
+                    url = stack.enter_context(private_redis())
+                except RedisServerMissing as exc:
+                    raise CliError(str(exc), EXIT_MISSING) from None
+                except RedisServerError as exc:
+                    raise CliError(str(exc), EXIT_FAILURE) from None
+                print(f"private redis-server on {url}", file=sys.stderr, flush=True)
+            ai, note = _start_ai(stack)
+            demo = Demo(url, config, ai)
+            if note:
+                demo.tally.notes.append(note)
+            return uvloop.run(_main(demo))
+    except KeyboardInterrupt:
+        print("demo interrupted: everything stopped", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
-async def _main(url: str, config: DemoConfig) -> int:
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _start_ai(stack: contextlib.ExitStack) -> tuple[DemoAI | None, str | None]:
+    """The AI node processes and the spoken commands, or why there are none."""
+    from meetq.ops.demo_ai import AiNodes, AiNodeStartError, ai_missing, render_voice_commands
+
+    if not gateway_available():
+        return None, "AI tasks run on the gateway path only (meetq[gateway]): none sent"
+    missing = ai_missing()
+    if missing:
+        return None, missing
+    nodes = AiNodes()
+    try:
+        base_dir = stack.enter_context(nodes)
+    except AiNodeStartError as exc:
+        raise CliError(str(exc), EXIT_FAILURE) from None
+    print(
+        f"AI nodes (asr, sentiment, latency stand-in) under {base_dir}", file=sys.stderr, flush=True
+    )
+    voice, note = render_voice_commands()
+    return DemoAI(base_dir, voice, pids=nodes.pids), note
+
+
+async def _main(demo: Demo) -> int:
     task = asyncio.current_task()
     assert task is not None
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, task.cancel)
     try:
-        return await Demo(url, config).run()
+        return await demo.run()
     except asyncio.CancelledError:
         raise KeyboardInterrupt from None
     finally:
@@ -134,11 +171,14 @@ async def _main(url: str, config: DemoConfig) -> int:
 
 
 class Demo:
-    def __init__(self, url: str, config: DemoConfig) -> None:
+    def __init__(self, url: str, config: DemoConfig, ai: DemoAI | None = None) -> None:
         from meetq.ops.demo_report import Tally
 
         self.url = url
         self.config = config
+        self.ai = ai
+        self.mix = [(k, w) for k, w in MIX if ai is not None or not k.startswith("ai.")]
+        self._spoken = self._chats = 0  # round robin over the phrases and chat lines
         self.rng = random.Random(config.seed)
         self.tally = Tally()
         self.bus = LocalEventBus(buffer_size=4096, workers=4)
@@ -152,7 +192,14 @@ class Demo:
         if gateway_available():
             from meetq.ops.demo_gateway import GatewayPath
 
-            self.path = GatewayPath(url, self.tally, handlers)
+            ai_service = None
+            if ai is not None:
+
+                def ai_service() -> Any:
+                    assert ai is not None
+                    return ai.service(url, self._ai_event)
+
+            self.path = GatewayPath(url, self.tally, handlers, ai_service)
         else:
             from meetq.ops.demo_queue import QueuePath
 
@@ -162,22 +209,13 @@ class Demo:
     # ------------------------------------------------------------------ services
 
     def _service_handlers(self) -> dict[str, dict[str, Any]]:
-        """Stand-ins for the services' work; each emits its service's bus event."""
+        """The media, meeting and signaling services' work (the AI service runs real
+        models on its nodes: demo_ai); each emits its service's bus event."""
         rng, bus = random.Random(self.config.seed), self.bus
 
         def emitted(service: str, data: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
             bus.emit(SERVICE_EVENTS[service], {"meeting": data.get("meeting")}, service)
             return result
-
-        async def speech(data: dict[str, Any]) -> dict[str, Any]:
-            if data.get("corrupt"):
-                raise ValueError("audio chunk is corrupt (bad PCM header)")
-            await asyncio.sleep(rng.uniform(0.002, 0.008))  # latency stand-in for the model
-            return emitted("ai-service", data, {"text": f"chunk {data.get('chunk')}"})
-
-        async def emotion(data: dict[str, Any]) -> dict[str, Any]:
-            await asyncio.sleep(rng.uniform(0.001, 0.004))
-            return emitted("ai-service", data, {"label": "neutral"})
 
         def media(data: dict[str, Any]) -> dict[str, Any]:
             if data.get("codec") == "hologram":
@@ -196,11 +234,16 @@ class Demo:
             return emitted("signaling-service", data, {"delivered": True})
 
         return {
-            "ai-service": {"speech_recognition": speech, "emotion_detection": emotion},
             "media-service": {"media_processing": media, "recording": recording},
             "meeting-service": {"meeting_control": meeting},
             "signaling-service": {"signaling": chat},
         }
+
+    def _ai_event(self, name: str, payload: dict[str, Any]) -> None:
+        """The AIService's events go out on the local bus like the other services'."""
+        self.bus.emit(
+            name, {"task": payload.get("task_id"), "type": payload.get("type")}, "ai-service"
+        )
 
     async def _start(self, stack: contextlib.AsyncExitStack) -> None:
         for event in SERVICE_EVENTS.values():
@@ -237,8 +280,8 @@ class Demo:
     def _one(self, i: int) -> None:
         """Task number i: the first ones go once through every kind and priority (so any
         run shows each of them, the invalid ones included), then a weighted draw."""
-        names, weights = zip(*MIX, strict=True)
-        if i < len(MIX):
+        names, weights = zip(*self.mix, strict=True)
+        if i < len(self.mix):
             kind, prio = names[i], PRIORITIES[i % 4]
         else:
             kind = self.rng.choices(names, weights)[0]
@@ -246,7 +289,18 @@ class Demo:
         session = self.rng.randrange(self.config.clients)
         data: dict[str, Any] = {"meeting": 1 + session % self.config.meetings, "chunk": i}
         if kind.endswith("!corrupt"):
-            kind, data["corrupt"] = kind.removesuffix("!corrupt"), True
+            kind, data["audio"] = kind.removesuffix("!corrupt"), CORRUPT_AUDIO
+        elif kind == "ai.speech_recognition":
+            if not self.ai or not self.ai.voice:
+                return  # no speech to send (the note says why)
+            said = list(self.ai.voice)[self._spoken % len(self.ai.voice)]
+            self._spoken += 1
+            data.update(audio=self.ai.voice[said], said=said)
+        elif kind == "ai.emotion_detection":
+            data["text"] = CHAT_LINES[self._chats % len(CHAT_LINES)]
+            self._chats += 1
+        elif kind == "ai.audio_denoising":
+            data["text"] = f"audio frame {i}"
         if kind == "media.hologram":
             data["codec"] = "hologram"
         if kind == "recording (server side)":

@@ -33,6 +33,7 @@ class Client:
         self.meeting = meeting
         self.ws: Any = None
         self.pending: dict[str, tuple[str, str, float]] = {}
+        self.inputs: dict[str, str] = {}  # rid -> the phrase spoken / the text scored
         self._reader: asyncio.Task[None] | None = None
         self._sends: set[asyncio.Future[Any]] = set()
         self._seq = 0
@@ -52,6 +53,11 @@ class Client:
     def send(self, kind: str, priority: str, data: dict[str, Any], timeout: float = 15.0) -> None:
         self._seq += 1
         rid = f"u{self.user}-{self._seq}"
+        said = data.pop("said", None)
+        if said is not None or kind == "ai.emotion_detection":
+            self.inputs[rid] = str(said if said is not None else data.get("text"))
+        if kind == "ai.speech_recognition":
+            timeout = 60.0  # real ASR queues behind the other utterances on a busy box
         self.pending[rid] = (kind, priority, time.monotonic())
         frame: dict[str, Any] = {"request_id": rid, "type": kind, "data": data}
         frame.update(priority=priority, timeout=timeout)
@@ -74,13 +80,11 @@ class Client:
                 if status == "accepted" or rid not in self.pending:
                     continue
                 kind, prio, sent = self.pending.pop(rid)
+                said = self.inputs.pop(rid, None)
                 if status == "success":
                     t.completed[(kind, prio)] += 1
                     t.latencies.append(time.monotonic() - sent)
-                    heard = (frame.get("data") or {}).get("text")
-                    said = (frame.get("data") or {}).get("said")
-                    if said is not None:
-                        t.voice.append((said, str(heard)))
+                    t.record_ai(kind, said, frame.get("data") or {})
                 elif frame.get("code") == "unknown_type":
                     t.refused[kind] += 1
                     t.sent[(kind, prio)] -= 1
@@ -104,10 +108,18 @@ class GatewayPath:
 
     name = "WebSocket gateway -> TaskDispatcher -> ServiceWorkers"
 
-    def __init__(self, url: str, tally: Tally, handlers: Handlers) -> None:
+    def __init__(
+        self,
+        url: str,
+        tally: Tally,
+        handlers: Handlers,
+        ai_service: Callable[[], Any] | None = None,
+    ) -> None:
         self.url = url
         self.tally = tally
         self.handlers = handlers
+        self.ai_service = ai_service  # makes the AIService (the ai-service's worker)
+        self.ai: Any = None
         self.secret = secrets.token_urlsafe(24)
         self.clients: list[Client] = []
         self.dispatcher: Any = None
@@ -128,6 +140,10 @@ class GatewayPath:
         from meetq.gateway.sessions import ClientTaskManager
 
         for service in SERVICES:
+            if service == "ai-service" and self.ai_service is not None:
+                self.ai = await stack.enter_async_context(self.ai_service())
+                self.workers[service] = self.ai.worker
+                continue
             w = ServiceWorker(self.url, service, workers=16, retry_backoff=0.05)
             for ttype, fn in self.handlers.get(service, {}).items():
                 w.register_handler(ttype, _adapt(fn))
@@ -138,7 +154,11 @@ class GatewayPath:
             ClientTaskManager(self.dispatcher, max_in_flight=256)
         )
         config = GatewayConfig(
-            port=0, max_sessions_per_user=4, max_frames_per_second=1000.0, ping_interval=30.0
+            port=0,
+            max_sessions_per_user=4,
+            max_frames_per_second=1000.0,
+            ping_interval=30.0,
+            max_frame_size=512 * 1024,  # a spoken command is ~100 KB of base64 PCM
         )
         self.gateway = GatewayServer(manager, HmacAuthenticator(self.secret), config)
         await stack.enter_async_context(self.gateway)
@@ -193,10 +213,13 @@ class GatewayPath:
         )
 
     def components(self) -> dict[tuple[str, str], Callable[[], Any]]:
-        return {
+        out = {
             ("dispatcher", "demo"): self.dispatcher.get_stats,
             ("sessions", "gateway"): self.gateway.get_stats,
         }
+        if self.ai is not None:
+            out[("ai", "ai-service")] = self.ai.get_stats
+        return out
 
 
 def _adapt(fn: Callable[[dict[str, Any]], Any]) -> Callable[[Any], Any]:

@@ -30,8 +30,24 @@ class Tally:
     events: Counter[str] = field(default_factory=Counter)
     scheduled_run: int = 0
     voice: list[tuple[str, str]] = field(default_factory=list)
+    """(phrase spoken, text the ASR node recognised) per voice command"""
+    sentiment: dict[str, tuple[str, float]] = field(default_factory=dict)
+    """chat line -> (VADER's label, compound score)"""
+    ai_infer: defaultdict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    """client type -> the AIService's node round trips (model time included), seconds"""
     notes: list[str] = field(default_factory=list)
     load_ended: float | None = None
+
+    def record_ai(self, kind: str, said: str | None, result: dict[str, Any]) -> None:
+        """What an AI task's result says: the recognised text, the sentiment, the timing."""
+        if kind == "ai.speech_recognition" and said is not None:
+            self.voice.append((said, str(result.get("text"))))
+        scores = result.get("scores")
+        if kind == "ai.emotion_detection" and said is not None and isinstance(scores, dict):
+            self.sentiment[said] = (str(result.get("label")), float(scores.get("compound", 0.0)))
+        timing = result.get("timing")
+        if isinstance(timing, dict) and isinstance(timing.get("infer_s"), int | float):
+            self.ai_infer[kind].append(float(timing["infer_s"]))
 
     def sent_total(self) -> int:
         return sum(self.sent.values())
@@ -106,29 +122,42 @@ def summary_tables(t: Tally, extra: dict[str, Any]) -> list[Table]:
         figures.add_row(key, value)
     figures.add_row("DLQ", f"{sum(t.dlq_reasons.values()):,}")
     for reason, n in t.dlq_reasons.most_common(6):
-        figures.add_row(f"  reason: {reason[:70]}", f"{n:,}")
+        figures.add_row(f"  reason: {reason[:110]}", f"{n:,}")
     for text, n in group_reasons(list(t.errors.elements())).most_common(5):
-        figures.add_row(f"  client saw: {text[:70]}", f"{n:,}")
+        figures.add_row(f"  client saw: {text[:110]}", f"{n:,}")
     for name, n in sorted(t.events.items()):
         if name.startswith("bus "):  # pub/sub and stream counts are in `extra`
             figures.add_row(f"events: {name}", f"{n:,}")
     figures.add_row("scheduled tasks run", f"{t.scheduled_run:,}")
     tables = [by_type, figures]
+    for kind, values in sorted(t.ai_infer.items()):
+        p50, p99 = (percentile(values, q) * 1000 for q in (0.5, 0.99))
+        figures.add_row(f"AI node p50 / p99: {kind}", f"{p50:.1f} / {p99:.1f} ms")
     if t.voice:
-        voice = Table(title="voice commands", title_justify="left")
-        voice.add_column("spoken")
+        voice = Table(title="voice commands (espeak-ng -> PocketSphinx)", title_justify="left")
+        voice.add_column("said")
         voice.add_column("recognised as")
-        for said, heard in t.voice:
-            voice.add_row(said, heard)
+        voice.add_column("times", justify="right")
+        for (said, heard), n in sorted(Counter(t.voice).items()):
+            voice.add_row(said, heard or "(nothing)", f"{n:,}")
         tables.append(voice)
+    if t.sentiment:
+        mood = Table(title="chat sentiment (VADER)", title_justify="left")
+        mood.add_column("text")
+        mood.add_column("label")
+        mood.add_column("compound", justify="right")
+        for text, (label, compound) in sorted(t.sentiment.items()):
+            mood.add_row(text, label, f"{compound:+.3f}")
+        tables.append(mood)
     return tables
 
 
 def group_reasons(reasons: list[str]) -> Counter[str]:
-    """DLQ reasons with ids and numbers folded, so alike failures count together."""
+    """DLQ reasons with ids and numbers folded (words at least half digits), so alike
+    failures count together and words such as `base64` stay."""
     out: Counter[str] = Counter()
     for r in reasons:
-        out[" ".join(w for w in r.split() if not any(c.isdigit() for c in w))] += 1
+        out[" ".join(w for w in r.split() if 2 * sum(c.isdigit() for c in w) < len(w))] += 1
     return out
 
 

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from meetq.errors import MeetqError
+from meetq.ops.common import die_with_parent
 
 
 class RedisServerError(MeetqError):
@@ -75,6 +76,7 @@ def private_redis(
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             start_new_session=True,  # a Ctrl-C reaches us, and we stop it in order
+            preexec_fn=die_with_parent,
         )
         try:
             deadline = time.monotonic() + start_timeout
