@@ -122,24 +122,22 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--metrics-port", type=_port, help="serve /metrics on this port")
     worker.add_argument("--metrics-host", default="127.0.0.1", help="address for /metrics")
 
-    gateway = sub.add_parser(
+    _add_delegated(
+        sub,
         "gateway",
-        help="run the WebSocket gateway (--dashboard-port / --metrics-port: with them)",
-        description="Runs the client WebSocket gateway (meetq[gateway]); the remaining "
+        "run the WebSocket gateway (--dashboard-port / --metrics-port: with them)",
+        "Runs the client WebSocket gateway (meetq[gateway]); the remaining "
         "arguments go to the gateway's own parser (`meetq gateway --help`). With "
         "--metrics-port P or --dashboard-port D the same process also serves /metrics "
         "(and the dashboard) on that side HTTP port.",
-        add_help=False,
     )
-    gateway.add_argument("args", nargs=argparse.REMAINDER)
-    ai_node = sub.add_parser(
+    _add_delegated(
+        sub,
         "ai-node",
-        help="run a StackFlow AI node",
-        description="Runs one StackFlow AI node (meetq[ai]); the remaining arguments go to "
+        "run a StackFlow AI node",
+        "Runs one StackFlow AI node (meetq[ai]); the remaining arguments go to "
         "the node's own parser (`meetq ai-node --help`).",
-        add_help=False,
     )
-    ai_node.add_argument("args", nargs=argparse.REMAINDER)
 
     stats = sub.add_parser(
         "stats",
@@ -186,10 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serves /metrics (meetq[metrics]) for the named queues, or every queue "
         "found at start.",
     )
-    metrics.add_argument("--queue", action="append", default=[], dest="queues")
-    metrics.add_argument("--stream", action="append", default=[], dest="streams", help="topic")
-    metrics.add_argument("--host", default="127.0.0.1")
-    metrics.add_argument("--port", type=_port, default=9464)
+    _add_serve_args(metrics, port=9464)
     metrics.add_argument("--cache-ttl", type=_positive_float, default=1.0, help="seconds")
 
     dash = sub.add_parser(
@@ -199,10 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
         "need the token from $MEETQ_DASHBOARD_TOKEN (a random one is made and printed in "
         "the URL when it is unset).",
     )
-    dash.add_argument("--queue", action="append", default=[], dest="queues")
-    dash.add_argument("--stream", action="append", default=[], dest="streams", help="topic")
-    dash.add_argument("--host", default="127.0.0.1")
-    dash.add_argument("--port", type=_port, default=8460)
+    _add_serve_args(dash, port=8460)
     dash.add_argument("--interval", type=_positive_float, default=1.0, help="push every N s")
 
     bench = sub.add_parser(
@@ -215,6 +207,20 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--scale", type=_positive_float, help="MEETQ_BENCH_SCALE (0.02: smoke)")
     bench.add_argument("-k", dest="select", help="only benchmarks matching this expression")
     return parser
+
+
+def _add_delegated(sub: Any, name: str, help_text: str, description: str) -> None:
+    """A command whose arguments, --help included, go to the component's own parser."""
+    parser = sub.add_parser(name, help=help_text, description=description, add_help=False)
+    parser.add_argument("args", nargs=argparse.REMAINDER)
+
+
+def _add_serve_args(parser: argparse.ArgumentParser, port: int) -> None:
+    """What `metrics` and `dashboard` serve (queues, stream topics) and where."""
+    parser.add_argument("--queue", action="append", default=[], dest="queues")
+    parser.add_argument("--stream", action="append", default=[], dest="streams", help="topic")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=_port, default=port)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -317,23 +323,35 @@ def _delegate(cmd: str, rest: list[str]) -> int:
     return int(result or 0)
 
 
-async def _with_inspector(url: str, body: Callable[[Any], Awaitable[int | None]]) -> int:
-    from redis.exceptions import ConnectionError as RedisConnectionError
+async def _ping(inspector: Any, url: str) -> None:
+    """A clear one-line error (exit 3) when Redis cannot be reached, before any work."""
     from redis.exceptions import RedisError
 
+    try:
+        async with asyncio.timeout(10.0):
+            await inspector.ping()
+    except (OSError, RedisError, TimeoutError) as exc:
+        raise unreachable(url, exc) from None
+
+
+def _lost() -> tuple[type[BaseException], ...]:
+    """The errors that mean the connection to Redis was lost mid-command."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
     from meetq.errors import MeetqConnectionError
+
+    return (MeetqConnectionError, ConnectionError, RedisConnectionError)
+
+
+async def _with_inspector(url: str, body: Callable[[Any], Awaitable[int | None]]) -> int:
     from meetq.ops.queues import QueueInspector
 
     inspector = QueueInspector(url)
     try:
-        try:
-            async with asyncio.timeout(10.0):
-                await inspector.ping()
-        except (OSError, RedisError, TimeoutError) as exc:
-            raise unreachable(url, exc) from None
+        await _ping(inspector, url)
         try:
             return await body(inspector) or EXIT_OK
-        except (MeetqConnectionError, ConnectionError, RedisConnectionError) as exc:
+        except _lost() as exc:
             raise unreachable(url, exc) from None
     finally:
         await inspector.close()
@@ -404,10 +422,6 @@ async def _serve(inspector: Any, args: argparse.Namespace, dashboard: bool) -> i
 
 
 async def _worker(url: str, args: argparse.Namespace) -> int:
-    from redis.exceptions import ConnectionError as RedisConnectionError
-    from redis.exceptions import RedisError
-
-    from meetq.errors import MeetqConnectionError
     from meetq.ops.queues import QueueInspector
     from meetq.ops.worker import load_settings, run_worker
 
@@ -418,15 +432,12 @@ async def _worker(url: str, args: argparse.Namespace) -> int:
         settings.workers = args.workers
     probe = QueueInspector(url)
     try:
-        async with asyncio.timeout(10.0):
-            await probe.ping()
-    except (OSError, RedisError, TimeoutError) as exc:
-        raise unreachable(url, exc) from None
+        await _ping(probe, url)
     finally:
         await probe.close()
     try:
         await run_worker(url, settings, args.metrics_port, args.metrics_host)
-    except (MeetqConnectionError, ConnectionError, RedisConnectionError) as exc:
+    except _lost() as exc:
         raise unreachable(url, exc) from None
     except ImportError as exc:
         raise missing_extra("metrics", exc) from None

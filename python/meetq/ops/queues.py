@@ -125,9 +125,17 @@ class QueueInspector:
 
     async def discover(self, limit: int = 1000) -> list[str]:
         """Names of the queues that have a stats hash (SCAN; for listing, not scraping)."""
-        prefix, suffix = _STATS_SCAN.split("*", 1)
+        return await self._scan_names(_STATS_SCAN, limit)
+
+    async def discover_streams(self, limit: int = 1000) -> list[str]:
+        """Topics that have a stream (SCAN; for listing, not scraping)."""
+        return await self._scan_names(_STREAM_SCAN, limit)
+
+    async def _scan_names(self, pattern: str, limit: int) -> list[str]:
+        """The names in the `*` of `pattern` of the keys that match it (hash tags skipped)."""
+        prefix, suffix = pattern.split("*", 1)
         names: set[str] = set()
-        async for key in self._client.scan_iter(match=_STATS_SCAN, count=500):
+        async for key in self._client.scan_iter(match=pattern, count=500):
             text = key.decode() if isinstance(key, bytes) else str(key)
             inner = text[len(prefix) : len(text) - len(suffix)]
             if inner and "{" not in inner and "}" not in inner:
@@ -135,19 +143,6 @@ class QueueInspector:
             if len(names) >= limit:
                 break
         return sorted(names)
-
-    async def discover_streams(self, limit: int = 1000) -> list[str]:
-        """Topics that have a stream (SCAN; for listing, not scraping)."""
-        prefix, suffix = _STREAM_SCAN.split("*", 1)
-        topics: set[str] = set()
-        async for key in self._client.scan_iter(match=_STREAM_SCAN, count=500):
-            text = key.decode() if isinstance(key, bytes) else str(key)
-            inner = text[len(prefix) : len(text) - len(suffix)]
-            if inner and "{" not in inner and "}" not in inner:
-                topics.add(inner)
-            if len(topics) >= limit:
-                break
-        return sorted(topics)
 
     async def stream_snapshot(self, topic: str) -> StreamSnapshot:
         """XLEN of the stream and its dead letters, XINFO GROUPS: 3 commands per topic."""
