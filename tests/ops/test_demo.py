@@ -100,7 +100,8 @@ def test_ctrl_c_stops_everything() -> None:
     proc = _spawn("--duration", "60", "--rate", "100")
     try:
         sock, ai_dir = _started(proc)
-        redis_pids = wait_until(lambda: _children(proc.pid), timeout=30)  # and AI nodes
+        redis_pids = wait_until(lambda: _children(proc.pid), timeout=30)
+        assert ai_dir is None or len(redis_pids) == 4  # redis-server and the 3 AI nodes
         proc.send_signal(signal.SIGINT)
         proc.wait(60)
     finally:
