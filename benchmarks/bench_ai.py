@@ -165,8 +165,7 @@ async def ours(n: int, burst: int, window: int) -> tuple[list[float], float, flo
 
 
 def espeak_pcm(text: str) -> bytes:
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "support"))
-    from speech import speak
+    from meetq.ai.speech import speak
 
     return speak(text)
 
