@@ -166,6 +166,7 @@ class TaskDispatcher:
         self._reader_link = self.endpoint.link(block_timeout + 5.0, single=True)
         self._reader = ReplyReader(self._reader_link, self._cmd, self._on_replies, block_timeout)
         self._pending: dict[str, _Pending] = {}
+        self._keys_of: dict[str, tuple[QueueKeys, str]] = {}
         self._outbox: _Outbox | None = None
         self.publishes = 0
         """MULTIs sent (a benchmark reads it)."""
@@ -299,8 +300,7 @@ class TaskDispatcher:
             if req.timeout <= 0:
                 raise ValueError("TaskRequest.timeout must be positive")
             queue = route.queue_name
-            keys = QueueKeys(queue)
-            reply_to = keys.reply(self.name)
+            keys, reply_to = self._queue_keys(queue)
             req.id = f"{new_id()}@{queue}"
             req.created_at = now
             req.priority = Priority.parse(req.priority)
@@ -336,12 +336,20 @@ class TaskDispatcher:
             entry.callback = callback
             entry.handle = self._wheel.insert(mono + int(req.timeout * 1000), req.id)
             self._pending[req.id] = entry
-            self._reader.add_key(QueueKeys(queue).reply(self.name))
+            self._reader.add_key(self._queue_keys(queue)[1])
         if self._idle is not None:
             self._idle.clear()
         self._arm(self._wheel.next_deadline())
         await asyncio.shield(box.done)
         return [TaskResponse(r.id, TaskStatus.PENDING) for r in requests]
+
+    def _queue_keys(self, queue: str) -> tuple[QueueKeys, str]:
+        """The keys of `queue` and this process's reply list there (made once per queue)."""
+        known = self._keys_of.get(queue)
+        if known is None:
+            keys = QueueKeys(queue)
+            known = self._keys_of[queue] = (keys, keys.reply(self.name))
+        return known
 
     def _flush(self) -> None:
         box, self._outbox = self._outbox, None

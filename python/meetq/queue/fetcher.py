@@ -162,6 +162,12 @@ class Fetcher:
             if block is not None:
                 await block.close()
 
+    @property
+    def hot_link(self) -> Link | None:
+        """The fetch connection (meetq's RespConnection when the server has a URL) while
+        the fetcher is open: the batched final scripts of `Outcomes` ride on it too."""
+        return self._fetch
+
     def kick(self, _: object = None) -> None:
         """Wakes an idle fetcher (new acks, stop)."""
         fut = self._kick_fut

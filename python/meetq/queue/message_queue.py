@@ -106,6 +106,7 @@ class RedisMessageQueue(Component):
             self.fetcher.acks,
             self.fetcher.kick,
             queue_name,
+            lambda: self.fetcher.hot_link,
         )
         self.slots = Slots(
             self._handlers, self._runner, self.codec, self.leases, self.outcomes, cfg, self.keys

@@ -7,7 +7,8 @@ finished message stays in the lease table (its lease renewed) until its ack goes
 
 Replies go only to a reply key of the message's own queue (checked when it
 is delivered). The final outcome of a message with a reply is one script: `ack_reply`
-(success: the reply, its expiry, the dispatcher's status hash and the ack) or `fail` (the
+(success: the reply, its expiry, the dispatcher's status hash and the ack; the successes
+that end while one call is in flight share the next, one RPUSH per reply list) or `fail` (the
 move to the DLQ writes the failed/timeout reply and status the same way). A reply that
 cannot be written is a failure like any other (retry, then the DLQ), never a silent ack.
 Failures and replies are written by tasks of their own, on the endpoint's redis-py client,
@@ -24,7 +25,7 @@ from typing import Any, TypeVar
 
 from meetq._core.backoff import backoff
 from meetq._redis import scripts
-from meetq._redis.links import Endpoint
+from meetq._redis.links import Endpoint, Link
 from meetq._redis.retry import is_transient, retrying
 from meetq.errors import MeetqConnectionError
 from meetq.queue.config import QueueConfig
@@ -35,6 +36,9 @@ from meetq.queue.message import Message
 log = logging.getLogger("meetq.queue.outcomes")
 
 T = TypeVar("T")
+
+REPLY_CHUNK = 256
+"""Successful runs with a reply acked per `ack_reply` call at most."""
 
 
 class Outcomes:
@@ -49,6 +53,7 @@ class Outcomes:
         acks: AckBatch,
         kick: Callable[[], None],
         queue_name: str,
+        hot_link: Callable[[], Link | None] = lambda: None,
     ) -> None:
         self.endpoint = endpoint
         self.config = config
@@ -57,8 +62,12 @@ class Outcomes:
         self.queue_name = queue_name
         self._keys = keys
         self._kick = kick
+        self._hot_link = hot_link
         self._what = f"queue {queue_name!r}"
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._replies: list[tuple[Message, str, Any]] = []
+        """Successful runs with a reply, waiting for the next `ack_reply` call."""
+        self._writing = False
         self.stopping = False
         self.processed = 0
         """Runs of this process that succeeded (the shared totals are in Redis)."""
@@ -75,28 +84,57 @@ class Outcomes:
     def ok(self, msg: Message, token: str, encoded: Any) -> None:
         """A successful run; `encoded`: its result as JSON when the message has a reply."""
         if msg.reply_to:
-            self._spawn(self._ack_with_reply(msg, token, encoded))
+            self._replies.append((msg, token, encoded))
+            if not self._writing:
+                # runs from the next loop turn: every run ending in this one joins its call
+                self._writing = True
+                self._spawn(self._write_replies())
             return
         self.processed += 1
         self.acks.add(msg.id, token)
 
-    async def _ack_with_reply(self, msg: Message, token: str, encoded: Any) -> None:
-        args = [msg.id, token, msg.reply_to, encoded, self.config.result_ttl_ms]
-        client, keys = self.endpoint.client, self._keys
+    async def _write_replies(self) -> None:
+        """Writes the waiting replies, up to `REPLY_CHUNK` per `ack_reply` call; runs made
+        while a call is in flight join the next one (one call at a time per process)."""
+        keys, ttl = self._keys, self.config.result_ttl_ms
+        replies = self._replies
         try:
-            res = await self._until_recorded(lambda: scripts.ack_reply(client, keys, args))
-        except Exception as exc:
-            log.warning("queue %s: could not ack %s (%r)", self.queue_name, msg.id, exc)
-            self.leases.forget(msg.id, token)  # its lease expires and it comes back
-            return
-        if res[0] == 0:
-            err = res[1].decode(errors="replace") if isinstance(res[1], bytes) else str(res[1])
-            self.fail(msg.id, token, msg, f"reply could not be written: {err}")
-            return
-        if res[0] == 1:
-            self.processed += 1
-        self.leases.forget(msg.id, token)
-        self._kick()
+            while replies:
+                batch = replies[:REPLY_CHUNK]
+                del replies[:REPLY_CHUNK]
+                args: list[Any] = [ttl, len(batch)]
+                for msg, token, encoded in batch:
+                    args += (msg.id, token, msg.reply_to, encoded)
+                try:
+                    res = await self._until_recorded(
+                        lambda: self._ack_reply(keys, args)  # noqa: B023
+                    )
+                except Exception as exc:
+                    log.warning(
+                        "queue %s: could not ack %d runs (%r)", self.queue_name, len(batch), exc
+                    )
+                    for msg, token, _ in batch:
+                        self.leases.forget(msg.id, token)  # its lease expires, it comes back
+                    continue
+                self._settle_replies(batch, res)
+                self._kick()
+        finally:
+            self._writing = False
+
+    async def _ack_reply(self, keys: list[str], args: list[Any]) -> Any:
+        link = self._hot_link()
+        if link is None or not link.is_open:
+            return await scripts.ack_reply(self.endpoint.client, keys, args)
+        return await scripts.ack_reply.run(link.execute, keys, args, load=link.load)
+
+    def _settle_replies(self, batch: list[tuple[Message, str, Any]], res: list[Any]) -> None:
+        for (msg, token, _), code in zip(batch, res, strict=True):
+            if code == 1 or code == -1:  # acked, or a stale lease (another delivery's now)
+                self.processed += int(code == 1)
+                self.leases.forget(msg.id, token)
+            else:
+                err = code.decode(errors="replace") if isinstance(code, bytes) else str(code)
+                self.fail(msg.id, token, msg, f"reply could not be written: {err}")
 
     # ------------------------------------------------------------------ failure
 
@@ -199,10 +237,11 @@ class Outcomes:
         if late:
             await asyncio.wait(late)
 
-    def _spawn(self, coro: Awaitable[Any]) -> None:
+    def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._done)
+        return task
 
     def _done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)

@@ -64,19 +64,16 @@ end
 
 local function secs(ms) return string.format('%.3f', ms / 1000) end
 
--- the final outcome of `id`: its reply (when `reply_key` is not ''; the key expires after
--- ttl_ms) and, when a dispatcher made one, its status hash (whose status is kept once
--- final). -> nil, or the error that kept the reply from being written
-local function write_outcome(id, reply_key, status, result_json, err, now, ttl_ms)
-  if reply_key ~= '' then
-    local e = cjson.null
-    if err ~= '' then e = err end
-    local body = '{"id":' .. cjson.encode(id) .. ',"status":"' .. status .. '","result":'
-      .. result_json .. ',"error":' .. cjson.encode(e) .. ',"processed_at":' .. secs(now) .. '}'
-    local pushed = redis.pcall('RPUSH', reply_key, body)
-    if type(pushed) == 'table' then return pushed.err or 'reply not written' end
-    redis.call('PEXPIRE', reply_key, ttl_ms)
-  end
+-- the reply body of `id`'s final outcome (err '' = none)
+local function reply_body(id, status, result_json, err, now)
+  local e = cjson.null
+  if err ~= '' then e = err end
+  return '{"id":' .. cjson.encode(id) .. ',"status":"' .. status .. '","result":'
+    .. result_json .. ',"error":' .. cjson.encode(e) .. ',"processed_at":' .. secs(now) .. '}'
+end
+
+-- the outcome in `id`'s status hash, when a dispatcher made one (a final status is kept)
+local function write_status(id, status, result_json, err, now)
   local sk = status_key(id)
   if redis.call('EXISTS', sk) == 1 then
     local cur = redis.pcall('HGET', sk, 'status')
@@ -89,6 +86,17 @@ local function write_outcome(id, reply_key, status, result_json, err, now, ttl_m
       redis.pcall('HSET', sk, unpack(fields))
     end
   end
+end
+
+-- the final outcome of `id`: its reply (when `reply_key` is not ''; the key expires after
+-- ttl_ms) and its status hash. -> nil, or the error that kept the reply from being written
+local function write_outcome(id, reply_key, status, result_json, err, now, ttl_ms)
+  if reply_key ~= '' then
+    local pushed = redis.pcall('RPUSH', reply_key, reply_body(id, status, result_json, err, now))
+    if type(pushed) == 'table' then return pushed.err or 'reply not written' end
+    redis.call('PEXPIRE', reply_key, ttl_ms)
+  end
+  write_status(id, status, result_json, err, now)
   return nil
 end
 
