@@ -11,6 +11,10 @@
 - Each task resolves exactly once: the entry leaves `_pending` on its first outcome; a
   reply that arrives while its timeout script is in flight waits for the script's answer,
   and a reply for a task already resolved is counted (`late_replies`) and dropped.
+
+Its parts: `outbox` (a loop turn's tasks encoded and published in one MULTI),
+`outstanding` (a pending task, and the replies and timeout answers that end it),
+`replies` (the reply reader), `status` (the status hash and its scripts).
 """
 
 from __future__ import annotations
@@ -23,7 +27,6 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-import orjson
 import redis.asyncio
 from redis.exceptions import NoScriptError
 
@@ -32,11 +35,17 @@ from meetq._native import TimerWheel
 from meetq._redis.keys import QueueKeys
 from meetq._redis.links import Endpoint
 from meetq._redis.retry import TRANSIENT, retrying
+from meetq.dispatch.outbox import Outbox, encode_task
+from meetq.dispatch.outstanding import (
+    Callback,
+    PendingTask,
+    decode_reply,
+    response_of_reply,
+    response_of_timeout,
+)
 from meetq.dispatch.replies import ReplyReader
 from meetq.dispatch.routes import RouteTable
 from meetq.dispatch.status import (
-    create_commands,
-    decode_result,
     decode_state,
     parse_status,
     task_cancel,
@@ -55,79 +64,13 @@ from meetq.errors import (
     TaskNotFoundError,
 )
 from meetq.priority import Priority
-from meetq.queue.message import DEFAULT_MAX_SIZE, Codec, Message, new_id
+from meetq.queue.message import DEFAULT_MAX_SIZE, Codec, new_id
 
 log = logging.getLogger("meetq.dispatch")
-
-Callback = Callable[[TaskResponse], Any]
-
-_DIGITS = (b"0", b"1", b"2", b"3")
-_REPLY_STATUS = {
-    "completed": TaskStatus.COMPLETED,
-    "failed": TaskStatus.FAILED,
-    "timeout": TaskStatus.TIMEOUT,
-    "cancelled": TaskStatus.CANCELLED,
-}
 
 
 def _now_ms() -> int:
     return int(time.monotonic() * 1000)
-
-
-class _Pending:
-    """One outstanding task of this process."""
-
-    __slots__ = ("callback", "dispatched_at", "future", "handle", "late", "timing_out")
-
-    def __init__(self, dispatched_at: float) -> None:
-        self.dispatched_at = dispatched_at
-        self.handle = -1
-        self.future: asyncio.Future[TaskResponse] | None = None
-        self.callback: Callback | None = None
-        self.timing_out = False
-        self.late: dict[str, Any] | None = None
-
-
-class _Outbox:
-    """Tasks staged in one loop turn, published together in one MULTI."""
-
-    __slots__ = ("done", "ids", "queues", "status")
-
-    def __init__(self, done: asyncio.Future[None]) -> None:
-        self.done = done
-        self.ids: list[str] = []
-        self.status: list[tuple[Any, ...]] = []
-        # queue -> [msg hash field/value pairs, ready ids per priority]
-        self.queues: dict[str, tuple[list[Any], list[list[str]]]] = {}
-
-    def add(self, tid: str, queue: str, priority: int, body: bytes, status: list[Any]) -> None:
-        self.ids.append(tid)
-        self.status += status
-        bodies, ready = self.queues.setdefault(queue, ([], [[], [], [], []]))
-        bodies += (tid, body)
-        ready[priority].append(tid)
-
-    def probe(self) -> str:
-        """A key the MULTI creates: after a lost reply, it tells whether EXEC ran."""
-        return QueueKeys(queue_of(self.ids[0]) or "").status(self.ids[0])
-
-    def commands(self) -> list[tuple[Any, ...]]:
-        """The status hashes, then per queue the queue's plain-command publish transition
-        for fresh ids (bodies, ready lists by priority, published counter, doorbell)."""
-        out = list(self.status)
-        for queue, (bodies, ready) in self.queues.items():
-            keys = QueueKeys(queue)
-            out.append(("HSET", keys.named("msg"), *bodies))
-            for p, group in enumerate(ready):
-                if group:
-                    out.append(("RPUSH", keys.ready(p), *group))
-            wake = keys.named("wake")
-            out += [
-                ("HINCRBY", keys.named("stats"), "published", len(bodies) // 2),
-                ("RPUSH", wake, 1),
-                ("LTRIM", wake, 0, 0),
-            ]
-        return out
 
 
 class TaskDispatcher:
@@ -165,9 +108,9 @@ class TaskDispatcher:
         block_timeout = self.endpoint.longest_block(block_timeout)
         self._reader_link = self.endpoint.link(block_timeout + 5.0, single=True)
         self._reader = ReplyReader(self._reader_link, self._cmd, self._on_replies, block_timeout)
-        self._pending: dict[str, _Pending] = {}
+        self._pending: dict[str, PendingTask] = {}
         self._keys_of: dict[str, tuple[QueueKeys, str]] = {}
-        self._outbox: _Outbox | None = None
+        self._outbox: Outbox | None = None
         self.publishes = 0
         """MULTIs sent (a benchmark reads it)."""
         self._wheel: Any = TimerWheel(_now_ms())
@@ -304,34 +247,19 @@ class TaskDispatcher:
             req.id = f"{new_id()}@{queue}"
             req.created_at = now
             req.priority = Priority.parse(req.priority)
-            request_dict = req.to_dict()
-            msg = Message(
-                type=str(req.type),
-                payload=request_dict,
-                priority=req.priority,
-                id=req.id,
-                timestamp=now,
-                max_retries=req.max_retries,
-                timeout=req.timeout,
-                source=self.name,
-                reply_to=reply_to,
-            )
-            body = _DIGITS[int(msg.priority)] + self.codec.encode(msg)
-            deadline_ms = int((server_now + req.timeout) * 1000)
-            ttl_ms = int((req.timeout + self.result_ttl) * 1000)
-            status = create_commands(
-                keys.status(req.id), orjson.dumps(request_dict), deadline_ms, reply_to, now, ttl_ms
+            body, status = encode_task(
+                req, keys, reply_to, self.name, self.codec, server_now, self.result_ttl
             )
             staged.append((req, queue, body, status))
         box = self._outbox
         if box is None:
-            box = self._outbox = _Outbox(asyncio.get_running_loop().create_future())
+            box = self._outbox = Outbox(asyncio.get_running_loop().create_future())
             asyncio.get_running_loop().call_soon(self._flush)
         mono = _now_ms()
         for req, queue, body, status in staged:
             box.add(req.id, queue, int(req.priority), body, status)
             # registered before the write: a reply may be read before the EXEC reply is
-            entry = _Pending(now)
+            entry = PendingTask(now)
             entry.future = future
             entry.callback = callback
             entry.handle = self._wheel.insert(mono + int(req.timeout * 1000), req.id)
@@ -359,7 +287,7 @@ class TaskDispatcher:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _send(self, box: _Outbox) -> None:
+    async def _send(self, box: Outbox) -> None:
         try:
             await self._publish(box.commands(), box.probe())
         except BaseException as exc:
@@ -402,31 +330,19 @@ class TaskDispatcher:
 
     def _on_replies(self, raws: list[bytes]) -> None:
         for raw in raws:
-            try:
-                reply = orjson.loads(raw)
-                tid = str(reply["id"])
-            except (orjson.JSONDecodeError, KeyError, TypeError):
+            reply = decode_reply(raw)
+            if reply is None:
                 log.warning("dispatcher %s: undecodable reply %r", self.name, raw[:200])
                 continue
+            tid = reply[0]
             entry = self._pending.get(tid)
             if entry is None:
                 self.late_replies += 1
                 continue
             if entry.timing_out:
-                entry.late = reply  # the timeout script's answer decides
+                entry.late = reply[1]  # the timeout script's answer decides
                 continue
-            status = _REPLY_STATUS.get(str(reply.get("status")), TaskStatus.FAILED)
-            result = reply.get("result")
-            self._resolve(
-                tid,
-                TaskResponse(
-                    tid,
-                    status,
-                    result if isinstance(result, dict) or result is None else {"value": result},
-                    reply.get("error"),
-                    float(reply.get("processed_at") or time.time()),
-                ),
-            )
+            self._resolve(tid, response_of_reply(tid, reply[1]))
 
     def _resolve(self, tid: str, response: TaskResponse) -> None:
         entry = self._pending.pop(tid, None)
@@ -514,24 +430,8 @@ class TaskDispatcher:
         except Exception as exc:
             replies = [exc] * len(tids)
         for tid, reply in zip(tids, replies, strict=True):
-            entry = self._pending.get(tid)
-            if entry is None:
-                continue
-            if isinstance(reply, list) and reply and reply[0] not in (b"timeout", b"missing"):
-                status = parse_status(reply[0])
-                response = TaskResponse(
-                    tid,
-                    status,
-                    decode_result(reply[1]),
-                    reply[2].decode() if reply[2] else None,
-                    float(reply[3] or 0.0),
-                )
-            else:
-                error = "timed out"
-                if isinstance(reply, Exception):
-                    error = f"timed out (status not recorded: {reply})"
-                response = TaskResponse(tid, TaskStatus.TIMEOUT, None, error, time.time())
-            self._resolve(tid, response)
+            if tid in self._pending:
+                self._resolve(tid, response_of_timeout(tid, reply))
 
     # ------------------------------------------------------------------ queries
 

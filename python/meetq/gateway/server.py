@@ -19,6 +19,10 @@ A connection's life:
   do not ping together), closed 4010 without a pong within `ping_timeout`. All deadlines
   are on one native timer wheel with one loop timer.
 - `stop()`: stops accepting, sends `reconnect` and closes 1012 (service restart).
+
+Here: the server (upgrade, sessions, submitting, keepalive timers) and its entry points
+(`serve`, `meetq gateway`); a connection's frame checks and sending are in
+`connection.py`, the knobs in `config.py`.
 """
 
 from __future__ import annotations
@@ -32,16 +36,10 @@ import os
 import random
 import signal
 import time
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
 from picows import (
-    WSCloseCode,
-    WSFrame,
-    WSListener,
-    WSMsgType,
-    WSTransport,
     WSUpgradeRequest,
     WSUpgradeResponse,
     WSUpgradeResponseWithListener,
@@ -52,23 +50,20 @@ from meetq._core.eager import Resume
 from meetq._native import TimerWheel
 from meetq.dispatch.dispatcher import TaskDispatcher
 from meetq.gateway.auth import Authenticator, AuthError, HmacAuthenticator, Identity
+from meetq.gateway.config import GatewayConfig
+from meetq.gateway.connection import ClientConnection, TokenBucket
 from meetq.gateway.frames import (
     CloseCode,
     ErrorCode,
-    FrameError,
     RequestFrame,
     accepted_frame,
     error_frame,
-    final_frame,
-    parse_request,
     reconnect_frame,
     welcome_frame,
 )
 from meetq.gateway.sessions import (
     ClientTaskManager,
     ClientTaskRequest,
-    ClientTaskResponse,
-    Session,
     SessionLimitError,
     UnknownTaskTypeError,
     map_client_type,
@@ -78,162 +73,8 @@ from meetq.queue.message import new_id
 log = logging.getLogger("meetq.gateway")
 
 
-@dataclass(slots=True)
-class GatewayConfig:
-    host: str = "127.0.0.1"
-    port: int = 8765
-    max_frame_size: int = 64 * 1024
-    max_connections: int = 20_000
-    connects_per_second: float = 2000.0
-    max_sessions_per_user: int = 8
-    max_send_bytes: int = 256 * 1024
-    max_frames_per_second: float = 200.0
-    ping_interval: float = 20.0
-    ping_jitter: float = 0.25
-    ping_timeout: float = 10.0
-    default_timeout: float = 30.0
-    max_timeout: float = 300.0
-    read_buffer_size: int = 1024
-    reconnect_after: float = 1.0
-
-
 def _now_ms() -> int:
     return int(time.monotonic() * 1000)
-
-
-class _Bucket:
-    """Token bucket: `rate` per second, bursts up to `rate` (at least one)."""
-
-    __slots__ = ("burst", "last", "rate", "tokens")
-
-    def __init__(self, rate: float) -> None:
-        self.rate = rate
-        self.burst = max(1.0, rate)
-        self.tokens = self.burst
-        self.last = time.monotonic()
-
-    def take(self) -> bool:
-        now = time.monotonic()
-        self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
-        self.last = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return True
-        return False
-
-
-class _Connection(WSListener):
-    """One client connection (picows calls these methods on the loop)."""
-
-    __slots__ = (
-        "awaiting_pong",
-        "bucket",
-        "closed",
-        "gw",
-        "handle",
-        "identity",
-        "session",
-        "transport",
-        "wanted_session",
-    )
-
-    def __init__(self, gw: GatewayServer, identity: Identity, wanted_session: str | None) -> None:
-        self.gw = gw
-        self.identity = identity
-        self.wanted_session = wanted_session
-        self.session: Session | None = None
-        self.transport: WSTransport | None = None
-        self.bucket = _Bucket(gw.config.max_frames_per_second)
-        self.handle = -1
-        self.awaiting_pong = False
-        self.closed = False
-
-    # -- picows callbacks
-
-    def on_ws_connected(self, transport: WSTransport) -> None:
-        self.transport = transport
-        self.gw._opened(self)
-
-    def on_ws_disconnected(self, transport: WSTransport) -> None:
-        self.closed = True
-        self.gw._closed(self)
-
-    def pause_writing(self) -> None:
-        # the send buffer passed max_send_bytes: the client stopped reading
-        self.gw.stats["closed_slow_consumer"] += 1
-        self.close(CloseCode.SLOW_CONSUMER, "send queue full", abort=True)
-
-    def resume_writing(self) -> None:
-        pass
-
-    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
-        kind = frame.msg_type
-        if kind == WSMsgType.CLOSE:
-            if not self.closed:
-                self.closed = True
-                transport.send_close(frame.get_close_code())
-            transport.disconnect()  # the closing handshake is complete
-            return
-        if self.closed:
-            return
-        if kind == WSMsgType.PONG:
-            self.awaiting_pong = False
-            self.gw._schedule_ping(self)
-            return
-        if kind == WSMsgType.PING:
-            return  # picows answers
-        gw = self.gw
-        if not self.bucket.take():
-            gw.stats["closed_flood"] += 1
-            self.close(CloseCode.FLOOD, "too many frames per second")
-            return
-        if kind == WSMsgType.BINARY:
-            gw.stats["bad_frames"] += 1
-            self.send(error_frame(ErrorCode.BINARY_FRAME, "binary frames are not accepted"))
-            self.close(CloseCode.UNSUPPORTED_DATA, "binary frames are not accepted")
-            return
-        if kind != WSMsgType.TEXT or not frame.fin:
-            gw.stats["bad_frames"] += 1
-            self.send(error_frame(ErrorCode.INVALID_FRAME, "fragmented messages are not accepted"))
-            self.close(CloseCode.UNSUPPORTED_DATA, "fragmented messages are not accepted")
-            return
-        if frame.payload_size > gw.config.max_frame_size:
-            gw.stats["bad_frames"] += 1
-            self.send(error_frame(ErrorCode.FRAME_TOO_LARGE, "frame too large"))
-            self.close(CloseCode.MESSAGE_TOO_BIG, "frame too large")
-            return
-        try:
-            req = parse_request(
-                frame.get_payload_as_bytes(), gw.config.max_frame_size, gw.config.max_timeout
-            )
-        except FrameError as exc:
-            gw.stats["bad_frames"] += 1
-            self.send(error_frame(exc.code, exc.message, exc.request_id))
-            return
-        gw._submit(self, req)
-
-    # -- sending
-
-    def send(self, data: bytes) -> None:
-        transport = self.transport
-        if transport is None or self.closed:
-            return
-        transport.send(WSMsgType.TEXT, data)
-
-    def send_outcome(self, out: ClientTaskResponse) -> None:
-        self.send(final_frame(out.request_id, out.status, out.data, out.error, out.processed_at))
-
-    def close(self, code: int, reason: str, abort: bool = False) -> None:
-        """Sends the close frame and waits (bounded) for the client's: closing the socket
-        at once would reset a client still sending, which then never reads the code."""
-        transport = self.transport
-        if transport is None or self.closed:
-            return
-        self.closed = True
-        transport.send_close(WSCloseCode(code), reason.encode())
-        # a client that stopped reading never answers: abort, a graceful close would wait
-        linger = 1.0 if abort else 2.0
-        asyncio.get_running_loop().call_later(linger, transport.disconnect, not abort)
 
 
 class GatewayServer:
@@ -249,8 +90,8 @@ class GatewayServer:
         self.authenticator = authenticator
         self.config = config or GatewayConfig()
         self._server: asyncio.Server | None = None
-        self._conns: set[_Connection] = set()
-        self._connect_bucket = _Bucket(self.config.connects_per_second)
+        self._conns: set[ClientConnection] = set()
+        self._connect_bucket = TokenBucket(self.config.connects_per_second)
         self._wheel: Any = TimerWheel(_now_ms())
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
@@ -380,11 +221,11 @@ class GatewayServer:
             if self.manager.sessions_of(identity.user_id) >= cfg.max_sessions_per_user:
                 self.stats["rejected_session_limit"] += 1
                 return self._refuse(429, "too many sessions for this user")
-        return _Connection(self, identity, wanted)
+        return ClientConnection(self, identity, wanted)
 
     # ------------------------------------------------------------------ connections
 
-    def _opened(self, conn: _Connection) -> None:
+    def _opened(self, conn: ClientConnection) -> None:
         self._conns.add(conn)
         self.stats["connections_total"] += 1
         assert conn.transport is not None
@@ -398,7 +239,7 @@ class GatewayServer:
         self.stats["resumed_results"] += self.manager.attach(session, conn.send_outcome)
         self._schedule_ping(conn)
 
-    def _closed(self, conn: _Connection) -> None:
+    def _closed(self, conn: ClientConnection) -> None:
         self._conns.discard(conn)
         if not self._conns:
             self._all_closed.set()
@@ -409,7 +250,7 @@ class GatewayServer:
         if session is not None and session.sender == conn.send_outcome:
             self.manager.detach(session.session_id)
 
-    def _submit(self, conn: _Connection, frame: RequestFrame) -> None:
+    def _submit(self, conn: ClientConnection, frame: RequestFrame) -> None:
         session = conn.session
         if session is None:
             return
@@ -453,18 +294,20 @@ class GatewayServer:
         self._tasks.add(task)
         task.add_done_callback(lambda t: self._submitted(t, conn, frame.request_id))
 
-    def _submitted(self, task: asyncio.Future[Any], conn: _Connection, request_id: str) -> None:
+    def _submitted(
+        self, task: asyncio.Future[Any], conn: ClientConnection, request_id: str
+    ) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             self._failed(conn, request_id, task.exception())
 
-    def _failed(self, conn: _Connection, request_id: str, exc: BaseException | None) -> None:
+    def _failed(self, conn: ClientConnection, request_id: str, exc: BaseException | None) -> None:
         log.warning("gateway: request %s failed to dispatch: %r", request_id, exc)
         conn.send(error_frame(ErrorCode.UNAVAILABLE, f"could not dispatch: {exc}", request_id))
 
     # ------------------------------------------------------------------ keepalive
 
-    def _schedule_ping(self, conn: _Connection) -> None:
+    def _schedule_ping(self, conn: ClientConnection) -> None:
         cfg = self.config
         if conn.handle >= 0:
             self._wheel.cancel(conn.handle)

@@ -1,0 +1,103 @@
+"""`Outbox`: the tasks a dispatcher stages in one loop turn, published in one MULTI.
+
+Every dispatch call of a loop turn adds its tasks here; the MULTI holds their status
+hashes and, per queue, the queue's plain-command publish transition for fresh ids
+(bodies, ready lists by priority, the published counter, the doorbell).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+
+from meetq._redis.keys import QueueKeys
+from meetq.dispatch.status import create_commands
+from meetq.dispatch.types import TaskRequest, queue_of
+from meetq.queue.message import Codec, Message
+
+PRIORITY_DIGITS = (b"0", b"1", b"2", b"3")
+"""A stored body's first byte: its priority (the queue's dequeue reads it)."""
+
+
+class Outbox:
+    """Tasks staged in one loop turn, published together in one MULTI."""
+
+    __slots__ = ("done", "ids", "queues", "status")
+
+    def __init__(self, done: asyncio.Future[None]) -> None:
+        self.done = done
+        self.ids: list[str] = []
+        self.status: list[tuple[Any, ...]] = []
+        # queue -> [msg hash field/value pairs, ready ids per priority]
+        self.queues: dict[str, tuple[list[Any], list[list[str]]]] = {}
+
+    def add(self, tid: str, queue: str, priority: int, body: bytes, status: list[Any]) -> None:
+        self.ids.append(tid)
+        self.status += status
+        bodies, ready = self.queues.setdefault(queue, ([], [[], [], [], []]))
+        bodies += (tid, body)
+        ready[priority].append(tid)
+
+    def probe(self) -> str:
+        """A key the MULTI creates: after a lost reply, it tells whether EXEC ran."""
+        return QueueKeys(queue_of(self.ids[0]) or "").status(self.ids[0])
+
+    def commands(self) -> list[tuple[Any, ...]]:
+        """The status hashes, then per queue the queue's plain-command publish transition
+        for fresh ids (bodies, ready lists by priority, published counter, doorbell)."""
+        out = list(self.status)
+        for queue, (bodies, ready) in self.queues.items():
+            keys = QueueKeys(queue)
+            out.append(("HSET", keys.named("msg"), *bodies))
+            for p, group in enumerate(ready):
+                if group:
+                    out.append(("RPUSH", keys.ready(p), *group))
+            wake = keys.named("wake")
+            out += [
+                ("HINCRBY", keys.named("stats"), "published", len(bodies) // 2),
+                ("RPUSH", wake, 1),
+                ("LTRIM", wake, 0, 0),
+            ]
+        return out
+
+
+def encode_task(
+    req: TaskRequest,
+    keys: QueueKeys,
+    reply_to: str,
+    source: str,
+    codec: Codec,
+    server_now: float,
+    result_ttl: float,
+) -> tuple[bytes, list[tuple[Any, ...]]]:
+    """A request (id, created_at and priority set) as the queue's stored body and the
+    commands that create its status hash; its deadline in Redis server time."""
+    request_dict = req.to_dict()
+    msg = Message(
+        type=str(req.type),
+        payload=request_dict,
+        priority=req.priority,
+        id=req.id,
+        timestamp=req.created_at,
+        max_retries=req.max_retries,
+        timeout=req.timeout,
+        source=source,
+        reply_to=reply_to,
+    )
+    body = PRIORITY_DIGITS[int(msg.priority)] + codec.encode(msg)
+    deadline_ms = int((server_now + req.timeout) * 1000)
+    ttl_ms = int((req.timeout + result_ttl) * 1000)
+    status = create_commands(
+        keys.status(req.id),
+        orjson.dumps(request_dict),
+        deadline_ms,
+        reply_to,
+        req.created_at,
+        ttl_ms,
+    )
+    return body, status
+
+
+__all__ = ["PRIORITY_DIGITS", "Outbox", "encode_task"]

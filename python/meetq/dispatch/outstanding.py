@@ -1,0 +1,91 @@
+"""An outstanding task of a dispatcher process, and the outcomes that end it.
+
+`PendingTask` is what the dispatcher keeps per task until its first outcome; the two
+ways an outcome arrives are decoded here into a `TaskResponse`: a reply written by the
+worker's final script (`decode_reply`, `response_of_reply`), or the answer of
+`task_timeout.lua` when the deadline passed first (`response_of_timeout`: the status
+Redis decided, or TIMEOUT when Redis could not be asked).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from meetq.dispatch.status import decode_result, parse_status
+from meetq.dispatch.types import TaskResponse, TaskStatus
+
+Callback = Callable[[TaskResponse], Any]
+
+_REPLY_STATUS = {
+    "completed": TaskStatus.COMPLETED,
+    "failed": TaskStatus.FAILED,
+    "timeout": TaskStatus.TIMEOUT,
+    "cancelled": TaskStatus.CANCELLED,
+}
+
+
+class PendingTask:
+    """One outstanding task of this process."""
+
+    __slots__ = ("callback", "dispatched_at", "future", "handle", "late", "timing_out")
+
+    def __init__(self, dispatched_at: float) -> None:
+        self.dispatched_at = dispatched_at
+        self.handle = -1
+        self.future: asyncio.Future[TaskResponse] | None = None
+        self.callback: Callback | None = None
+        self.timing_out = False
+        self.late: dict[str, Any] | None = None
+
+
+def decode_reply(raw: bytes) -> tuple[str, dict[str, Any]] | None:
+    """A raw reply -> (task id, reply), or None when it is not a reply."""
+    try:
+        reply = orjson.loads(raw)
+        return str(reply["id"]), reply
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return None
+
+
+def response_of_reply(tid: str, reply: dict[str, Any]) -> TaskResponse:
+    """The TaskResponse of a decoded reply (an unknown status counts as FAILED)."""
+    status = _REPLY_STATUS.get(str(reply.get("status")), TaskStatus.FAILED)
+    result = reply.get("result")
+    return TaskResponse(
+        tid,
+        status,
+        result if isinstance(result, dict) or result is None else {"value": result},
+        reply.get("error"),
+        float(reply.get("processed_at") or time.time()),
+    )
+
+
+def response_of_timeout(tid: str, reply: Any) -> TaskResponse:
+    """The TaskResponse of a task_timeout.lua answer: the final outcome that came first,
+    else TIMEOUT (with the error that kept Redis from recording it, if any)."""
+    if isinstance(reply, list) and reply and reply[0] not in (b"timeout", b"missing"):
+        return TaskResponse(
+            tid,
+            parse_status(reply[0]),
+            decode_result(reply[1]),
+            reply[2].decode() if reply[2] else None,
+            float(reply[3] or 0.0),
+        )
+    error = "timed out"
+    if isinstance(reply, Exception):
+        error = f"timed out (status not recorded: {reply})"
+    return TaskResponse(tid, TaskStatus.TIMEOUT, None, error, time.time())
+
+
+__all__ = [
+    "Callback",
+    "PendingTask",
+    "decode_reply",
+    "response_of_reply",
+    "response_of_timeout",
+]

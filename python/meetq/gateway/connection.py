@@ -1,0 +1,165 @@
+"""`ClientConnection`: one client's WebSocket connection, the listener picows calls on the
+loop: it checks every frame (flood limit, binary, fragmented, oversize, parse) before
+handing a request to its `GatewayServer`, and sends and closes (a close waits, bounded,
+for the client's close frame). `TokenBucket`: the rate limit of frames and connects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
+
+from meetq.gateway.auth import Identity
+from meetq.gateway.frames import (
+    CloseCode,
+    ErrorCode,
+    FrameError,
+    error_frame,
+    final_frame,
+    parse_request,
+)
+from meetq.gateway.sessions import ClientTaskResponse, Session
+
+if TYPE_CHECKING:
+    from meetq.gateway.server import GatewayServer
+
+
+class TokenBucket:
+    """Token bucket: `rate` per second, bursts up to `rate` (at least one)."""
+
+    __slots__ = ("burst", "last", "rate", "tokens")
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.burst = max(1.0, rate)
+        self.tokens = self.burst
+        self.last = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
+        self.last = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+class ClientConnection(WSListener):
+    """One client connection (picows calls these methods on the loop)."""
+
+    __slots__ = (
+        "awaiting_pong",
+        "bucket",
+        "closed",
+        "gw",
+        "handle",
+        "identity",
+        "session",
+        "transport",
+        "wanted_session",
+    )
+
+    def __init__(self, gw: GatewayServer, identity: Identity, wanted_session: str | None) -> None:
+        self.gw = gw
+        self.identity = identity
+        self.wanted_session = wanted_session
+        self.session: Session | None = None
+        self.transport: WSTransport | None = None
+        self.bucket = TokenBucket(gw.config.max_frames_per_second)
+        self.handle = -1
+        self.awaiting_pong = False
+        self.closed = False
+
+    # -- picows callbacks
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self.transport = transport
+        self.gw._opened(self)
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        self.closed = True
+        self.gw._closed(self)
+
+    def pause_writing(self) -> None:
+        # the send buffer passed max_send_bytes: the client stopped reading
+        self.gw.stats["closed_slow_consumer"] += 1
+        self.close(CloseCode.SLOW_CONSUMER, "send queue full", abort=True)
+
+    def resume_writing(self) -> None:
+        pass
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        kind = frame.msg_type
+        if kind == WSMsgType.CLOSE:
+            if not self.closed:
+                self.closed = True
+                transport.send_close(frame.get_close_code())
+            transport.disconnect()  # the closing handshake is complete
+            return
+        if self.closed:
+            return
+        if kind == WSMsgType.PONG:
+            self.awaiting_pong = False
+            self.gw._schedule_ping(self)
+            return
+        if kind == WSMsgType.PING:
+            return  # picows answers
+        gw = self.gw
+        if not self.bucket.take():
+            gw.stats["closed_flood"] += 1
+            self.close(CloseCode.FLOOD, "too many frames per second")
+            return
+        if kind == WSMsgType.BINARY:
+            gw.stats["bad_frames"] += 1
+            self.send(error_frame(ErrorCode.BINARY_FRAME, "binary frames are not accepted"))
+            self.close(CloseCode.UNSUPPORTED_DATA, "binary frames are not accepted")
+            return
+        if kind != WSMsgType.TEXT or not frame.fin:
+            gw.stats["bad_frames"] += 1
+            self.send(error_frame(ErrorCode.INVALID_FRAME, "fragmented messages are not accepted"))
+            self.close(CloseCode.UNSUPPORTED_DATA, "fragmented messages are not accepted")
+            return
+        if frame.payload_size > gw.config.max_frame_size:
+            gw.stats["bad_frames"] += 1
+            self.send(error_frame(ErrorCode.FRAME_TOO_LARGE, "frame too large"))
+            self.close(CloseCode.MESSAGE_TOO_BIG, "frame too large")
+            return
+        try:
+            req = parse_request(
+                frame.get_payload_as_bytes(), gw.config.max_frame_size, gw.config.max_timeout
+            )
+        except FrameError as exc:
+            gw.stats["bad_frames"] += 1
+            self.send(error_frame(exc.code, exc.message, exc.request_id))
+            return
+        gw._submit(self, req)
+
+    # -- sending
+
+    def send(self, data: bytes) -> None:
+        transport = self.transport
+        if transport is None or self.closed:
+            return
+        transport.send(WSMsgType.TEXT, data)
+
+    def send_outcome(self, out: ClientTaskResponse) -> None:
+        self.send(final_frame(out.request_id, out.status, out.data, out.error, out.processed_at))
+
+    def close(self, code: int, reason: str, abort: bool = False) -> None:
+        """Sends the close frame and waits (bounded) for the client's: closing the socket
+        at once would reset a client still sending, which then never reads the code."""
+        transport = self.transport
+        if transport is None or self.closed:
+            return
+        self.closed = True
+        transport.send_close(WSCloseCode(code), reason.encode())
+        # a client that stopped reading never answers: abort, a graceful close would wait
+        linger = 1.0 if abort else 2.0
+        asyncio.get_running_loop().call_later(linger, transport.disconnect, not abort)
+
+
+__all__ = ["ClientConnection", "TokenBucket"]
