@@ -27,20 +27,18 @@ given, are emitted on it too.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Iterable
-from typing import Any, Self
+from typing import Any
 
 import redis.asyncio
-from redis.exceptions import RedisError
 
 from meetq import events
-from meetq._core.backoff import backoff
 from meetq._core.lifecycle import Supervisor
-from meetq._redis.clients import url_of
 from meetq._redis.keys import pubsub_probe_channel
 from meetq._redis.links import Link
+from meetq._redis.retry import retrying
+from meetq.broadcast.bus import required_url
 from meetq.broadcast.handlers import FanOut, HandlerSpec, spec_of
 from meetq.broadcast.message import (
     DEFAULT_MAX_SIZE,
@@ -49,21 +47,18 @@ from meetq.broadcast.message import (
     PubSubMessage,
     instance_id,
 )
-from meetq.broadcast.publisher import TRANSIENT, Publisher
+from meetq.broadcast.publisher import Publisher
 from meetq.broadcast.sequence import SequenceTracker
 from meetq.broadcast.subscriber import SubscriberConnection
-from meetq.errors import MeetqConnectionError, MeetqError
+from meetq.broadcast.subscription import SubscriptionKeeper
+from meetq.errors import MeetqError
 
 log = logging.getLogger("meetq.broadcast.pubsub")
 
 Handler = Callable[[PubSubMessage], Any]
 
-_TRANSIENT = TRANSIENT
-_FAILED_CALL: tuple[type[BaseException], ...] = (*TRANSIENT, RedisError)
-"""A call that did not go through: the connection, or an error reply."""
 
-
-class RedisPubSubQueue:
+class RedisPubSubQueue(SubscriptionKeeper):
     """Pub/Sub broadcast with local fan-out; see the module docstring.
 
     Knobs beyond DESIGN.md: `handler_timeout` (async/thread handlers), `probe_interval` and
@@ -91,15 +86,7 @@ class RedisPubSubQueue:
         stop_timeout: float = 10.0,
         source: str = "",
     ) -> None:
-        if isinstance(redis_or_url, str):
-            url: str | None = redis_or_url
-        else:
-            url = url_of(redis_or_url)
-        if url is None:
-            raise ValueError(
-                "RedisPubSubQueue needs a URL, or a plain TCP/unix redis.asyncio client "
-                "that a URL can describe (its subscription runs on meetq's own connection)"
-            )
+        url = required_url(redis_or_url, "RedisPubSubQueue")
         if probe_interval <= 0 or probe_timeout <= 0:
             raise ValueError("probe_interval and probe_timeout must be positive")
         if max_in_flight <= 0 or subscribe_batch <= 0:
@@ -214,55 +201,22 @@ class RedisPubSubQueue:
             self._write([(command, key)], 1)
         return True
 
-    def _write(self, commands: list[tuple[bytes, ...]], confirmations: int) -> None:
-        conn = self._conn
-        if conn is None or self._state != "live":
-            return  # (re)connecting: the whole table is subscribed then
-        with contextlib.suppress(MeetqConnectionError):
-            conn.write(commands, confirmations)
-
-    async def confirmed(self) -> None:
-        """Returns once every subscribe/unsubscribe made so far is confirmed by the server
-        (at once when not started: `start` confirms them all)."""
-        conn = self._conn
-        if conn is not None and self._state == "live":
-            await conn.confirmed()
-
     # -- life cycle --------------------------------------------------------------------------
-
-    @property
-    def state(self) -> str:
-        """stopped, connecting, live, reconnecting or stopping."""
-        return self._state
-
-    @property
-    def healthy(self) -> bool:
-        return self._state == "live" and self._supervisor.healthy
 
     async def start(self) -> None:
         """Connects, subscribes every channel and pattern and returns once the server has
         confirmed them all; retries with backoff for `retry_budget` seconds, then raises
-        `MeetqConnectionError`."""
+        `MeetqConnectionError`. (`state`: stopped, connecting, live, reconnecting or
+        stopping.)"""
         if self._state != "stopped":
             return
         self._stopping = False
         self._state = "connecting"
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.retry_budget
-        attempt = 0
-        while True:
-            try:
-                await self._connect()
-                break
-            except _TRANSIENT as exc:
-                if loop.time() >= deadline:
-                    self._state = "stopped"
-                    raise MeetqConnectionError(f"pubsub cannot subscribe: {exc!r}") from exc
-                await asyncio.sleep(backoff(attempt))
-                attempt += 1
-            except BaseException:
-                self._state = "stopped"
-                raise
+        try:
+            await retrying(self._connect, self.retry_budget, "pubsub subscribe")
+        except BaseException:
+            self._state = "stopped"
+            raise
         self._down.clear()
         self._supervisor.supervise("reconnect", self._reconnect_loop)
         self._supervisor.supervise("probe", self._probe_loop)
@@ -284,140 +238,6 @@ class RedisPubSubQueue:
         await self._link.close()
         self._paused = False
         self._state = "stopped"
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-
-    async def _connect(self) -> None:
-        """Opens a subscription connection and subscribes the whole table, confirmed."""
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        conn = await SubscriberConnection.open(self._url)
-        try:
-            conn.enter_push_mode(self._on_push)
-            conn.on_lost = lambda exc: self._lost(conn, exc)
-            commands: list[tuple[bytes, ...]] = [(b"SUBSCRIBE", self._probe_channel)]
-            count = 1
-            snapshot: list[set[bytes]] = []
-            for command, table in ((b"SUBSCRIBE", self._channels), (b"PSUBSCRIBE", self._patterns)):
-                names = list(table)
-                snapshot.append(set(names))
-                count += len(names)
-                size = self.subscribe_batch
-                commands.extend((command, *names[i : i + size]) for i in range(0, len(names), size))
-            conn.write(commands, count)
-            async with asyncio.timeout(max(10.0, count / 2000)):
-                await conn.confirmed()
-                # (un)subscribed while this connection was being confirmed: catch up
-                late: list[tuple[bytes, ...]] = []
-                for (add, drop), table, sent in zip(
-                    ((b"SUBSCRIBE", b"UNSUBSCRIBE"), (b"PSUBSCRIBE", b"PUNSUBSCRIBE")),
-                    (self._channels, self._patterns),
-                    snapshot,
-                    strict=True,
-                ):
-                    late += [(add, n) for n in table if n not in sent]
-                    late += [(drop, n) for n in sent if n not in table]
-                if late:
-                    conn.write(late, len(late))
-                    await conn.confirmed()
-        except BaseException:
-            await conn.close()
-            raise
-        self._last_subscribe_time = loop.time() - started
-        self._paused = False
-        self._conn = conn
-        self._state = "live"
-        if conn.closed:  # lost between the confirmation and here
-            self._lost(conn, conn._lost)
-
-    def _lost(self, conn: SubscriberConnection, cause: BaseException | None) -> None:
-        if conn is not self._conn:
-            return
-        self._conn = None
-        if self._stopping:
-            return
-        self._state = "reconnecting"
-        self._lost_cause = cause
-        self._lost_alive = conn.last_data
-        self._lost_detected = asyncio.get_running_loop().time()
-        log.warning("pubsub subscription lost (%r); reconnecting", cause)
-        self._down.set()
-
-    async def _reconnect_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        while not self._stopping:
-            await self._down.wait()
-            self._down.clear()
-            if self._stopping:
-                return
-            attempt = 0
-            while not self._stopping:
-                try:
-                    await self._connect()
-                    break
-                except _TRANSIENT as exc:
-                    if attempt % 20 == 0:
-                        log.warning("pubsub reconnect attempt %d failed: %r", attempt + 1, exc)
-                    await asyncio.sleep(backoff(attempt))
-                    attempt += 1
-            if self._stopping:
-                return
-            now = loop.time()
-            away = now - self._lost_alive
-            self._reconnects += 1
-            self._last_away = away
-            log.warning(
-                "pubsub re-subscribed %d channels and %d patterns after %.3fs away",
-                len(self._channels),
-                len(self._patterns),
-                away,
-            )
-            self._emit_local(
-                events.PUBSUB_RECONNECTED,
-                {
-                    "away": away,
-                    "detected_after": self._lost_detected - self._lost_alive,
-                    "reason": repr(self._lost_cause),
-                    "channels": len(self._channels),
-                    "patterns": len(self._patterns),
-                    "attempts": attempt + 1,
-                },
-            )
-
-    async def _probe_loop(self) -> None:
-        """Publish-and-echo on the private channel whenever the subscription was quiet
-        for `probe_interval`; no echo within `probe_timeout` drops the connection."""
-        loop = asyncio.get_running_loop()
-        while not self._stopping:
-            await asyncio.sleep(self.probe_interval)  # a period, not a synchronization
-            conn = self._conn
-            if conn is None or self._state != "live" or self._paused:
-                continue
-            if loop.time() - conn.last_data < self.probe_interval:
-                continue  # traffic arrived lately: the path is alive
-            self._probe_token += 1
-            token = str(self._probe_token).encode()
-            future: asyncio.Future[None] = loop.create_future()
-            self._probe_wait = (token, future)
-            try:
-                async with asyncio.timeout(self.probe_timeout):
-                    await self._link.execute("PUBLISH", self._probe_channel, token)
-                    await future
-            except _FAILED_CALL as exc:
-                if conn is self._conn and not self._paused:
-                    self._probes_failed += 1
-                    log.warning("pubsub probe not echoed (%r): dropping the subscription", exc)
-                    conn.abort(TimeoutError(f"probe not echoed within {self.probe_timeout}s"))
-                    # the publish connection may sit on the same dead path: replace it too
-                    # (publishes in flight on it fail over and retry on a fresh one)
-                    await self._link.close()
-            finally:
-                self._probe_wait = None
 
     # -- receiving ---------------------------------------------------------------------------
 

@@ -32,37 +32,33 @@ import os
 import socket
 import time
 from collections.abc import Callable, Coroutine, Iterable
-from typing import Any, Self
+from typing import Any
 
 import redis.asyncio
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import ResponseError
 
-from meetq._core.backoff import backoff
 from meetq._core.lifecycle import Supervisor
-from meetq._redis.clients import url_of
 from meetq._redis.keys import StreamKeys
 from meetq._redis.links import Link
-from meetq._redis.retry import TRANSIENT, retrying
+from meetq._redis.retry import retrying
 from meetq.broadcast import scripts
+from meetq.broadcast.bus import FAILED_CALL, required_url
 from meetq.broadcast.handlers import FanOut, HandlerSpec, spec_of
 from meetq.broadcast.message import DEFAULT_MAX_SIZE, BroadcastCodec, Format, StreamEvent
 from meetq.broadcast.stream_admin import StreamAdmin
 from meetq.broadcast.stream_admin import entry_id as entry_id
-from meetq.errors import MeetqError
+from meetq.broadcast.stream_consumer import StreamConsumer
 
 log = logging.getLogger("meetq.broadcast.streams")
 
 Handler = Callable[[StreamEvent], Any]
-_TRANSIENT = TRANSIENT
-_FAILED_CALL: tuple[type[BaseException], ...] = (*TRANSIENT, RedisError)
-"""A call that did not go through: the connection, or an error reply."""
 
 
 def _consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
 
 
-class RedisStreamEventBus(StreamAdmin):
+class RedisStreamEventBus(StreamConsumer, StreamAdmin):
     """Durable event fan-out, one consumer group per service; see the module docstring."""
 
     def __init__(
@@ -92,12 +88,7 @@ class RedisStreamEventBus(StreamAdmin):
         stop_timeout: float = 10.0,
         source: str = "",
     ) -> None:
-        url = redis_or_url if isinstance(redis_or_url, str) else url_of(redis_or_url)
-        if url is None:
-            raise ValueError(
-                "RedisStreamEventBus needs a URL, or a plain TCP/unix redis.asyncio client "
-                "that a URL can describe"
-            )
+        url = required_url(redis_or_url, "RedisStreamEventBus")
         if not service:
             raise ValueError("service (the consumer group) must be non-empty")
         if max_deliveries < 1 or batch < 1 or max_in_flight < 1:
@@ -169,14 +160,6 @@ class RedisStreamEventBus(StreamAdmin):
             self._topic_of[keys.stream.encode()] = topic
         return keys
 
-    @property
-    def state(self) -> str:
-        return self._state
-
-    @property
-    def healthy(self) -> bool:
-        return self._state == "live" and self._supervisor.healthy
-
     async def start(self) -> None:
         """Creates this service's group on every subscribed topic (at `start_from`: "$"
         = only new events, "0" = the whole stream), then starts reading."""
@@ -222,19 +205,12 @@ class RedisStreamEventBus(StreamAdmin):
             timer.cancel()
         self._retry_timers.clear()
         await self._supervisor.stop()
-        with contextlib.suppress(*_FAILED_CALL):
+        with contextlib.suppress(*FAILED_CALL):
             await self._flush_once()
         await self._reader.close()
         await self._link.close()
         self._held.clear()
         self._state = "stopped"
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
 
     async def _ensure_groups(self) -> None:
         for topic in self._handlers:
@@ -296,257 +272,6 @@ class RedisStreamEventBus(StreamAdmin):
         for event, reply in zip(batch, replies, strict=True):
             event.id, event.topic = reply.decode(), topic
         return [e.id for e in batch]
-
-    # -- consuming -----------------------------------------------------------------------------
-
-    async def _read_loop(self) -> None:
-        topics = list(self._handlers)
-        streams = [self._key(t).stream for t in topics]
-        block_ms = max(1, int(self.block * 1000))
-        attempt = 0
-        while not self._stopping:
-            room = self.max_in_flight - len(self._held)
-            if room <= 0:
-                self._room.clear()
-                await self._room.wait()
-                continue
-            try:
-                reply = await self._reader.execute(
-                    "XREADGROUP", "GROUP", self.service, self.consumer,
-                    "COUNT", min(room, self.batch), "BLOCK", block_ms,
-                    "STREAMS", *streams, *(">" for _ in streams),
-                )  # fmt: skip
-                attempt = 0
-            except ResponseError as exc:
-                if "NOGROUP" not in str(exc):
-                    raise
-                log.warning("streams[%s]: group gone (redis restarted?): recreating", self.service)
-                await self._ensure_groups()
-                continue
-            except _TRANSIENT as exc:
-                if attempt % 20 == 0:
-                    log.warning("streams[%s] read failed: %r; retrying", self.service, exc)
-                await asyncio.sleep(backoff(attempt))
-                attempt += 1
-                continue
-            if not reply:
-                continue
-            for stream, entries in reply:
-                topic = self._topic_of[stream]
-                for eid, fields in entries:
-                    self._dispatch(topic, eid, fields, 1)
-
-    def _dispatch(
-        self, topic: str, eid: bytes, fields: list[bytes] | None, deliveries: int
-    ) -> None:
-        key = (topic, eid)
-        self._held[key] = time.monotonic()
-        body = fields[1] if fields and len(fields) == 2 and fields[0] == b"d" else _body(fields)
-        try:
-            if body is None:
-                raise MeetqError("entry has no body")
-            event = self._codec.decode_event(body, eid.decode(), topic, deliveries)
-        except MeetqError as exc:
-            self._malformed += 1
-            log.warning("streams[%s]: malformed entry %s on %s: %s", self.service, eid, topic, exc)
-            self._dead.append((topic, eid, f"malformed: {exc}", deliveries))
-            self._flush.set()
-            return
-        self._runner.run_all(
-            self._handlers[topic],
-            event,
-            lambda error: self._finished(topic, eid, deliveries, error),
-        )
-
-    def _finished(self, topic: str, eid: bytes, deliveries: int, error: str | None) -> None:
-        if error is None:
-            self._processed += 1
-            self._acks.setdefault(topic, []).append(eid)
-            self._flush.set()
-        elif deliveries >= self.max_deliveries:
-            self._dead.append((topic, eid, error, deliveries))
-            self._flush.set()
-        elif self._stopping:
-            self._release(topic, eid)  # stays pending: claimed by another process later
-        else:
-            self._retried += 1
-            delay = backoff(deliveries - 1, self.retry_backoff, self.max_backoff)
-            loop = asyncio.get_running_loop()
-            timer: asyncio.TimerHandle | None = None
-
-            def fire() -> None:
-                if timer is not None:
-                    self._retry_timers.discard(timer)
-                task = asyncio.ensure_future(self._redeliver(topic, eid))
-                self._runner.tasks.add(task)  # awaited by stop's drain like a handler run
-                task.add_done_callback(self._runner.tasks.discard)
-
-            timer = loop.call_later(delay, fire)
-            self._retry_timers.add(timer)
-
-    async def _redeliver(self, topic: str, eid: bytes) -> None:
-        """Claims a failed entry back to this consumer (counting the delivery) and runs it."""
-        keys = self._key(topic)
-        try:
-            reply = await self._link.execute(
-                "XCLAIM", keys.stream, self.service, self.consumer, 0, eid
-            )
-            pending = await self._link.execute("XPENDING", keys.stream, self.service, eid, eid, 1)
-        except _FAILED_CALL as exc:
-            log.warning("streams[%s]: retry of %s failed (%r); left to the claimer",
-                        self.service, eid, exc)  # fmt: skip
-            self._release(topic, eid)
-            return
-        if not reply or not pending:
-            self._release(topic, eid)  # acknowledged or trimmed meanwhile
-            return
-        self._held.pop((topic, eid), None)
-        self._dispatch(topic, eid, reply[0][1], int(pending[0][3]))
-
-    def _release(self, topic: str, eid: bytes) -> None:
-        if self._held.pop((topic, eid), None) is not None:
-            self._room.set()
-
-    async def _ack_loop(self) -> None:
-        while not self._stopping:
-            await self._flush.wait()
-            self._flush.clear()
-            try:
-                await self._flush_once()
-            except _FAILED_CALL as exc:
-                log.warning("streams[%s] ack flush failed: %r; retrying", self.service, exc)
-                await asyncio.sleep(backoff(0))
-                self._flush.set()
-
-    async def _flush_once(self) -> None:
-        acks, self._acks = self._acks, {}
-        dead, self._dead = self._dead, []
-        commands: list[tuple[Any, ...]] = []
-        for topic, ids in acks.items():
-            stream = self._key(topic).stream
-            if self._ackdel:
-                commands.append(("XACKDEL", stream, self.service, "ACKED", "IDS", len(ids), *ids))
-            else:
-                commands.append(("XACK", stream, self.service, *ids))
-        for topic, eid, reason, deliveries in dead:
-            keys = self._key(topic)
-            commands.append(
-                scripts.DEAD_LETTER.command(
-                    [keys.stream, keys.dead],
-                    [
-                        self.service,
-                        eid,
-                        reason,
-                        deliveries,
-                        self.dead_letter_max,
-                        int(self._ackdel),
-                    ],
-                )
-            )
-        if not commands:
-            return
-        try:
-            replies = await self._link.execute_many(commands)
-        except BaseException:
-            for topic, ids in acks.items():  # put them back for the next try
-                self._acks.setdefault(topic, []).extend(ids)
-            self._dead.extend(dead)
-            raise
-        ack_replies, dead_replies = replies[: len(acks)], replies[len(acks) :]
-        for (topic, ids), reply in zip(acks.items(), ack_replies, strict=True):
-            if isinstance(reply, Exception):  # not acked: stays pending, claimed later
-                log.error("streams[%s] ack refused on %s: %r", self.service, topic, reply)
-            for eid in ids:
-                self._release(topic, eid)
-        retry = []
-        for item, reply in zip(dead, dead_replies, strict=True):
-            if isinstance(reply, NoScriptError):
-                retry.append(item)
-                continue
-            if isinstance(reply, Exception):
-                log.error("streams[%s] dead-letter of %s refused: %r", self.service, item[1], reply)
-            elif reply:
-                self._dead_lettered += 1
-            self._release(item[0], item[1])
-        if retry:
-            await self._link.load(scripts.DEAD_LETTER.source)
-            self._dead.extend(retry)
-            self._flush.set()
-
-    async def _claim_loop(self) -> None:
-        while not self._stopping:
-            await asyncio.sleep(self.claim_interval)  # a period, not a synchronization
-            try:
-                await self._claim_once()
-            except _FAILED_CALL as exc:
-                log.warning("streams[%s] claim failed: %r", self.service, exc)
-
-    async def _claim_once(self) -> None:
-        now = time.monotonic()
-        idle_ms = int(self.claim_idle * 1000)
-        # entries still being handled here: reset their idle time so nobody claims them
-        long_held: dict[str, list[bytes]] = {}
-        for (topic, eid), since in self._held.items():
-            if now - since > self.claim_idle / 2:
-                long_held.setdefault(topic, []).append(eid)
-        for topic, ids in long_held.items():
-            stream = self._key(topic).stream
-            await self._link.execute(
-                "XCLAIM", stream, self.service, self.consumer, 0, *ids, "JUSTID"
-            )
-            for eid in ids:
-                if (topic, eid) in self._held:
-                    self._held[(topic, eid)] = now
-        for topic in self._handlers:
-            keys = self._key(topic)
-            room = self.max_in_flight - len(self._held)
-            if room > 0:
-                cursor = self._cursors.get(topic, b"0-0")
-                reply = await scripts.CLAIM.run(
-                    self._link,
-                    [keys.stream, keys.dead],
-                    [self.service, self.consumer, idle_ms, cursor, min(room, self.batch),
-                     self.max_deliveries, self.dead_letter_max, int(self._ackdel)],
-                )  # fmt: skip
-                self._cursors[topic] = reply[0]
-                self._dead_lettered += int(reply[2])
-                for eid, deliveries, fields in reply[1]:
-                    if (topic, eid) in self._held:
-                        continue  # ours, still running here
-                    self._claimed += 1
-                    self._dispatch(topic, eid, fields, int(deliveries))
-            removed = await scripts.REAP.run(
-                self._link,
-                [keys.stream],
-                [self.service, int(self.dead_consumer_after * 1000), self.consumer],
-            )
-            if removed:
-                self._reaped += len(removed)
-                log.info("streams[%s] removed dead consumers %s", self.service, removed)
-
-    async def _trim_loop(self) -> None:
-        while not self._stopping:
-            await asyncio.sleep(self.trim_interval)  # a period, not a synchronization
-            with contextlib.suppress(*_FAILED_CALL):
-                await self.trim()
-
-    async def trim(self) -> int:
-        """Trims every subscribed topic behind what its groups still need; returns how many
-        entries went (the trim loop calls this every `trim_interval`)."""
-        total = 0
-        for topic in self._handlers:
-            total += int(await scripts.TRIM.run(self._link, [self._key(topic).stream], []))
-        self._trimmed += total
-        return total
-
-
-def _body(fields: list[bytes] | None) -> bytes | None:
-    if not fields:
-        return None
-    for i in range(0, len(fields) - 1, 2):
-        if fields[i] == b"d":
-            return fields[i + 1]
-    return None
 
 
 def _server_version(info: bytes) -> tuple[int, ...]:
