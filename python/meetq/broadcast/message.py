@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from meetq._core.codec import DEFAULT_MAX_SIZE, Codec, Format
 from meetq.errors import MalformedMessageError, MessageTooLargeError
 from meetq.queue.message import new_id
@@ -24,6 +26,7 @@ __all__ = [
     "DeadEvent",
     "Format",
     "PubSubMessage",
+    "PubSubSplicer",
     "StreamEvent",
     "instance_id",
 ]
@@ -134,6 +137,13 @@ class BroadcastCodec:
             raise MessageTooLargeError(f"message is {len(raw)} bytes, limit {self.max_size}")
         return raw
 
+    def splicer(self, publisher: str, source: str, timestamp: float) -> PubSubSplicer | None:
+        """A `PubSubSplicer` for a batch's messages that share these fields (JSON only:
+        msgpack has no such shortcut, None)."""
+        if self._codec.fmt != "json":
+            return None
+        return PubSubSplicer(publisher, source, timestamp, self.max_size)
+
     def decode_pubsub(self, raw: bytes, channel: str, pattern: str | None) -> PubSubMessage:
         """Validating decode (the subscriber's hot path: plain type checks, one dict walk)."""
         if len(raw) > self.max_size:
@@ -203,3 +213,34 @@ class BroadcastCodec:
             )
         except (TypeError, ValueError) as exc:
             raise MalformedMessageError(f"bad event field: {exc!r}") from exc
+
+
+class PubSubSplicer:
+    """The JSON wire form of `encode_pubsub` for the messages of one batch that have no id
+    and share the publisher, source and timestamp: those fields are encoded once, and a
+    message costs one orjson call for its type and payload, spliced into the same bytes
+    (no dict per message; the bytes are exactly `encode_pubsub`'s)."""
+
+    __slots__ = ("_tail", "max_size", "publisher", "source", "timestamp")
+
+    def __init__(self, publisher: str, source: str, timestamp: float, max_size: int) -> None:
+        self.publisher = publisher
+        self.source = source
+        self.timestamp = timestamp
+        self.max_size = max_size
+        dumps = orjson.dumps
+        self._tail = b',"timestamp":%b,"source":%b,"p":%b,"s":' % (
+            dumps(timestamp),
+            dumps(source),
+            dumps(publisher),
+        )
+
+    def encode(self, mtype: Any, payload: Any, seq: int) -> bytes:
+        dumps = orjson.dumps
+        try:
+            raw = b'{"type":%b,"payload":%b%b%d}' % (dumps(mtype), dumps(payload), self._tail, seq)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise MalformedMessageError(f"payload is not serializable: {exc}") from exc
+        if len(raw) > self.max_size:
+            raise MessageTooLargeError(f"message is {len(raw)} bytes, limit {self.max_size}")
+        return raw

@@ -113,7 +113,9 @@ class RedisPubSubQueue(SubscriptionKeeper):
         self._patterns: dict[bytes, list[HandlerSpec]] = {}
         self._local: dict[str, list[HandlerSpec]] = {}
         self._sequences = SequenceTracker()
-        self._names: dict[bytes, str] = {}  # channel names already decoded
+        self._names: dict[bytes, str] = {}  # channel and pattern names already decoded
+        self._decode = self._codec.decode_pubsub
+        self._done = self._one_done  # one bound method, not one per message
 
         self._conn: SubscriberConnection | None = None
         self._state = "stopped"
@@ -267,15 +269,14 @@ class RedisPubSubQueue(SubscriptionKeeper):
         names = self._names
         name = names.get(channel)
         if name is None:
-            name = channel.decode(errors="replace")
-            if len(names) < 100_000:
-                names[channel] = name
+            name = self._name(channel)
+        pattern_name = None
+        if pattern is not None:
+            pattern_name = names.get(pattern)
+            if pattern_name is None:
+                pattern_name = self._name(pattern)
         try:
-            msg = self._codec.decode_pubsub(
-                data,
-                name,
-                pattern.decode(errors="replace") if pattern is not None else None,
-            )
+            msg = self._decode(data, name, pattern_name)
         except MeetqError as exc:
             self._malformed += 1
             if self._malformed <= 10 or self._malformed % 1000 == 0:
@@ -286,11 +287,18 @@ class RedisPubSubQueue(SubscriptionKeeper):
         if self.gap_detection and msg.publisher and not self._in_sequence(channel, pattern, msg):
             return
         try:
-            self._runner.run_all(handlers, msg, self._one_done)
+            self._runner.run_all(handlers, msg, self._done)
         except Exception:  # our own bug: never let it reach the reader
             log.exception("pubsub fan-out failed")
-        if not self._paused and self._runner.in_flight >= self.max_in_flight:
+        if not self._paused and len(self._runner.tasks) >= self.max_in_flight:
             self._pause()
+
+    def _name(self, raw: bytes) -> str:
+        """A channel or pattern name as text, remembered (up to 100,000 of them)."""
+        name = raw.decode(errors="replace")
+        if len(self._names) < 100_000:
+            self._names[raw] = name
+        return name
 
     def _one_done(self, error: str | None) -> None:
         self._processed += 1
