@@ -103,16 +103,22 @@ class StreamConsumer(Bus):
                 continue
             if not reply:
                 continue
+            dispatch = self._dispatch
             for stream, entries in reply:
                 topic = self._topic_of[stream]
+                now = time.monotonic()
                 for eid, fields in entries:
-                    self._dispatch(topic, eid, fields, 1)
+                    dispatch(topic, eid, fields, 1, now)
 
     def _dispatch(
-        self, topic: str, eid: bytes, fields: list[bytes] | None, deliveries: int
+        self,
+        topic: str,
+        eid: bytes,
+        fields: list[bytes] | None,
+        deliveries: int,
+        now: float | None = None,
     ) -> None:
-        key = (topic, eid)
-        self._held[key] = time.monotonic()
+        self._held[(topic, eid)] = time.monotonic() if now is None else now
         body = fields[1] if fields and len(fields) == 2 and fields[0] == b"d" else _body(fields)
         try:
             if body is None:
