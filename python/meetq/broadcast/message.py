@@ -138,8 +138,8 @@ class BroadcastCodec:
             return None
         return PubSubSplicer(publisher, source, timestamp, self.max_size)
 
-    def decode_pubsub(self, raw: bytes, channel: str, pattern: str | None) -> PubSubMessage:
-        """Validating decode (the subscriber's hot path: plain type checks, one dict walk)."""
+    def _load_object(self, raw: bytes) -> dict[str, Any]:
+        """How both hot decodes start: the size limit, the decode, an object."""
         if len(raw) > self.max_size:
             raise MessageTooLargeError(f"message is {len(raw)} bytes, limit {self.max_size}")
         try:
@@ -148,7 +148,11 @@ class BroadcastCodec:
             raise MalformedMessageError(f"undecodable message: {exc}") from exc
         if type(data) is not dict:
             raise MalformedMessageError(f"message must be an object, got {type(data).__name__}")
-        get = data.get
+        return data
+
+    def decode_pubsub(self, raw: bytes, channel: str, pattern: str | None) -> PubSubMessage:
+        """Validating decode (the subscriber's hot path: plain type checks, one dict walk)."""
+        get = self._load_object(raw).get
         mtype = get("type")
         if type(mtype) is not str or not mtype:
             raise MalformedMessageError("message type must be a non-empty string")
@@ -192,15 +196,7 @@ class BroadcastCodec:
 
     def decode_event(self, raw: bytes, entry_id: str, topic: str, deliveries: int) -> StreamEvent:
         """Validating decode (the consumer's hot path: plain type checks, one dict walk)."""
-        if len(raw) > self.max_size:
-            raise MessageTooLargeError(f"message is {len(raw)} bytes, limit {self.max_size}")
-        try:
-            data = self.loads(raw)
-        except Exception as exc:
-            raise MalformedMessageError(f"undecodable message: {exc}") from exc
-        if type(data) is not dict:
-            raise MalformedMessageError(f"message must be an object, got {type(data).__name__}")
-        get = data.get
+        get = self._load_object(raw).get
         etype = get("type")
         if type(etype) is not str or not etype:
             raise MalformedMessageError("event type must be a non-empty string")
