@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple};
-use pyo3::{ffi, PyTraverseError, PyVisit};
+use pyo3::{PyTraverseError, PyVisit};
 
 use crate::py_sched::is_failure;
 use crate::ring::{Pushed, Ring};
@@ -215,11 +215,13 @@ impl RingBuffer {
     /// The bus's emit -> handler path: pops up to `max` events, one at a time (so strict
     /// priority holds even against events emitted meanwhile), and runs each through
     /// `table[event.type]` = (sync handlers, async handlers, thread handlers). Sync handlers
-    /// run inline; async ones are stepped once, and only those that suspend (and thread
-    /// handlers) are handed back; it stops once `budget` events are left in progress.
-    /// Returns (events fully processed, failed handler runs, [(event, [(handler,
-    /// coroutine or None, what it yielded)])] or None, events popped). Pure twin:
-    /// `RingBuffer.dispatch` in `_pure/ring.py`.
+    /// run inline; each async one goes to `start_async(event, handler)`, which runs it in a
+    /// task of its own started eagerly and returns None when it already finished (having
+    /// counted it), else what finishes it. Those (and thread handlers) are handed back; it
+    /// stops once `budget` events are left in progress. Returns (events fully processed,
+    /// failed sync runs, [(event, [(handler, what finishes it, or None for a thread
+    /// handler)])] or None, events popped). Pure twin: `RingBuffer.dispatch` in
+    /// `_pure/ring.py`.
     fn dispatch<'py>(
         &self,
         py: Python<'py>,
@@ -227,6 +229,7 @@ impl RingBuffer {
         table: &Bound<'py, PyDict>,
         on_error: &Bound<'py, PyAny>,
         mut budget: isize,
+        start_async: &Bound<'py, PyAny>,
     ) -> PyResult<(usize, usize, Option<Bound<'py, PyList>>, usize)> {
         let (mut processed, mut failed, mut popped) = (0usize, 0usize, 0usize);
         let mut pending: Option<Bound<'py, PyList>> = None;
@@ -243,48 +246,25 @@ impl RingBuffer {
                 continue;
             };
             let entry = entry.downcast_into::<PyTuple>()?;
-            let mut fail = |fn_: &Bound<'py, PyAny>, err: PyErr| -> PyResult<()> {
-                if !is_failure(py, &err)? {
-                    return Err(err);
-                }
-                failed += 1;
-                on_error.call1((&ev, fn_, err.into_value(py)))?;
-                Ok(())
-            };
             for fn_ in entry.get_item(0)?.downcast_into::<PyTuple>()?.iter() {
                 if let Err(err) = fn_.call1((&ev,)) {
-                    fail(&fn_, err)?;
+                    if !is_failure(py, &err)? {
+                        return Err(err);
+                    }
+                    failed += 1;
+                    on_error.call1((&ev, &fn_, err.into_value(py)))?;
                 }
             }
             let mut runs: Option<Bound<'py, PyList>> = None;
             for fn_ in entry.get_item(1)?.downcast_into::<PyTuple>()?.iter() {
-                let coro = match fn_.call1((&ev,)) {
-                    Ok(c) => c,
-                    Err(err) => {
-                        fail(&fn_, err)?;
-                        continue;
-                    }
-                };
-                let mut out: *mut ffi::PyObject = std::ptr::null_mut();
-                // SAFETY: coro is a live object; PyIter_Send gives us a new reference in
-                // `out` for NEXT and RETURN, and sets an exception for ERROR.
-                let sent = unsafe { ffi::PyIter_Send(coro.as_ptr(), ffi::Py_None(), &mut out) };
-                match sent {
-                    ffi::PySendResult::PYGEN_RETURN => {
-                        // SAFETY: a new reference (the return value), dropped right away.
-                        drop(unsafe { Bound::from_owned_ptr(py, out) });
-                    }
-                    ffi::PySendResult::PYGEN_NEXT => {
-                        // SAFETY: a new reference to what the coroutine yielded.
-                        let yielded = unsafe { Bound::from_owned_ptr(py, out) };
-                        let run = PyTuple::new(py, [fn_.clone(), coro, yielded])?;
-                        runs.get_or_insert_with(|| PyList::empty(py)).append(run)?;
-                    }
-                    _ => fail(&fn_, PyErr::fetch(py))?,
+                let rest = start_async.call1((&ev, &fn_))?;
+                if !rest.is_none() {
+                    let run = PyTuple::new(py, [fn_, rest])?;
+                    runs.get_or_insert_with(|| PyList::empty(py)).append(run)?;
                 }
             }
             for fn_ in entry.get_item(2)?.downcast_into::<PyTuple>()?.iter() {
-                let run = PyTuple::new(py, [fn_, py.None().into_bound(py), py.None().into_bound(py)])?;
+                let run = PyTuple::new(py, [fn_, py.None().into_bound(py)])?;
                 runs.get_or_insert_with(|| PyList::empty(py)).append(run)?;
             }
             match runs {

@@ -6,9 +6,12 @@ The rule:
 - A plain `def` handler runs inline on the loop and is **not timed**: a running sync call
   cannot be interrupted, so if it returns it succeeded, however long it took. A completed
   run is never counted failed and never re-run.
-- An `async def` handler's first step runs eagerly (no task, no timer when it never
-  suspends); the rest runs under the timeout. At the timeout the coroutine is cancelled and
-  the run is a timeout failure.
+- An `async def` handler runs in an asyncio Task of its own, started eagerly
+  (`meetq._core.eager.start_eager`): its first step runs at once, inside that task, so
+  `current_task()`, `asyncio.timeout()` and context variables there are the handler's,
+  never the component's; a handler that never suspends is finished when `start` returns
+  (no timer armed). The rest runs under the timeout. At the timeout the coroutine is
+  cancelled and the run is a timeout failure.
 - `in_thread=True` runs a plain function in the runner's thread pool. At the timeout the run
   is a timeout failure, but the thread cannot be stopped: the outcome carries it as
   `straggler`, and a component must hold the run's lease or slot until `await
@@ -45,7 +48,7 @@ from operator import itemgetter
 from types import CoroutineType
 from typing import Any, Final
 
-from meetq._core.eager import ASYNC, SYNC, THREAD, Resume, handler_kind
+from meetq._core.eager import ASYNC, SYNC, THREAD, Resume, handler_kind, start_eager
 
 COMPLETED: Final = "completed"
 FAILED: Final = "failed"
@@ -147,6 +150,12 @@ def _failed(error: str, t0: float, status: str = FAILED) -> Outcome:
     return Outcome(status, None, error, time.perf_counter() - t0)
 
 
+async def _outcome_of(task: asyncio.Task[Outcome]) -> Outcome:
+    """The rest of a run whose task suspended. Cancelling whoever awaits this cancels the
+    handler's task too (a task waiting on a task passes its cancellation on)."""
+    return await task
+
+
 def _own_cancel() -> bool:
     """Whether the running task itself was cancelled (the component's stop, not the handler)."""
     task = asyncio.current_task()
@@ -190,16 +199,14 @@ class HandlerRunner:
         t0: float,
     ) -> Outcome | Coroutine[Any, Any, Outcome]:
         # an async handler (or a callable that is async without looking so: a partial,
-        # a __call__): its first step runs now
+        # a __call__): it runs in a task of its own, whose first step runs now
         try:
-            first = value.send(None)
-        except StopIteration as done:
-            return _finished(done.value, t0, encode)
-        except asyncio.CancelledError:
+            task, outcome = start_eager(self._guarded(value, timeout, encode, t0))
+        except asyncio.CancelledError:  # only the handler's own: the task is brand new
             return _failed("handler was cancelled", t0)
-        except Exception as exc:
-            return _failed(describe(exc), t0)
-        return self._resume(value, first, timeout, encode, t0)
+        if task is None:
+            return outcome  # type: ignore[no-any-return]
+        return _outcome_of(task)
 
     def call(self, spec: HandlerSpec, arg: Any, timeout: float | None) -> Any:
         """`start` for the hottest path, a SYNC spec with nothing to encode (the queue's
@@ -219,6 +226,26 @@ class HandlerRunner:
     ) -> Outcome:
         step = self.start(spec, arg, timeout, encode)
         return step if isinstance(step, Outcome) else await step
+
+    async def _guarded(
+        self,
+        coro: Coroutine[Any, Any, Any],
+        timeout: float | None,
+        encode: Encode | None,
+        t0: float,
+    ) -> Outcome:
+        """The whole run of an async handler, inside the handler's own task: the first
+        step untimed (no timer for a handler that never suspends), the rest under
+        `timeout`."""
+        try:
+            first = coro.send(None)
+        except StopIteration as done:
+            return _finished(done.value, t0, encode)
+        except asyncio.CancelledError:
+            return _failed("handler was cancelled", t0)
+        except Exception as exc:
+            return _failed(describe(exc), t0)
+        return await self._resume(coro, first, timeout, encode, t0)
 
     async def _resume(
         self,

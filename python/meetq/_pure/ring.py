@@ -145,13 +145,14 @@ class RingBuffer:
         table: dict[str, tuple[tuple[Any, ...], tuple[Any, ...], tuple[Any, ...]]],
         on_error: Callable[[Any, Any, BaseException], Any],
         budget: int,
-    ) -> tuple[int, int, list[tuple[Any, list[tuple[Any, Any, Any]]]] | None, int]:
+        start_async: Callable[[Any, Any], Any],
+    ) -> tuple[int, int, list[tuple[Any, list[tuple[Any, Any]]]] | None, int]:
         """The bus's emit -> handler path, as `RingBuffer.dispatch` in `py_event.rs`:
         pops up to `max` events one at a time and runs `table[event.type]` = (sync, async,
         thread handlers); stops once `budget` events are left in progress. Returns
         (processed, failed handler runs, [(event, runs)] or None, popped)."""
         processed = failed = popped = 0
-        pending: list[tuple[Any, list[tuple[Any, Any, Any]]]] | None = None
+        pending: list[tuple[Any, list[tuple[Any, Any]]]] | None = None
         get = table.get
         while popped < max and budget > 0:
             found, ev = self._pop_one()
@@ -168,24 +169,17 @@ class RingBuffer:
                 except (Exception, CancelledError) as exc:
                     failed += 1
                     on_error(ev, fn, exc)
-            runs: list[tuple[Any, Any, Any]] | None = None
+            runs: list[tuple[Any, Any]] | None = None
             for fn in entry[1]:
-                try:
-                    coro = fn(ev)
-                    yielded = coro.send(None)
-                except StopIteration:
-                    continue
-                except (Exception, CancelledError) as exc:
-                    failed += 1
-                    on_error(ev, fn, exc)
-                    continue
-                if runs is None:
-                    runs = []
-                runs.append((fn, coro, yielded))
+                rest = start_async(ev, fn)
+                if rest is not None:
+                    if runs is None:
+                        runs = []
+                    runs.append((fn, rest))
             for fn in entry[2]:
                 if runs is None:
                     runs = []
-                runs.append((fn, None, None))
+                runs.append((fn, None))
             if runs is None:
                 processed += 1
             else:

@@ -2,13 +2,11 @@
 shared handler runner (`meetq._core.runner`: sync untimed, async under a timeout, threads
 that hold their slot until they return, a handler's own CancelledError is a failure).
 
-One difference in where runs happen: a sync handler runs inline, but an async or thread
-handler starts in a task of its own (started eagerly on Python 3.12+), and the runner's
-eager first step happens inside that task, not inside the reader. A first step runs in
-its caller's task, so an `asyncio.timeout()` the handler enters there is bound to the
-caller: redis-py does exactly that (`can_read_destructive` enters `timeout(0)` when it
-takes a pooled connection), which cancelled our Streams reader task instead of the
-handler; in Pub/Sub's `data_received` there is no task at all, and such a handler failed.
+Sync and async handlers start inline: the runner runs an async handler in a task of its
+own, started eagerly, so an `asyncio.timeout()` it enters in its first step is its own
+(redis-py enters `timeout(0)` when it takes a pooled connection), never the Streams
+reader's, and in Pub/Sub's `data_received`, where there is no task, it still has one. A
+run that suspends (and every thread run) finishes in a task tracked here.
 
 `run_all` calls `on_done(error)` once every handler of the message has finished (`error`
 is the first failure's text, or None), synchronously when all of them were sync.
@@ -18,11 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from meetq._core.runner import SYNC, HandlerRunner, HandlerSpec, Outcome
+from meetq._core.runner import THREAD, HandlerRunner, HandlerSpec, Outcome
 
 log = logging.getLogger("meetq.broadcast")
 
@@ -85,13 +82,13 @@ class FanOut:
         error: str | None = None
         join: _Join | None = None
         for spec in handlers:
-            if spec.kind == SYNC:
+            if spec.kind != THREAD:
                 step = self.runner.start(spec, arg, self.timeout)
                 if isinstance(step, Outcome):
                     err = self._outcome(spec, step)
                     error = error or err
                     continue
-                # a sync-looking callable that returned a coroutine: the rest in a task
+                # it suspended: the rest in a task
                 job = self._finish(spec, step)
             else:
                 job = self._finish(spec, self.runner.run(spec, arg, self.timeout))
@@ -135,11 +132,7 @@ class FanOut:
 
 
 def _start(job: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-    """A task for `job`, run up to its first suspension at once where Python can (3.12+)."""
-    loop = asyncio.get_running_loop()
-    if sys.version_info >= (3, 12):
-        return asyncio.Task(job, loop=loop, eager_start=True)  # type: ignore[call-arg,unused-ignore]
-    return loop.create_task(job)
+    return asyncio.get_running_loop().create_task(job)
 
 
 def _join_callback(join: _Join) -> Callable[[asyncio.Task[Any]], None]:

@@ -3,12 +3,14 @@
 `emit` is the ring's own native method: it builds the `LocalEvent`, pushes it and, only on
 the empty -> non-empty edge, wakes the consumer, so a burst of events costs one wake-up.
 One pump task calls the ring's native `dispatch`, which pops events one at a time and runs
-their handlers: sync handlers inline (not timed), async handlers stepped eagerly (one that
-never suspends costs no task). Runs that do suspend finish in their own task under
-`handler_timeout`, and `in_thread` handlers run through `meetq._core.runner` (the slot is
-held until the thread returns); `workers` bounds how many events may have such runs in
-progress, and while that many are, the pump stops popping so the ring's bound applies
-back-pressure. The same rule as the runner's, with the hot path native.
+their handlers: sync handlers inline (not timed); async handlers through
+`meetq._core.runner`, each in a task of its own started eagerly (its first step runs at
+once, inside that task, so an `asyncio.timeout()` there is the handler's, not the pump's;
+one that never suspends is done before the next handler runs), the rest under
+`handler_timeout`; `in_thread` handlers through the runner too (the slot is held until the
+thread returns). `workers` bounds how many events may have runs in progress, and while
+that many are, the pump stops popping so the ring's bound applies back-pressure. The
+runner's rule, with the sync hot path native.
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from meetq._core.eager import ASYNC, SYNC, THREAD, Resume, handler_kind
-from meetq._core.runner import HandlerRunner, HandlerSpec, describe
+from meetq._core.eager import ASYNC, SYNC, THREAD, handler_kind
+from meetq._core.runner import HandlerRunner, HandlerSpec, Outcome, describe
 from meetq._native import LocalEvent, RingBuffer
 from meetq.errors import QueueFullError
 from meetq.priority import Priority
@@ -61,7 +63,7 @@ class LocalEventBus:
         self.emit: Callable[..., bool] = self._ring.emit
         """emit(event_type, payload=None, source="") -> bool; never blocks, any thread."""
         self._handlers: dict[str, list[tuple[Handler, int]]] = {}
-        self._table: dict[str, tuple[tuple[Handler, ...], ...]] = {}
+        self._table: dict[str, tuple[tuple[Any, ...], ...]] = {}
         self._processed = 0
         self._failed = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -93,8 +95,13 @@ class LocalEventBus:
     def _rebuild_table(self) -> None:
         # Rebuilt whole and swapped in one assignment: a dispatch in progress keeps the
         # table it started with.
+        # (sync fns, async HandlerSpecs, thread fns) per type, as `dispatch` takes them
         self._table = {
-            t: tuple(tuple(fn for fn, k in entries if k == kind) for kind in (SYNC, ASYNC, THREAD))
+            t: (
+                tuple(fn for fn, k in entries if k == SYNC),
+                tuple(HandlerSpec(fn, k) for fn, k in entries if k == ASYNC),
+                tuple(fn for fn, k in entries if k == THREAD),
+            )
             for t, entries in self._handlers.items()
             if entries
         }
@@ -202,6 +209,7 @@ class LocalEventBus:
         ring = self._ring
         batch_size = self.batch_size
         on_error = self._on_error
+        start_async = self._start_async
         in_progress = self._in_progress
         while True:
             budget = self.workers - len(in_progress)
@@ -209,7 +217,7 @@ class LocalEventBus:
                 # The ring's own emit -> handler loop: events are popped one at a time, so
                 # those it does not reach (budget spent) simply stay queued in the ring.
                 processed, failed, pending, popped = ring.dispatch(
-                    batch_size, self._table, on_error, budget
+                    batch_size, self._table, on_error, budget, start_async
                 )
                 if popped:
                     self._processed += processed
@@ -241,40 +249,41 @@ class LocalEventBus:
         self._processed += 1
         self._wake()
 
-    async def _finish(self, ev: Any, runs: list[tuple[Handler, Any, Any]]) -> None:
+    def _start_async(self, ev: Any, spec: HandlerSpec) -> Any:
+        """Called by `dispatch` for each async handler of an event: runs it in its own
+        eagerly started task; None when it already finished (a failure counted here),
+        else the coroutine that finishes it."""
+        step = self._runner.start(spec, ev, self.handler_timeout)
+        if isinstance(step, Outcome):
+            if not step.ok:
+                self._failed += 1
+                self._on_error(ev, spec.fn, step.error)
+            return None
+        return step
+
+    async def _finish(self, ev: Any, runs: list[tuple[Any, Any]]) -> None:
         if len(runs) == 1:
             await self._finish_run(ev, *runs[0])
         else:
             await asyncio.gather(*(self._finish_run(ev, *run) for run in runs))
 
-    async def _finish_run(self, ev: Any, fn: Handler, coro: Any, yielded: Any) -> None:
-        if coro is None:
-            # A thread handler: the runner itself runs it; its slot (this event's place in
-            # `workers`) is held until the thread returns, even after a timeout.
-            outcome = await self._runner.run(HandlerSpec(fn, THREAD), ev, self.handler_timeout)
-            if not outcome.ok:
-                self._failed += 1
-                self._on_error(ev, fn, outcome.error)
-            await outcome.settled()
-            return
-        # The rest of an async handler whose first step the dispatch loop ran: the runner's
-        # rule (timed, cancelled at the timeout; its own CancelledError is a failure).
+    async def _finish_run(self, ev: Any, handler: Any, rest: Any) -> None:
+        # A thread handler (rest None): the runner runs it; its slot (this event's place in
+        # `workers`) is held until the thread returns, even after a timeout. Else the rest
+        # of an async handler's (a HandlerSpec's) run, in its own task.
+        fn = handler.fn if isinstance(handler, HandlerSpec) else handler
         try:
-            async with asyncio.timeout(self.handler_timeout):
-                await Resume(coro, yielded)
+            if rest is None:
+                outcome = await self._runner.run(HandlerSpec(fn, THREAD), ev, self.handler_timeout)
+            else:
+                outcome = await rest
         except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                self._failed += 1
-                raise  # stop() gave up waiting
-            self._failed += 1  # the handler raised CancelledError of its own
-            self._on_error(ev, fn, "handler was cancelled")
-        except TimeoutError:
             self._failed += 1
-            self._on_error(ev, fn, f"handler timed out after {self.handler_timeout}s")
-        except Exception as exc:
+            raise  # stop() gave up waiting
+        if not outcome.ok:
             self._failed += 1
-            self._on_error(ev, fn, exc)
+            self._on_error(ev, fn, outcome.error)
+        await outcome.settled()
 
     def _on_error(self, ev: Any, fn: Handler, error: BaseException | str | None) -> None:
         name = getattr(fn, "__qualname__", repr(fn))

@@ -33,7 +33,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from meetq import _native
-from meetq._core.eager import Resume
+from meetq._core.eager import start_eager
 from meetq._core.runner import describe
 from meetq._native import SchedulerCore, register_task_enums
 from meetq._pure import sched as _pure_sched
@@ -304,21 +304,22 @@ class TaskScheduler:
 
     def _start_async(self, task: Task, result: Any) -> None:
         if type(result) is _Coroutine:
-            # The first step runs eagerly: a handler that never suspends finishes here with
-            # no task and no timeout timer.
+            # A task of its own, started eagerly: the first step runs now, inside it (the
+            # pump runs in a loop callback, where there is no task at all); a handler that
+            # never suspends finishes here with no timeout timer.
             try:
-                first = result.send(None)
-            except StopIteration as finished:
+                running, value = start_eager(result, self._loop)
+            except (Exception, asyncio.CancelledError) as exc:
+                self._failed_attempt(task, exc)  # a handler's own CancelledError fails it
+                return
+            if running is None:
                 if task._why == BY_CANCEL:
                     self._core.finish(task, CANCELLED, "cancelled")
                 else:
-                    task.result = finished.value
+                    task.result = value
                     self._core.finish(task, COMPLETED, None)
-            except (Exception, asyncio.CancelledError) as exc:
-                self._failed_attempt(task, exc)  # a handler's own CancelledError fails it
             else:
-                loop: asyncio.AbstractEventLoop = self._loop  # type: ignore[assignment]
-                self._track(task, loop.create_task(Resume(result, first)))
+                self._track(task, running)
         else:
             self._track(task, asyncio.ensure_future(result))
 
