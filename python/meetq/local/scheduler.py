@@ -74,13 +74,13 @@ class TaskStatus(StrEnum):
 
 
 _STATUSES = tuple(TaskStatus)
-# The Task record and the scheduler core are native (pure twins in meetq/_pure/sched.py);
-# both twins learn the enums their tasks start with.
+# The Task record and the scheduler core are native (pure twins in meetq/_pure/task.py and
+# meetq/_pure/sched.py); both twins learn the enums their tasks start with.
 for _register in (register_task_enums, _pure_sched.register_task_enums):
     _register(Priority.NORMAL, _STATUSES)
 
 if TYPE_CHECKING:
-    from meetq._pure.sched import Task as Task
+    from meetq._pure.task import Task as Task
 else:
     Task = _native.Task
 
