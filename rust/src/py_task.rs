@@ -121,52 +121,6 @@ pub struct Task {
 }
 
 impl Task {
-    #[allow(clippy::too_many_arguments)]
-    fn build(
-        py: Python<'_>,
-        r#type: Option<PyObject>,
-        handler: Option<PyObject>,
-        priority: Option<PyObject>,
-        payload: Option<PyObject>,
-        id: Option<PyObject>,
-        timeout: Option<f64>,
-        max_retries: i64,
-        retry_count: i64,
-        retry_backoff: f64,
-        delay: f64,
-        scheduled_at: Option<f64>,
-        in_thread: bool,
-        status: Option<PyObject>,
-        result: Option<PyObject>,
-    ) -> PyResult<Self> {
-        let e = enums(py)?;
-        Ok(Task {
-            type_: r#type.unwrap_or_else(|| e.empty.clone_ref(py)),
-            handler: handler.unwrap_or_else(|| py.None()),
-            priority: priority.unwrap_or_else(|| e.normal.clone_ref(py)),
-            payload,
-            id: id.unwrap_or_else(|| e.empty.clone_ref(py)),
-            timeout,
-            max_retries,
-            retry_count,
-            retry_backoff,
-            delay,
-            scheduled_at,
-            in_thread,
-            status: status.unwrap_or_else(|| e.statuses[PENDING].clone_ref(py)),
-            result: result.unwrap_or_else(|| py.None()),
-            where_: NEW,
-            why: NO_REASON,
-            started: 0.0,
-            ended: 0.0,
-            error: None,
-            future: None,
-            waiters: None,
-            timer: None,
-            lane: 1,
-        })
-    }
-
     /// The same construction from vectorcall arguments (`PARAMS` order).
     fn from_slots(py: Python<'_>, slots: &[Option<Bound<'_, PyAny>>; 14]) -> PyResult<Self> {
         let obj = |i: usize| slots[i].as_ref().map(|o| o.clone().unbind());
@@ -181,7 +135,7 @@ impl Task {
         let float = |i: usize, default: f64| -> PyResult<f64> {
             slots[i].as_ref().map_or(Ok(default), |o| o.extract())
         };
-        Task::build(
+        Task::py_new(
             py,
             obj(0),
             obj(1),
@@ -380,13 +334,13 @@ impl Task {
         status: Option<PyObject>,
         result: Option<PyObject>,
     ) -> PyResult<Self> {
-        Task::build(
-            py,
-            r#type,
-            handler,
-            priority,
+        let e = enums(py)?;
+        Ok(Task {
+            type_: r#type.unwrap_or_else(|| e.empty.clone_ref(py)),
+            handler: handler.unwrap_or_else(|| py.None()),
+            priority: priority.unwrap_or_else(|| e.normal.clone_ref(py)),
             payload,
-            id,
+            id: id.unwrap_or_else(|| e.empty.clone_ref(py)),
             timeout,
             max_retries,
             retry_count,
@@ -394,9 +348,18 @@ impl Task {
             delay,
             scheduled_at,
             in_thread,
-            status,
-            result,
-        )
+            status: status.unwrap_or_else(|| e.statuses[PENDING].clone_ref(py)),
+            result: result.unwrap_or_else(|| py.None()),
+            where_: NEW,
+            why: NO_REASON,
+            started: 0.0,
+            ended: 0.0,
+            error: None,
+            future: None,
+            waiters: None,
+            timer: None,
+            lane: 1,
+        })
     }
 
     #[getter]
