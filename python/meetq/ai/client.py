@@ -4,7 +4,8 @@ Calls go out on two paths: node RPC (setup, exit, taskinfo) over one REQ per uni
 inference requests published on each work_id's XPUB. Every answer comes back on ONE PULL
 socket and is matched to its call by `request_id`, so any number of inferences run
 concurrently on one node. Every call has a deadline (one loop timer, no task per call);
-replies are drained in batches by `reactor.Reader`.
+replies are drained in batches by `reactor.Reader` and matched to their calls by
+`calls.InFlight`.
 
 A node that dies is noticed when its subscription closes: its in-flight calls fail with
 `NodeUnavailableError` at once, and the client sets the same model up again in the
@@ -29,7 +30,7 @@ import zmq
 from meetq._core.backoff import backoff
 from meetq.ai import protocol as p
 from meetq.ai import sockfiles
-from meetq.ai.calls import Call, SetupRecord, ack_error
+from meetq.ai.calls import Call, InFlight, SetupRecord, ack_error
 from meetq.ai.errors import (
     ClientClosedError,
     InferencePushError,
@@ -47,7 +48,6 @@ from meetq.ai.rpc import RpcCaller
 log = logging.getLogger(__name__)
 
 DEFAULT_FORMAT = "llm.utf-8.stream"
-BUCKETS_PER_S = 100  # deadline resolution: 10 ms
 
 
 class StackFlowClient:
@@ -78,8 +78,8 @@ class StackFlowClient:
         self._registry: Registry | None = None
         self._pull: Reader | None = None
         self._callers: dict[str, RpcCaller] = {}
-        self._calls: dict[str, Call] = {}
-        self._buckets: dict[int, tuple[asyncio.TimerHandle, list[str]]] = {}
+        self._inflight = InFlight()
+        self._calls = self._inflight.calls  # request_id -> Call (the same dict, never rebound)
         self._frame_parts: dict[tuple[str, str], tuple[bytes, bytes]] = {}
         self._setups: dict[str, SetupRecord] = {}  # handle -> record
         self._by_live: dict[str, SetupRecord] = {}  # live work_id -> record
@@ -93,7 +93,7 @@ class StackFlowClient:
     async def start(self) -> None:
         if self._started:
             return
-        self._loop = asyncio.get_running_loop()
+        self._loop = self._inflight.loop = asyncio.get_running_loop()
         if self._ctx is None:
             self._ctx = zmq.Context()
         try:
@@ -111,7 +111,7 @@ class StackFlowClient:
                 self._ctx.destroy(linger=0)
                 self._ctx = None
             raise
-        self._pull = Reader(pull, self._on_reply)
+        self._pull = Reader(pull, self._inflight.on_reply)
         self._started = True
 
     async def stop(self) -> None:
@@ -135,12 +135,7 @@ class StackFlowClient:
                 with contextlib.suppress(BaseException):
                     await record.resetup
         self._started = False
-        closed = ClientClosedError("client stopped")
-        for call in list(self._calls.values()):
-            self._finish(call, closed)
-        for handle, _ in self._buckets.values():
-            handle.cancel()
-        self._buckets.clear()
+        self._inflight.close(ClientClosedError("client stopped"))
         self._frame_parts.clear()
         for caller in self._callers.values():
             caller.close()
@@ -351,7 +346,7 @@ class StackFlowClient:
                 await call.waiter
                 call.waiter = None
         finally:
-            self._finish(call, None)  # also when the consumer stops early
+            self._inflight.finish(call, None)  # also when the consumer stops early
 
     def _slot(self, work_id: str) -> Slot:
         slot = self._registry.slots.get(self._live(work_id)) if self._registry else None
@@ -377,7 +372,7 @@ class StackFlowClient:
         call.work_id = live
         call.rid = rid
         self._calls[rid] = call
-        self._arm(rid, deadline)
+        self._inflight.arm(rid, deadline)
         rid_b = rid.encode()
         try:
             if p.is_stream(obj):
@@ -393,78 +388,11 @@ class StackFlowClient:
                 text = data if isinstance(data, str) else "".join(data)
                 slot.publish(head + rid_b + mid + orjson.dumps(text) + b"}")
         except zmq.Again:
-            self._finish(call, None)
+            self._inflight.finish(call, None)
             raise InferencePushError(f"{live}: request queue towards the node is full") from None
         except zmq.ZMQError as exc:
-            self._finish(call, None)
+            self._inflight.finish(call, None)
             raise NodeUnavailableError(f"{live}: {exc}") from exc
-
-    def _arm(self, rid: str, deadline: float) -> None:
-        """Deadlines share one loop timer per 10 ms bucket instead of one per call."""
-        key = int(deadline * BUCKETS_PER_S) + 1
-        bucket = self._buckets.get(key)
-        if bucket is None:
-            assert self._loop is not None
-            handle = self._loop.call_at(key / BUCKETS_PER_S, self._expire_bucket, key)
-            bucket = self._buckets[key] = (handle, [])
-        bucket[1].append(rid)
-
-    def _expire_bucket(self, key: int) -> None:
-        _, rids = self._buckets.pop(key, (None, []))
-        calls = self._calls
-        for rid in rids:
-            call = calls.get(rid)
-            if call is not None:
-                self._finish(call, StackFlowTimeoutError(f"{call.work_id}: no reply in time"))
-
-    # --- replies --------------------------------------------------------------------
-
-    def _on_reply(self, frame: bytes) -> None:
-        try:
-            msg = orjson.loads(frame)
-            call = self._calls.get(msg["request_id"])
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            log.warning("malformed reply dropped: %r", frame[:200])
-            return
-        if call is None:
-            return  # late reply of a call that timed out or was abandoned
-        if call.control:  # node RPC: hand over the whole reply
-            try:
-                self._finish(call, p.parse_reply(frame))
-            except ProtocolError as exc:
-                self._finish(call, exc)
-            return
-        error = msg.get("error")
-        if isinstance(error, dict) and error.get("code"):
-            self._finish(call, error_for(int(error["code"]), str(error.get("message", ""))))
-            return
-        data = msg.get("data")
-        if isinstance(data, dict) and "finish" in data:
-            delta = data.get("delta", "")
-            if delta:
-                if call.stream:
-                    call.push(str(delta))
-                else:
-                    call.parts.append(str(delta))
-            if data["finish"]:
-                self._finish(call, "".join(call.parts))
-            return
-        value = data if isinstance(data, str) else orjson.dumps(data).decode()
-        if call.stream:
-            call.push(value)
-        self._finish(call, value)
-
-    def _finish(self, call: Call, result: Any) -> None:
-        """Completes a call once: a result, an exception, or None (abandoned)."""
-        if self._calls.get(call.rid) is call:
-            del self._calls[call.rid]
-        if call.stream:  # an exception, or None: the end of the stream
-            call.push(result if isinstance(result, BaseException) else None)
-        elif call.fut is not None and not call.fut.done():
-            if isinstance(result, BaseException):
-                call.fut.set_exception(result)
-            elif result is not None:
-                call.fut.set_result(result)
 
     # --- node loss and re-setup ------------------------------------------------------
 
@@ -472,7 +400,7 @@ class StackFlowClient:
         lost = NodeUnavailableError(f"{slot.work_id}: node went away")
         for call in list(self._calls.values()):
             if call.work_id == slot.work_id and not call.control:
-                self._finish(call, lost)
+                self._inflight.finish(call, lost)
         record = self._by_live.pop(slot.work_id, None)
         if record is None or not self.resetup or not self._started:
             return
