@@ -6,7 +6,7 @@ usage: fault_worker.py URL QUEUE LOG_URL LOG_KEY CONFIG_JSON
 CONFIG_JSON holds the queue's keyword arguments (workers, visibility_timeout, prefetch,
 retry_backoff, ...). The run log is written over LOG_URL (a path the test does not fault,
 so a cut or silenced queue connection never loses a log line). Every handler RPUSHes
-"S <id> <pid>" to LOG_KEY when a run starts and "D <id> <pid>" just before it returns
+"S <id> <pid> <unix time>" to LOG_KEY when a run starts and "D ..." just before it returns
 successfully, so a test reads one ordered log of every run in every process ("a run started
 after a success" is a re-run of finished work).
 
@@ -43,10 +43,14 @@ import orjson
 import redis
 import redis.asyncio
 import uvloop
+from redis.exceptions import ReadOnlyError
 
 from meetq import Message, RedisMessageQueue, ServiceWorker, TaskRequest
 
 PID = os.getpid()
+# READONLY (a failover demoted the log's server) reconnects and retries: the log URL may
+# lead to the new primary now, and a lost log line would read as a lost run.
+LOG_CLIENT: dict[str, Any] = {"socket_timeout": 30, "retry_on_error": [ReadOnlyError]}
 
 
 class Unprintable(Exception):
@@ -63,14 +67,14 @@ class Outlandish(BaseException):
 
 async def service(url: str, queue: str, log_url: str, log_key: str, config: dict[str, Any]) -> None:
     """A ServiceWorker process (see the module docstring)."""
-    r = redis.asyncio.Redis.from_url(log_url, socket_timeout=30)
+    r = redis.asyncio.Redis.from_url(log_url, **LOG_CLIENT)
     name = config.pop("service")
     worker = ServiceWorker(url, name, queue_name=queue, **config)
 
     async def job(req: TaskRequest) -> dict[str, Any]:
-        await r.rpush(log_key, f"S {req.id} {PID}")
+        await r.rpush(log_key, f"S {req.id} {PID} {time.time():.3f}")
         await asyncio.sleep(float(req.payload.get("sleep", 0)))
-        await r.rpush(log_key, f"D {req.id} {PID}")
+        await r.rpush(log_key, f"D {req.id} {PID} {time.time():.3f}")
         return {"done": req.id}
 
     worker.register_handler("job", job)
@@ -88,15 +92,15 @@ async def main(url: str, queue: str, log_url: str, log_key: str, config: dict[st
     if "service" in config:
         await service(url, queue, log_url, log_key, config)
         return
-    r = redis.asyncio.Redis.from_url(log_url, socket_timeout=30)
-    sync = redis.Redis.from_url(log_url, socket_timeout=30)
+    r = redis.asyncio.Redis.from_url(log_url, **LOG_CLIENT)
+    sync = redis.Redis.from_url(log_url, **LOG_CLIENT)
     q = RedisMessageQueue(url, queue, **config)
 
     async def log_async(kind: str, msg: Message) -> None:
-        await r.rpush(log_key, f"{kind} {msg.id} {PID}")
+        await r.rpush(log_key, f"{kind} {msg.id} {PID} {time.time():.3f}")
 
     def log_sync(kind: str, msg: Message) -> None:
-        sync.rpush(log_key, f"{kind} {msg.id} {PID}")
+        sync.rpush(log_key, f"{kind} {msg.id} {PID} {time.time():.3f}")
 
     async def ok(msg: Message) -> None:
         await log_async("S", msg)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,6 +69,7 @@ class Fault:
     replica: RedisServer | None = None
     may_rerun: set[str] = field(default_factory=set)
     in_flight_at_fault: set[str] = field(default_factory=set)
+    resumed_at: float = 0.0  # time.time() of a SIGCONT
     note: str = ""
 
     @property
@@ -94,15 +96,23 @@ def _outcome(check: QueueCheck, not_serving: list[int]) -> str:
 
 def _rerun_note(check: QueueCheck, log: RunLog, ctx: Fault) -> str:
     """What the run log says of each re-run, for the table: whether it was in flight when
-    the fault struck, and every run line of it in the order Redis received them."""
+    the fault struck, and its run lines in the order Redis received them (kind, pid, and
+    when the worker wrote it, relative to a SIGCONT)."""
     if not check.reruns:
         return ""
-    lines = [
-        f"{mid[-6:]}{' (in flight at the fault)' if mid in ctx.in_flight_at_fault else ''}: "
-        + ", ".join(f"{kind} {pid}" for kind, i, pid in log.entries if i == mid)
-        for mid in sorted(check.reruns)[:3]
-    ]
-    return " re-runs: " + "; ".join(lines)
+    victim = ctx.procs[0].pid if ctx.procs else 0
+
+    def line(n: int) -> str:
+        kind, _, pid = log.entries[n]
+        at = f" {log.times[n] - ctx.resumed_at:+.3f}s" if ctx.resumed_at else ""
+        return f"{kind} {'victim' if pid == victim else pid}{at}"
+
+    notes = []
+    for mid in sorted(check.reruns)[:3]:
+        lines = ", ".join(line(n) for n, e in enumerate(log.entries) if e[1] == mid)
+        where = " (in flight at the fault)" if mid in ctx.in_flight_at_fault else ""
+        notes.append(f"{mid.split('@')[0][-6:]}{where}: {lines}")
+    return " re-runs: " + "; ".join(notes)
 
 
 def _failure(outcome: str, exc: BaseException) -> str:
@@ -231,6 +241,7 @@ async def _sigstop(ctx: Fault, r: redis.asyncio.Redis, name: str, log_key: str) 
     ctx.in_flight_at_fault = await _in_flight(r, name)
     # the fault itself: frozen for three visibility timeouts while the other worker serves
     await asyncio.sleep(3 * WORKER_CONFIG["visibility_timeout"])
+    ctx.resumed_at = time.time()
     victim.signal(signal.SIGCONT)
 
 
@@ -274,12 +285,6 @@ async def test_sigkill_mid_run(redis_url: str, matrix: Record) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="intermittent: after SIGCONT a message that another worker completed during the "
-    "stop is sometimes started again (a re-run after success); not reproduced in 7 runs at "
-    "load 8-13, and the table's note now names each re-run's log lines for the next one",
-    strict=False,
-)
 async def test_sigstop_past_the_visibility_timeout(redis_url: str, matrix: Record) -> None:
     await run_process_case(matrix, "SIGSTOP 3x visibility, SIGCONT", redis_url, redis_url, _sigstop)
 
@@ -332,11 +337,6 @@ async def test_proxy_silence(redis_server: RedisServer, matrix: Record) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="after the promotion the probes are not all run within 60 s; the lease renewer "
-    "meets NOSCRIPT on the new primary and keeps failing (not yet understood)",
-    strict=False,
-)
 async def test_replica_promotion(redis_factory: Callable[..., RedisServer], matrix: Record) -> None:
     primary = redis_factory()
     replica = redis_factory("--replicaof", "127.0.0.1", str(primary.port))
@@ -450,7 +450,7 @@ def _register(q: RedisMessageQueue, r: redis.asyncio.Redis, log_key: str, number
     """The handlers of one in-process worker; `number` stands for its pid in the run log."""
 
     async def log(kind: str, msg: Message) -> None:
-        await r.rpush(log_key, f"{kind} {msg.id} {number}")
+        await r.rpush(log_key, f"{kind} {msg.id} {number} {time.time():.3f}")
 
     async def ok(msg: Message) -> None:
         await log("S", msg)
@@ -668,11 +668,5 @@ async def test_dispatch_sigkill_mid_run(redis_url: str, matrix: Record) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="intermittent: after SIGCONT a message that another worker completed during the "
-    "stop is sometimes started again (a re-run after success); not reproduced in 7 runs at "
-    "load 8-13, and the table's note now names each re-run's log lines for the next one",
-    strict=False,
-)
 async def test_dispatch_sigstop_past_the_visibility_timeout(redis_url: str, matrix: Record) -> None:
     await run_dispatch_case(matrix, "SIGSTOP 3x visibility, SIGCONT", redis_url, _sigstop)

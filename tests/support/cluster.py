@@ -247,16 +247,16 @@ def running_sentinels(*extra: str) -> Iterator[SentinelGroup]:
         master = RedisServer(
             port=free_port(), dir=base / "m", extra=("--repl-diskless-sync-delay", "0", *extra)
         )
-        replica_port = free_port()
-        replica = RedisServer(
-            port=replica_port,
-            dir=base / "r",
-            extra=("--replicaof", "127.0.0.1", str(master.port), *extra),
-        )
+        replica: RedisServer | None = None
         sentinels: list[subprocess.Popen[bytes]] = []
         ports: list[int] = []
         try:
-            master.start()
+            master.start()  # its port is final only once it started (helpers.RedisServer)
+            replica = RedisServer(
+                port=free_port(),
+                dir=base / "r",
+                extra=("--replicaof", "127.0.0.1", str(master.port), *extra),
+            )
             replica.start()
             _poll(
                 lambda: "master_link_status:up" in cli(replica.port, "INFO", "replication"),
@@ -303,7 +303,8 @@ def running_sentinels(*extra: str) -> Iterator[SentinelGroup]:
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
-            replica.stop()
+            if replica is not None:
+                replica.stop()
             master.stop()
 
 

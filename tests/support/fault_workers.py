@@ -2,7 +2,7 @@
 
 A `WorkerProcess` runs tests/faults/fault_worker.py (a RedisMessageQueue in its own
 process), so a test can SIGKILL, SIGSTOP or starve it like a real deployment. Its handlers
-log every run to one Redis list ("S <id> <pid>" when a run starts, "D <id> <pid>" when it
+log every run to one Redis list ("S <id> <pid> <time>" when a run starts, "D ..." when it
 succeeds); `RunLog` reads that list and `check_queue` states the invariants every fault must
 keep: nothing lost (each published id acked once or in the DLQ with a reason) and nothing run
 again after it succeeded.
@@ -115,9 +115,11 @@ def worker_processes(
 
 @dataclass
 class RunLog:
-    """Every handler run of every worker, in the order Redis received the log lines."""
+    """Every handler run of every worker, in the order Redis received the log lines, with
+    the time each line was written in its worker."""
 
     entries: list[tuple[str, str, int]] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)  # each entry's time.time() in its worker
 
     def starts(self, mid: str) -> int:
         return sum(1 for kind, i, _ in self.entries if kind == "S" and i == mid)
@@ -134,25 +136,31 @@ class RunLog:
         return {pid for kind, i, pid in self.entries if kind == "D" and i in wanted}
 
     def reruns_after_success(self) -> set[str]:
-        """Ids whose run started after a run of theirs had already succeeded."""
-        done: set[str] = set()
-        again: set[str] = set()
-        for kind, mid, _ in self.entries:
+        """Ids with a run that started after a run of theirs had already succeeded, by the
+        times the workers wrote (one machine, one clock), not by the order Redis received
+        the lines: a worker frozen just after starting a run sends its "S" line only once
+        it resumes, after the run another worker took over and finished; that overlap is
+        at-least-once, a run started after a success is not."""
+        first_done: dict[str, float] = {}
+        for (kind, mid, _), at in zip(self.entries, self.times, strict=True):
             if kind == "D":
-                done.add(mid)
-            elif mid in done:
-                again.add(mid)
-        return again
+                first_done[mid] = min(at, first_done.get(mid, at))
+        return {
+            mid
+            for (kind, mid, _), at in zip(self.entries, self.times, strict=True)
+            if kind == "S" and mid in first_done and at > first_done[mid]
+        }
 
 
 async def read_log(r: redis.asyncio.Redis, key: str) -> RunLog:
     raw = await r.lrange(key, 0, -1)
-    entries = []
+    log = RunLog()
     for line in raw:
         kind, rest = line.decode().split(" ", 1)
-        mid, pid = rest.rsplit(" ", 1)  # an id may hold spaces (a task id names its queue)
-        entries.append((kind, mid, int(pid)))
-    return RunLog(entries)
+        mid, pid, at = rest.rsplit(" ", 2)  # an id may hold spaces (a task id names its queue)
+        log.entries.append((kind, mid, int(pid)))
+        log.times.append(float(at))
+    return log
 
 
 @dataclass

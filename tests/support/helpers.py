@@ -111,6 +111,7 @@ class RedisServer:
     dir: Path
     extra: tuple[str, ...] = ()
     proc: subprocess.Popen[bytes] | None = None
+    _started: bool = False  # once started, a restart keeps the port its clients know
 
     @property
     def url(self) -> str:
@@ -133,18 +134,29 @@ class RedisServer:
             "yes",
             *self.extra,
         ]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # its log goes to stdout: into its directory, so a failed start says why
+        log = self.dir / "redis.log"
+        with open(log, "wb") as out:
+            self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 10
         while True:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
                     s.sendall(b"PING\r\n")
                     if s.recv(16).startswith((b"+PONG", b"-NOAUTH")):  # up (maybe locked)
+                        self._started = True
                         return
             except OSError:
                 pass
             if self.proc.poll() is not None:
-                raise RuntimeError(f"redis-server exited: {self.proc.stderr.read()!r}")  # type: ignore[union-attr]
+                said = log.read_bytes()
+                if b"Address already in use" in said and not self._started:
+                    # free_port() only found the port free a moment ago and another process
+                    # took it; nobody knows this server's port before its first start
+                    self.port = free_port()
+                    self.start()
+                    return
+                raise RuntimeError(f"redis-server exited: {said[-2000:]!r}")
             if time.monotonic() > deadline:
                 raise RuntimeError("redis-server did not start")
             time.sleep(0.01)

@@ -35,7 +35,7 @@ _PRELUDE = _read("prelude.lua")
 
 
 class Script:
-    """One Lua script called by EVALSHA, loaded again after NOSCRIPT (e.g. a Redis restart)."""
+    """One Lua script called by EVALSHA, sent whole after NOSCRIPT (e.g. a Redis restart)."""
 
     __slots__ = ("name", "sha", "source")
 
@@ -47,41 +47,34 @@ class Script:
     async def __call__(
         self, client: redis.asyncio.Redis, keys: Sequence[str], args: Sequence[Any]
     ) -> Any:
-        # script_load, not a raw "SCRIPT LOAD": RedisCluster routes it to every primary
-        return await self.run(client.execute_command, keys, args, load=client.script_load)
+        return await self.run(client.execute_command, keys, args)
 
     async def run(
-        self,
-        execute: Callable[..., Awaitable[Any]],
-        keys: Sequence[str],
-        args: Sequence[Any],
-        load: Callable[[str], Awaitable[Any]] | None = None,
+        self, execute: Callable[..., Awaitable[Any]], keys: Sequence[str], args: Sequence[Any]
     ) -> Any:
-        """Calls through any `execute(*command)` (redis-py or meetq's RespConnection);
-        `load(source)` loads the script after NOSCRIPT (default: SCRIPT LOAD via execute)."""
-        command = self.command(keys, args)
+        """Calls through any `execute(*command)` (redis-py or meetq's RespConnection). After
+        NOSCRIPT the script goes as EVAL, which also caches it: one command, so it runs on
+        the server that said NOSCRIPT even when the client's connections reach two (a
+        failover half done; a SCRIPT LOAD then EVALSHA pair could load one, run the other)."""
         try:
-            return await execute(*command)
+            return await execute(*self.command(keys, args))
         except NoScriptError:
-            if load is None:
-                await execute("SCRIPT", "LOAD", self.source)
-            else:
-                await load(self.source)
-            return await execute(*command)
+            return await execute(*self.eval_command(keys, args))
 
     def call_sync(self, client: redis.Redis, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """The same call from a thread with a blocking client (the lease renewer)."""
         run: Callable[..., Any] = client.execute_command
-        command = self.command(keys, args)
         try:
-            return run(*command)
+            return run(*self.command(keys, args))
         except NoScriptError:
-            run("SCRIPT", "LOAD", self.source)
-            return run(*command)
+            return run(*self.eval_command(keys, args))
 
     def command(self, keys: Sequence[str], args: Sequence[Any]) -> tuple[Any, ...]:
         """The EVALSHA command, for a batch that holds other commands too."""
         return ("EVALSHA", self.sha, len(keys), *keys, *args)
+
+    def eval_command(self, keys: Sequence[str], args: Sequence[Any]) -> tuple[Any, ...]:
+        return ("EVAL", self.source, len(keys), *keys, *args)
 
 
 dequeue = Script("dequeue")

@@ -263,8 +263,8 @@ class Fetcher:
                             if got:
                                 deliver(reply, pair_at)
                             if isinstance(rung, Exception):
-                                # a replica (READONLY: the dequeue's pops are refused
-                                # quietly, the BLPOP is not) or garbage in the doorbell key:
+                                # a replica (READONLY: the BLPOP is refused, and the
+                                # dequeue says so too) or garbage in the doorbell key:
                                 # an outage, with its backoff, not a spin
                                 self.state = BACKOFF
                                 await self._repair_wake()

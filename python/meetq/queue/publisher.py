@@ -179,7 +179,7 @@ class Publisher:
                 log.debug("%s: publishing through the script after %r", self._what, exc)
         script, keys = scripts.publish, self._keys
         return await retrying(
-            lambda: script.run(link.execute, keys, args, link.load),
+            lambda: script.run(link.execute, keys, args),
             self.config.retry_budget,
             self._what,
         )

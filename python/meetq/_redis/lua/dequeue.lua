@@ -88,7 +88,12 @@ end
 
 -- Best ready ids first. LMPOP (Redis >= 7) pops from the first non-empty list, so a
 -- message of one priority costs two calls instead of four LPOPs; a list holding something
--- other than ids makes LMPOP fail, and the per-list LPOPs then skip just that list.
+-- other than ids makes LMPOP fail, and the per-list LPOPs then skip just that list. A
+-- replica refuses the pops (READONLY): that is returned as the error it is, or a fetcher
+-- still connected to a demoted primary would take the refusal for an empty queue forever.
+local function demoted(got)
+  return type(got) == 'table' and got.err and string.find(got.err, 'READONLY', 1, true) == 1
+end
 local ids = {}
 local first = 1
 if n > 0 and (redis.REDIS_VERSION_NUM or 0) >= 0x070000 then
@@ -100,6 +105,7 @@ if n > 0 and (redis.REDIS_VERSION_NUM or 0) >= 0x070000 then
     args[#args + 1] = n - #ids
     local got = redis.pcall('LMPOP', unpack(args))
     if not got then first = 5 break end -- all empty
+    if demoted(got) then return got end
     if type(got) ~= 'table' or got.err then break end
     for i = first, 4 do
       if KEYS[i] == got[1] then first = i + 1 break end
@@ -111,6 +117,7 @@ for i = first, 4 do
   local want = n - #ids
   if want <= 0 then break end
   local got = redis.pcall('LPOP', KEYS[i], want)
+  if demoted(got) then return got end
   if type(got) == 'table' and got.err == nil then
     for _, id in ipairs(got) do ids[#ids + 1] = id end
   end
