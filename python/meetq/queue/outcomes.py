@@ -125,7 +125,7 @@ class Outcomes:
         link = self._hot_link()
         if link is None or not link.is_open:
             return await scripts.ack_reply(self.endpoint.client, keys, args)
-        return await scripts.ack_reply.run(link.execute, keys, args, load=link.load)
+        return await scripts.ack_reply.run(link.execute, keys, args)
 
     def _settle_replies(self, batch: list[tuple[Message, str, Any]], res: list[Any]) -> None:
         for (msg, token, _), code in zip(batch, res, strict=True):
