@@ -90,7 +90,7 @@ msrv:
 	@[ -x /usr/bin/cargo ] || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_RUST); }
 	cd rust && RUSTC=/usr/bin/rustc CARGO_TARGET_DIR=$(CURDIR)/build/msrv-target \
 		__CARGO_TEST_CHANNEL_OVERRIDE_DO_NOT_USE_THIS=nightly CARGO_UNSTABLE_SPARSE_REGISTRY=true \
-		sh -c '/usr/bin/cargo build --locked --release --features extension-module,abi3 && /usr/bin/cargo test --locked --release'
+		sh -c '/usr/bin/cargo build --locked --release --features extension-module && /usr/bin/cargo test --locked --release'
 
 # Re-resolves Cargo.lock within the crate's rust-version (cargo >= 1.84's MSRV-aware resolver).
 cargo-lock:

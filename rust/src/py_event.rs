@@ -60,7 +60,6 @@ impl LocalEvent {
 
 #[pymethods]
 impl LocalEvent {
-
     #[new]
     #[pyo3(signature = (r#type, payload=None, source=None, timestamp=None, priority=NORMAL))]
     fn py_new(
@@ -187,7 +186,10 @@ impl RingBuffer {
         payload: Option<PyObject>,
         source: Option<PyObject>,
     ) -> PyResult<bool> {
-        self.push_event(py, LocalEvent::build(py, event_type, payload, source, NORMAL))
+        self.push_event(
+            py,
+            LocalEvent::build(py, event_type, payload, source, NORMAL),
+        )
     }
 
     /// `emit` into the lane of `priority` (0 = LOW .. 3 = CRITICAL).
@@ -205,7 +207,10 @@ impl RingBuffer {
                 "priority must be 0..3, got {priority}"
             )));
         }
-        self.push_event(py, LocalEvent::build(py, event_type, payload, source, priority))
+        self.push_event(
+            py,
+            LocalEvent::build(py, event_type, payload, source, priority),
+        )
     }
 
     fn pop(&self) -> Option<PyObject> {
@@ -234,16 +239,22 @@ impl RingBuffer {
         let (mut processed, mut failed, mut popped) = (0usize, 0usize, 0usize);
         let mut pending: Option<Bound<'py, PyList>> = None;
         while popped < max && budget > 0 {
-            let Some(item) = self.ring.pop() else { break };
+            let item = match self.ring.pop() {
+                Some(item) => item,
+                None => break,
+            };
             popped += 1;
             let ev = item.into_bound(py);
             let entry = match ev.downcast::<LocalEvent>() {
                 Ok(le) => table.get_item(le.get().event_type.bind(py))?,
                 Err(_) => table.get_item(ev.getattr("type")?)?,
             };
-            let Some(entry) = entry else {
-                processed += 1;
-                continue;
+            let entry = match entry {
+                Some(entry) => entry,
+                None => {
+                    processed += 1;
+                    continue;
+                }
             };
             let entry = entry.downcast_into::<PyTuple>()?;
             for fn_ in entry.get_item(0)?.downcast_into::<PyTuple>()?.iter() {
@@ -271,7 +282,9 @@ impl RingBuffer {
                 None => processed += 1,
                 Some(runs) => {
                     let entry = PyTuple::new(py, [ev.into_any(), runs.into_any()])?;
-                    pending.get_or_insert_with(|| PyList::empty(py)).append(entry)?;
+                    pending
+                        .get_or_insert_with(|| PyList::empty(py))
+                        .append(entry)?;
                     budget -= 1;
                 }
             }

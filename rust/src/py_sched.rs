@@ -169,7 +169,10 @@ impl SchedulerCore {
 
     /// Calls the shell's `arm(deadline_ms)` if the loop timer must fire earlier.
     fn arm_if_earlier(&self, py: Python<'_>, deadline: Option<u64>) -> PyResult<()> {
-        let Some(d) = deadline else { return Ok(()) };
+        let d = match deadline {
+            Some(d) => d,
+            None => return Ok(()),
+        };
         if !get(&self.running) {
             return Ok(());
         }
@@ -267,7 +270,10 @@ impl SchedulerCore {
 
     fn refill_locked(&self, py: Python<'_>, b: &mut Books) {
         while b.ready < self.buffer_size {
-            let Some(task) = b.overdue.pop_front() else { break };
+            let task = match b.overdue.pop_front() {
+                Some(task) => task,
+                None => break,
+            };
             let mut t = task.bind(py).borrow_mut();
             if t.where_ == OVERDUE {
                 b.overdue_count -= 1;
@@ -387,9 +393,7 @@ impl SchedulerCore {
                 if !is_failure(py, &err)? {
                     return Err(err);
                 }
-                self.shell
-                    .failed
-                    .call1(py, (task, err.into_value(py)))?;
+                self.shell.failed.call1(py, (task, err.into_value(py)))?;
                 Ok(())
             }
             Ok(result) => {
@@ -431,8 +435,13 @@ impl SchedulerCore {
                         break;
                     }
                 }
-                let Some(task) = found else {
-                    return Err(PyRuntimeError::new_err("ready count out of sync with the lanes"));
+                let task = match found {
+                    Some(task) => task,
+                    None => {
+                        return Err(PyRuntimeError::new_err(
+                            "ready count out of sync with the lanes",
+                        ))
+                    }
                 };
                 b.ready -= 1;
                 if b.overdue_count > 0 {
@@ -599,11 +608,13 @@ impl SchedulerCore {
 
     /// Cancels a waiting or running task; see `TaskScheduler.cancel`.
     fn cancel(&self, py: Python<'_>, task_id: &Bound<'_, PyAny>) -> PyResult<bool> {
-        let Some(obj) = self.tasks.bind(py).get_item(task_id)? else {
-            return Ok(false);
+        let obj = match self.tasks.bind(py).get_item(task_id)? {
+            Some(obj) => obj,
+            None => return Ok(false),
         };
-        let Ok(task) = obj.downcast::<Task>() else {
-            return Ok(false); // a finished task's record
+        let task = match obj.downcast::<Task>() {
+            Ok(task) => task,
+            Err(_) => return Ok(false), // a finished task's record
         };
         let mut t = task.borrow_mut();
         match t.where_ {
@@ -668,8 +679,7 @@ impl SchedulerCore {
     fn clear_waiting(&self) -> PyResult<()> {
         let (lanes, overdue) = {
             let mut b = self.books()?;
-            let lanes: Vec<VecDeque<Py<Task>>> =
-                b.lanes.iter_mut().map(std::mem::take).collect();
+            let lanes: Vec<VecDeque<Py<Task>>> = b.lanes.iter_mut().map(std::mem::take).collect();
             (lanes, std::mem::take(&mut b.overdue))
         };
         drop(lanes);
@@ -717,7 +727,10 @@ impl SchedulerCore {
         }
         let (next, startable) = {
             let mut b = self.books()?;
-            (b.wheel.next_deadline(), b.ready > 0 && b.active < self.workers)
+            (
+                b.wheel.next_deadline(),
+                b.ready > 0 && b.active < self.workers,
+            )
         };
         self.arm_if_earlier(py, next)?;
         if startable {
@@ -831,7 +844,11 @@ impl SchedulerCore {
     #[getter]
     fn timer_at(&self) -> PyResult<f64> {
         let at = self.books()?.timer_at;
-        Ok(if at == NO_TIMER { f64::INFINITY } else { at as f64 })
+        Ok(if at == NO_TIMER {
+            f64::INFINITY
+        } else {
+            at as f64
+        })
     }
 
     #[getter]
