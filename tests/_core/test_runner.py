@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
+from helpers import async_never
 from meetq._core.runner import (
     ASYNC,
     COMPLETED,
@@ -273,8 +274,8 @@ async def test_thread_timeout_keeps_the_run_until_the_thread_returns() -> None:
         assert out.status == TIMEOUT and out.error == "handler timed out after 0.05s"
         assert out.straggler is not None and not out.straggler.done()
         settled = asyncio.ensure_future(out.settled())
-        await asyncio.sleep(0.05)  # give settled() a chance to return too early (it must not)
-        assert not settled.done() and not finished.is_set()
+        # settled() must not return before the thread does.
+        await async_never(lambda: settled.done() or finished.is_set(), 0.2)
         release.set()
         await asyncio.wait_for(settled, 30)
         assert finished.is_set()

@@ -42,11 +42,7 @@ class RawPeer:
         self.req.connect(f"ipc://{base_dir}/rpc.llm")
 
     async def _poll(self, sock: zmq.Socket[Any], timeout: float = 20.0) -> bytes:
-        deadline = asyncio.get_running_loop().time() + timeout
-        while not sock.poll(0):
-            if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError("no message in time")
-            await asyncio.sleep(0.002)
+        await async_wait_until(lambda: sock.poll(0), timeout=timeout)
         return bytes(sock.recv())
 
     async def rpc(self, action: bytes, payload: bytes) -> bytes:

@@ -494,6 +494,35 @@ async def _lease_expired(r: redis.asyncio.Redis, name: str, mid: str) -> bool:
     return score is not None and score < sec * 1000 + usec / 1000
 
 
+async def _outlive_first_lease(r: redis.asyncio.Redis, name: str, mid: str) -> None:
+    """Returns once the lease of `mid` has been renewed past its first grant: Redis time is
+    beyond the deadline it had when first read, the deadline has moved later, and the token
+    is the same (it never lapsed and went to another run). A handler that waits for this,
+    instead of sleeping "longer than the lease", proves the renewer got through, however
+    slow the machine."""
+    keys = QueueKeys(name)
+    inflight, meta = keys.named("inflight"), f"{mid}\0l"
+
+    async def lease() -> tuple[float | None, float, bytes]:
+        pipe = r.pipeline(transaction=True)
+        pipe.zscore(inflight, mid)
+        pipe.hget(keys.named("msg"), meta)
+        pipe.time()
+        score, state, (sec, usec) = await pipe.execute()
+        assert state is not None, "not leased"
+        return score, sec * 1000 + usec / 1000, state.split(b":")[0]
+
+    first, _, token = await lease()
+    assert first is not None, "not leased"
+
+    async def renewed_past_first() -> bool:
+        score, now, held_by = await lease()
+        assert held_by == token, f"lease lapsed and was taken again ({token!r} -> {held_by!r})"
+        return score is not None and score > first and now > first
+
+    await async_wait_until(renewed_past_first, timeout=10, interval=0.01)
+
+
 async def test_worker_picks_up_lease_of_lost_worker(redis_url: str) -> None:
     name = "lost"
     q = RedisMessageQueue(redis_url, name, workers=1)
@@ -741,18 +770,21 @@ async def test_acl_user_in_url(redis_url: str, resp_connection: bool) -> None:
         )
     port = redis_url.rsplit(":", 1)[1].split("/")[0]
     url = f"redis://worker:s3cret%3Apw@127.0.0.1:{port}/0"
-    q = RedisMessageQueue(url, "acl", visibility_timeout=0.3, resp_connection=resp_connection)
-    seen: list[str] = []
+    q = RedisMessageQueue(url, "acl", visibility_timeout=1.0, resp_connection=resp_connection)
+    seen: list[tuple[str, int]] = []
 
-    async def slow(msg: Message) -> None:
-        await asyncio.sleep(0.5)  # longer than the lease: the renewer must authenticate too
-        seen.append(msg.id)
+    async with redis_client(redis_url) as r:
 
-    q.register_handler("a", slow)
-    async with q:
-        mid = await q.publish(Message(type="a"))
-        await async_wait_until(lambda: seen == [mid], timeout=10)
-        stats = await async_wait_until(_stats_when(q, "total_processed", 1))
+        async def slow(msg: Message) -> None:
+            await _outlive_first_lease(r, "acl", msg.id)  # the renewer authenticates too
+            seen.append((msg.id, msg.deliveries))
+
+        q.register_handler("a", slow)
+        async with q:
+            mid = await q.publish(Message(type="a"))
+            await async_wait_until(lambda: seen, timeout=20)
+            stats = await async_wait_until(_stats_when(q, "total_processed", 1))
+    assert seen == [(mid, 1)]
     assert stats["total_published"] == 1
 
 
@@ -847,18 +879,23 @@ def tls_url(redis_factory: Any, tmp_path: Any) -> str:
 
 @pytest.mark.parametrize("resp_connection", [True, False])
 async def test_rediss_url(tls_url: str, resp_connection: bool) -> None:
-    q = RedisMessageQueue(tls_url, "tls", visibility_timeout=0.3, resp_connection=resp_connection)
-    seen: list[str] = []
+    # A lease that outlasts the renewer's first TLS connect on a loaded box (at 0.3 s it
+    # lapsed now and then: the message ran twice, which the check below now catches).
+    q = RedisMessageQueue(tls_url, "tls", visibility_timeout=1.0, resp_connection=resp_connection)
+    seen: list[tuple[str, int]] = []
 
-    async def slow(msg: Message) -> None:
-        await asyncio.sleep(0.4)  # past the lease: the renewer speaks TLS as well
-        seen.append(msg.id)
+    async with redis_client(tls_url) as r:
 
-    q.register_handler("t", slow)
-    async with q:
-        mid = await q.publish(Message(type="t"))
-        await async_wait_until(lambda: seen == [mid], timeout=10)
-        stats = await async_wait_until(_stats_when(q, "total_processed", 1))
+        async def slow(msg: Message) -> None:
+            await _outlive_first_lease(r, "tls", msg.id)  # the renewer speaks TLS as well
+            seen.append((msg.id, msg.deliveries))
+
+        q.register_handler("t", slow)
+        async with q:
+            mid = await q.publish(Message(type="t"))
+            await async_wait_until(lambda: seen, timeout=20)
+            stats = await async_wait_until(_stats_when(q, "total_processed", 1))
+    assert seen == [(mid, 1)]
     assert stats["total_published"] == 1
 
 
@@ -925,10 +962,11 @@ async def test_sentinel_managed_client(sentinel_port: int) -> None:
     sentinel = redis.asyncio.Sentinel([("127.0.0.1", sentinel_port)], socket_timeout=1.0)
     master = sentinel.master_for("mymaster", socket_timeout=3.0)
     seen: list[int] = []
-    q = RedisMessageQueue(master, "sentinel", workers=2, visibility_timeout=0.3, block_timeout=0.5)
+    q = RedisMessageQueue(master, "sentinel", workers=2, visibility_timeout=1.0, block_timeout=0.5)
 
     async def slow(msg: Message) -> None:
-        await asyncio.sleep(0.4)  # past the lease: renewed through the shared client
+        await _outlive_first_lease(master, "sentinel", msg.id)  # renewed via the shared client
+        assert msg.deliveries == 1
         seen.append(msg.payload["n"])
 
     q.register_handler("s", slow)
