@@ -243,6 +243,14 @@ class Leases:
         """Every renewal interval: renews what the rule allows and hands back the buffered
         messages the loop cannot start."""
         outage = self._outage()  # logs one warning per outage, one error past the budget
+        sync = self._sync
+        if sync is not None:
+            # Connect now, not at the first renewal: a TLS handshake on a loaded machine
+            # took longer than a short lease, which then lapsed before it was first renewed.
+            try:
+                sync.ping()
+            except Exception as exc:
+                outage.failed(exc)
         while not self._stop.wait(self.interval):
             sync = self._sync
             if sync is None:
