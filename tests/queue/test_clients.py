@@ -6,7 +6,6 @@ the DLQ peek and a clean stop."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -17,7 +16,7 @@ import orjson
 import pytest
 import redis.asyncio
 
-from helpers import RedisServer, async_wait_until
+from helpers import RedisServer, async_wait_until, outlive_first_lease
 from meetq import Message, RedisMessageQueue
 from meetq._redis.keys import QueueKeys
 
@@ -64,12 +63,13 @@ async def test_queue_cycle_on_every_connection(
         if msg.payload.get("fail"):
             raise ValueError("bad input")
         if msg.payload.get("slow"):
-            await asyncio.sleep(1.2)  # the handler's work: four lease periods
+            async with redis_client_of(url) as r:  # its work lasts past its first lease
+                await outlive_first_lease(r, name, msg.id)
         return {"ok": msg.payload.get("n")}
 
     async with target(transport, url, client) as given:
         q = RedisMessageQueue(
-            given, name, workers=2, visibility_timeout=0.3, resp_connection=resp_connection
+            given, name, workers=2, visibility_timeout=1.0, resp_connection=resp_connection
         )
         q.register_handler("t", handler)
         async with q:

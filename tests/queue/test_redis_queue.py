@@ -17,7 +17,14 @@ import pytest
 import redis
 import redis.asyncio
 
-from helpers import REDIS_SERVER, async_wait_until, free_port, redis_client, wait_until
+from helpers import (
+    REDIS_SERVER,
+    async_wait_until,
+    free_port,
+    outlive_first_lease,
+    redis_client,
+    wait_until,
+)
 from meetq import (
     MeetqConnectionError,
     Message,
@@ -494,35 +501,6 @@ async def _lease_expired(r: redis.asyncio.Redis, name: str, mid: str) -> bool:
     return score is not None and score < sec * 1000 + usec / 1000
 
 
-async def _outlive_first_lease(r: redis.asyncio.Redis, name: str, mid: str) -> None:
-    """Returns once the lease of `mid` has been renewed past its first grant: Redis time is
-    beyond the deadline it had when first read, the deadline has moved later, and the token
-    is the same (it never lapsed and went to another run). A handler that waits for this,
-    instead of sleeping "longer than the lease", proves the renewer got through, however
-    slow the machine."""
-    keys = QueueKeys(name)
-    inflight, meta = keys.named("inflight"), f"{mid}\0l"
-
-    async def lease() -> tuple[float | None, float, bytes]:
-        pipe = r.pipeline(transaction=True)
-        pipe.zscore(inflight, mid)
-        pipe.hget(keys.named("msg"), meta)
-        pipe.time()
-        score, state, (sec, usec) = await pipe.execute()
-        assert state is not None, "not leased"
-        return score, sec * 1000 + usec / 1000, state.split(b":")[0]
-
-    first, _, token = await lease()
-    assert first is not None, "not leased"
-
-    async def renewed_past_first() -> bool:
-        score, now, held_by = await lease()
-        assert held_by == token, f"lease lapsed and was taken again ({token!r} -> {held_by!r})"
-        return score is not None and score > first and now > first
-
-    await async_wait_until(renewed_past_first, timeout=10, interval=0.01)
-
-
 async def test_worker_picks_up_lease_of_lost_worker(redis_url: str) -> None:
     name = "lost"
     q = RedisMessageQueue(redis_url, name, workers=1)
@@ -776,7 +754,7 @@ async def test_acl_user_in_url(redis_url: str, resp_connection: bool) -> None:
     async with redis_client(redis_url) as r:
 
         async def slow(msg: Message) -> None:
-            await _outlive_first_lease(r, "acl", msg.id)  # the renewer authenticates too
+            await outlive_first_lease(r, "acl", msg.id)  # the renewer authenticates too
             seen.append((msg.id, msg.deliveries))
 
         q.register_handler("a", slow)
@@ -887,7 +865,7 @@ async def test_rediss_url(tls_url: str, resp_connection: bool) -> None:
     async with redis_client(tls_url) as r:
 
         async def slow(msg: Message) -> None:
-            await _outlive_first_lease(r, "tls", msg.id)  # the renewer speaks TLS as well
+            await outlive_first_lease(r, "tls", msg.id)  # the renewer speaks TLS as well
             seen.append((msg.id, msg.deliveries))
 
         q.register_handler("t", slow)
@@ -965,7 +943,7 @@ async def test_sentinel_managed_client(sentinel_port: int) -> None:
     q = RedisMessageQueue(master, "sentinel", workers=2, visibility_timeout=1.0, block_timeout=0.5)
 
     async def slow(msg: Message) -> None:
-        await _outlive_first_lease(master, "sentinel", msg.id)  # renewed via the shared client
+        await outlive_first_lease(master, "sentinel", msg.id)  # renewed via the shared client
         assert msg.deliveries == 1
         seen.append(msg.payload["n"])
 

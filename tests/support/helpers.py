@@ -103,6 +103,37 @@ async def async_never(cond: Callable[[], Any], seconds: float, interval: float =
         await asyncio.sleep(interval)
 
 
+async def outlive_first_lease(r: Any, name: str, mid: str) -> None:
+    """Returns once the lease of `mid` has been renewed past its first grant: Redis time is
+    beyond the deadline it had when first read, the deadline has moved later, and the token
+    is the same (it never lapsed and went to another run). A handler that waits for this,
+    instead of sleeping "longer than the lease", proves the renewer got through, however
+    slow the machine. `r`: a redis-py asyncio client of the queue's server."""
+    from meetq._redis.keys import QueueKeys
+
+    keys = QueueKeys(name)
+    inflight, meta = keys.named("inflight"), f"{mid}\0l"
+
+    async def lease() -> tuple[float | None, float, bytes]:
+        pipe = r.pipeline(transaction=True)
+        pipe.zscore(inflight, mid)
+        pipe.hget(keys.named("msg"), meta)
+        pipe.time()
+        score, state, (sec, usec) = await pipe.execute()
+        assert state is not None, "not leased"
+        return score, sec * 1000 + usec / 1000, state.split(b":")[0]
+
+    first, _, token = await lease()
+    assert first is not None, "not leased"
+
+    async def renewed_past_first() -> bool:
+        score, now, held_by = await lease()
+        assert held_by == token, f"lease lapsed and was taken again ({token!r} -> {held_by!r})"
+        return score is not None and score > first and now > first
+
+    await async_wait_until(renewed_past_first, timeout=10, interval=0.01)
+
+
 @dataclass
 class RedisServer:
     """A private redis-server on a random loopback port, with its own directory."""
