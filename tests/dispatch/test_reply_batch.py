@@ -101,3 +101,16 @@ async def test_a_worker_batch_with_a_member_that_cannot_reply_dead_letters_it_al
         assert "reply could not be written" in dead[0].reason and "WRONGTYPE" in dead[0].reason
         assert await r.get(blocked) == b"not a list"
         assert await r.zcard(keys.named("inflight")) == 0
+
+
+async def test_replies_are_written_again_after_a_restart_of_the_queue(redis_url: str) -> None:
+    queue = "batchrestart"
+    good = reply_key(queue, "good")
+    q = RedisMessageQueue(redis_url, queue, workers=1)
+    q.register_handler("t", lambda m: {"n": m.payload["n"]})
+    async with redis_client(redis_url) as r:
+        for n in range(3):
+            await q.publish(Message(type="t", id=f"r{n}", payload={"n": n}, reply_to=good))
+            async with q:
+                _, raw = await r.blpop([good], timeout=20)  # type: ignore[misc]
+            assert orjson.loads(raw)["result"] == {"n": n}

@@ -67,7 +67,8 @@ class Outcomes:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._replies: list[tuple[Message, str, Any]] = []
         """Successful runs with a reply, waiting for the next `ack_reply` call."""
-        self._writing = False
+        self._writer: asyncio.Task[Any] | None = None
+        """The task writing `_replies` (one at a time per process)."""
         self.stopping = False
         self.processed = 0
         """Runs of this process that succeeded (the shared totals are in Redis)."""
@@ -85,10 +86,11 @@ class Outcomes:
         """A successful run; `encoded`: its result as JSON when the message has a reply."""
         if msg.reply_to:
             self._replies.append((msg, token, encoded))
-            if not self._writing:
+            writer = self._writer
+            if writer is None or writer.done():
                 # runs from the next loop turn: every run ending in this one joins its call
-                self._writing = True
-                self._spawn(self._write_replies())
+                # (done() also covers a writer cancelled before it began, e.g. by stop())
+                self._writer = self._spawn(self._write_replies())
             return
         self.processed += 1
         self.acks.add(msg.id, token)
@@ -98,28 +100,25 @@ class Outcomes:
         while a call is in flight join the next one (one call at a time per process)."""
         keys, ttl = self._keys, self.config.result_ttl_ms
         replies = self._replies
-        try:
-            while replies:
-                batch = replies[:REPLY_CHUNK]
-                del replies[:REPLY_CHUNK]
-                args: list[Any] = [ttl, len(batch)]
-                for msg, token, encoded in batch:
-                    args += (msg.id, token, msg.reply_to, encoded)
-                try:
-                    res = await self._until_recorded(
-                        lambda: self._ack_reply(keys, args)  # noqa: B023
-                    )
-                except Exception as exc:
-                    log.warning(
-                        "queue %s: could not ack %d runs (%r)", self.queue_name, len(batch), exc
-                    )
-                    for msg, token, _ in batch:
-                        self.leases.forget(msg.id, token)  # its lease expires, it comes back
-                    continue
-                self._settle_replies(batch, res)
-                self._kick()
-        finally:
-            self._writing = False
+        while replies:
+            batch = replies[:REPLY_CHUNK]
+            del replies[:REPLY_CHUNK]
+            args: list[Any] = [ttl, len(batch)]
+            for msg, token, encoded in batch:
+                args += (msg.id, token, msg.reply_to, encoded)
+            try:
+                res = await self._until_recorded(
+                    lambda: self._ack_reply(keys, args)  # noqa: B023
+                )
+            except Exception as exc:
+                log.warning(
+                    "queue %s: could not ack %d runs (%r)", self.queue_name, len(batch), exc
+                )
+                for msg, token, _ in batch:
+                    self.leases.forget(msg.id, token)  # its lease expires, it comes back
+                continue
+            self._settle_replies(batch, res)
+            self._kick()
 
     async def _ack_reply(self, keys: list[str], args: list[Any]) -> Any:
         link = self._hot_link()
