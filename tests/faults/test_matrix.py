@@ -72,6 +72,22 @@ class Fault:
     resumed_at: float = 0.0  # time.time() of a SIGCONT
     note: str = ""
 
+    def frozen_unacked(self, log: RunLog) -> set[str]:
+        """Ids a stopped worker finished before its SIGCONT, whose "D" line (and maybe the
+        ack) had not left it when it froze: at-least-once re-runs, like `_finished_unacked`
+        finds among the lines that had arrived by then."""
+        if not self.resumed_at:
+            return set()
+        victim = self.procs[0].pid
+        return {
+            mid
+            for (kind, mid, pid), at in zip(log.entries, log.times, strict=True)
+            if kind == "D"
+            and pid == victim
+            and at < self.resumed_at
+            and mid in self.in_flight_at_fault
+        }
+
     @property
     def live(self) -> list[WorkerProcess]:
         return [p for p in self.procs if p.alive()]
@@ -195,8 +211,9 @@ async def run_process_case(
                 await async_wait_until(lambda: _done(r, log_key, probes), timeout=60)
                 await async_wait_until(lambda: _settled(r, name, ids + probes, log_key), timeout=30)
                 check = await check_queue(r, name, ids + probes, log_key)
-                check.reruns -= ctx.may_rerun
                 log = await read_log(r, log_key)
+                ctx.may_rerun |= ctx.frozen_unacked(log)
+                check.reruns -= ctx.may_rerun
                 served = log.pids(probes)
                 not_serving = [p.pid for p in ctx.live if p.pid not in served]
                 outcome = _outcome(check, not_serving)
@@ -635,8 +652,9 @@ async def run_dispatch_case(
                 await async_wait_until(lambda: set(finals) >= set(ids + probes), timeout=60)
                 await async_wait_until(lambda: _settled(r, queue, ids + probes, log_key), 30)
                 check = await check_queue(r, queue, ids + probes, log_key)
-                check.reruns -= ctx.may_rerun
                 log = await read_log(r, log_key)
+                ctx.may_rerun |= ctx.frozen_unacked(log)
+                check.reruns -= ctx.may_rerun
                 served = log.pids(probes)
                 outcome = _outcome(check, [p.pid for p in ctx.live if p.pid not in served])
                 bad = {
