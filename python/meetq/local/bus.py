@@ -1,16 +1,16 @@
 """In-process event bus on the native ring buffer.
 
 `emit` is the ring's own native method: it builds the `LocalEvent`, pushes it and, only on
-the empty -> non-empty edge, wakes the consumer, so a burst of events costs one wake-up.
-One pump task calls the ring's native `dispatch`, which pops events one at a time and runs
-their handlers: sync handlers inline (not timed); async handlers through
-`meetq._core.runner`, each in a task of its own started eagerly (its first step runs at
-once, inside that task, so an `asyncio.timeout()` there is the handler's, not the pump's;
-one that never suspends is done before the next handler runs), the rest under
-`handler_timeout`; `in_thread` handlers through the runner too (the slot is held until the
-thread returns). `workers` bounds how many events may have runs in progress, and while
-that many are, the pump stops popping so the ring's bound applies back-pressure. The
-runner's rule, with the sync hot path native.
+the empty -> non-empty edge, wakes the idle consumers, so a burst of events costs one
+wake-up. Each of `workers` worker tasks is a consumer: it calls the ring's native
+`dispatch`, which pops events one at a time and runs their sync handlers inline (not
+timed). A worker that pops an event with async or `in_thread` handlers runs them
+itself through `meetq._core.runner`: an async handler's whole run inside that worker's task
+(so an `asyncio.timeout()` or `current_task()` in it is the task running it), its first
+step untimed and the rest under `handler_timeout`, with no task made per run; an
+`in_thread` handler holds its worker until the thread returns. While every worker has such
+an event, nothing pops, so the ring's bound applies back-pressure. The runner's rule, with
+the sync hot path native.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from meetq._core.eager import ASYNC, SYNC, THREAD, handler_kind
-from meetq._core.runner import HandlerRunner, HandlerSpec, Outcome, describe
+from meetq._core.runner import HandlerRunner, HandlerSpec, describe
 from meetq._native import LocalEvent, RingBuffer
 from meetq.errors import QueueFullError
 from meetq.priority import Priority
@@ -68,8 +68,7 @@ class LocalEventBus:
         self._failed = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
-        self._pump_task: asyncio.Task[None] | None = None
-        self._in_progress: set[asyncio.Task[None]] = set()
+        self._worker_tasks: list[asyncio.Task[None]] = []
         self._idle: asyncio.Future[None] | None = None
         self._room: asyncio.Future[None] | None = None
         self._runner = HandlerRunner(workers, thread_name="meetq-bus")
@@ -144,13 +143,16 @@ class LocalEventBus:
     # -- lifecycle --------------------------------------------------------------------
 
     async def start(self) -> None:
-        if self._pump_task is not None:
+        if self._worker_tasks:
             return
-        self._loop = asyncio.get_running_loop()
+        self._loop = loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self._stopping = False
         self._ring.set_waker(self._wake_from_any_thread)
-        self._pump_task = self._loop.create_task(self._pump(), name="meetq-bus-pump")
+        self._worker_tasks = [
+            loop.create_task(self._work(), name=f"meetq-bus-worker-{i}")
+            for i in range(self.workers)
+        ]
 
     async def stop(self, *, discard: bool = False, timeout: float | None = None) -> int:
         """Stops after draining what is queued and finishing handlers in progress.
@@ -158,8 +160,8 @@ class LocalEventBus:
         With `discard=True` the queued events are dropped instead; returns how many.
         Handlers still running after `timeout` seconds are cancelled (counted failed).
         """
-        pump = self._pump_task
-        if pump is None:
+        workers = self._worker_tasks
+        if not workers:
             return 0
         discarded = 0
         if discard:
@@ -167,16 +169,11 @@ class LocalEventBus:
                 discarded += len(batch)
         self._stopping = True
         self._wake()
-        deadline = None if timeout is None else time.monotonic() + timeout
-        for tasks in ([pump], self._in_progress):  # the pump first: it may start more
-            if not tasks:
-                continue
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            _done, pending = await asyncio.wait(list(tasks), timeout=remaining)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
-        self._pump_task = None
+        _done, pending = await asyncio.wait(workers, timeout=timeout)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        self._worker_tasks = []
         self._ring.set_waker(None)
         self._ring.disarm()
         self._runner.close()
@@ -205,61 +202,65 @@ class LocalEventBus:
         if idle is not None and not idle.done():
             idle.set_result(None)
 
-    async def _pump(self) -> None:
+    async def _work(self) -> None:
+        """One of `workers` tasks, each its own consumer of the ring: the ring's native
+        emit -> handler loop runs sync handlers until it meets an event with async or
+        thread handlers (a budget of one), whose runs this task then awaits itself."""
         ring = self._ring
         batch_size = self.batch_size
         on_error = self._on_error
         start_async = self._start_async
-        in_progress = self._in_progress
+        since_yield = 0
         while True:
-            budget = self.workers - len(in_progress)
-            if budget > 0:
-                # The ring's own emit -> handler loop: events are popped one at a time, so
-                # those it does not reach (budget spent) simply stay queued in the ring.
-                processed, failed, pending, popped = ring.dispatch(
-                    batch_size, self._table, on_error, budget, start_async
-                )
-                if popped:
-                    self._processed += processed
-                    self._failed += failed
-                    if self._room is not None:
-                        room, self._room = self._room, None
-                        if not room.done():
-                            room.set_result(None)
-                    if pending is not None:
-                        for ev, runs in pending:
-                            task = asyncio.ensure_future(self._finish(ev, runs))
-                            in_progress.add(task)
-                            task.add_done_callback(self._finished)
-                    # Let producers and handlers in progress run between batches.
+            processed, failed, pending, popped = ring.dispatch(
+                batch_size, self._table, on_error, 1, start_async
+            )
+            if popped:
+                self._processed += processed
+                self._failed += failed
+                if self._room is not None:
+                    room, self._room = self._room, None
+                    if not room.done():
+                        room.set_result(None)
+                if pending is not None:
+                    for ev, runs in pending:  # one event, by the budget
+                        if len(runs) == 1 and runs[0][1] is not None:
+                            await self._run_async(ev, runs[0][1])  # the common case
+                        else:
+                            await self._finish(ev, runs)
+                        self._processed += 1
+                # Let producers and handlers in progress run between batches (a handler
+                # that never suspends does not yield: count what ran since the last time).
+                since_yield += popped
+                if since_yield >= batch_size:
+                    since_yield = 0
                     await asyncio.sleep(0)
-                    continue
-                if self._stopping:
-                    return
+                continue
+            since_yield = 0
+            if self._stopping:
+                return
             if self._idle is None or self._idle.done():
                 self._idle = asyncio.get_running_loop().create_future()
             idle = self._idle
-            # With every worker busy, sleep until one finishes (`_finished` wakes us);
-            # otherwise until the next push, if the ring is still empty once armed.
-            if budget <= 0 or ring.arm():
+            # Until the next push, if the ring is still empty once armed.
+            if ring.arm():
                 await idle
 
-    def _finished(self, task: asyncio.Task[None]) -> None:
-        self._in_progress.discard(task)
-        self._processed += 1
-        self._wake()
+    @staticmethod
+    def _start_async(_ev: Any, spec: HandlerSpec) -> Any:
+        """Called by `dispatch` for each async handler of an event: nothing runs now (the
+        worker that popped it awaits the run); the spec marks the run as async."""
+        return spec
 
-    def _start_async(self, ev: Any, spec: HandlerSpec) -> Any:
-        """Called by `dispatch` for each async handler of an event: runs it in its own
-        eagerly started task; None when it already finished (a failure counted here),
-        else the coroutine that finishes it."""
-        step = self._runner.start(spec, ev, self.handler_timeout)
-        if isinstance(step, Outcome):
-            if not step.ok:
-                self._failed += 1
-                self._on_error(ev, spec.fn, step.error)
-            return None
-        return step
+    async def _run_async(self, ev: Any, spec: HandlerSpec) -> None:
+        try:
+            outcome = await self._runner.run_here(spec, ev, self.handler_timeout)
+        except asyncio.CancelledError:
+            self._failed += 1
+            raise  # stop() gave up waiting
+        if not outcome.ok:
+            self._failed += 1
+            self._on_error(ev, spec.fn, outcome.error)
 
     async def _finish(self, ev: Any, runs: list[tuple[Any, Any]]) -> None:
         if len(runs) == 1:
@@ -268,15 +269,15 @@ class LocalEventBus:
             await asyncio.gather(*(self._finish_run(ev, *run) for run in runs))
 
     async def _finish_run(self, ev: Any, handler: Any, rest: Any) -> None:
-        # A thread handler (rest None): the runner runs it; its slot (this event's place in
-        # `workers`) is held until the thread returns, even after a timeout. Else the rest
-        # of an async handler's (a HandlerSpec's) run, in its own task.
+        # A thread handler (rest None): the runner runs it; its worker is held until the
+        # thread returns, even after a timeout. Else an async handler (a HandlerSpec), its
+        # whole run in this worker's task.
         fn = handler.fn if isinstance(handler, HandlerSpec) else handler
         try:
             if rest is None:
                 outcome = await self._runner.run(HandlerSpec(fn, THREAD), ev, self.handler_timeout)
             else:
-                outcome = await rest
+                outcome = await self._runner.run_here(rest, ev, self.handler_timeout)
         except asyncio.CancelledError:
             self._failed += 1
             raise  # stop() gave up waiting
