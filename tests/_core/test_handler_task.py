@@ -1,7 +1,8 @@
-"""Every component that runs handlers runs an async handler in a task of its own, from its
-very first step: `asyncio.current_task()` there is the handler's (a new task per run, the
-same one after it suspends), and an `asyncio.timeout()` entered there cancels the handler,
-never the component's task (the bus pump, the queue worker) and never fails for want of
+"""Every component that runs handlers runs an async handler in a task that runs nothing
+else meanwhile, from its very first step: `asyncio.current_task()` there is that task (the
+same one after it suspends; a new task per run, except in the bus, whose worker tasks run
+one handler at a time), and an `asyncio.timeout()` entered there cancels the handler, never
+a component's task (the queue worker, the gateway's protocol) and never fails for want of
 a task (the scheduler's pump and Pub/Sub's reader run in loop callbacks)."""
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import asyncio
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+import pytest
+
 from helpers import async_wait_until
 from meetq import (
     LocalEventBus,
@@ -17,6 +20,10 @@ from meetq import (
     PubSubMessage,
     RedisMessageQueue,
     RedisPubSubQueue,
+    ServiceRoute,
+    ServiceWorker,
+    TaskDispatcher,
+    TaskRequest,
     TaskScheduler,
     TaskStatus,
 )
@@ -60,12 +67,13 @@ class Probe:
     def done(self) -> bool:
         return len(self.waited) == RUNS and len(self.quick_tasks) == RUNS
 
-    def check(self) -> None:
+    def check(self, task_per_run: bool = True) -> None:
         firsts = [first for first, _ in self.waited]
         assert all(first is not None for first in firsts + self.quick_tasks)
         assert all(first is after for first, after in self.waited), "task changed mid-run"
         runs = firsts + self.quick_tasks
-        assert len({id(t) for t in runs}) == len(runs), "two runs shared a task"
+        if task_per_run:
+            assert len({id(t) for t in runs}) == len(runs), "two runs shared a task"
         assert self.outer not in runs
 
 
@@ -154,6 +162,23 @@ async def test_bus() -> None:
     probe.check()
 
 
+@pytest.mark.parametrize("fn_name", ["waits", "quick"])
+async def test_bus_one_async_handler_runs_in_a_worker_task(fn_name: str) -> None:
+    # one handler per event: the worker that popped the event awaits it in its own task
+    probe = Probe()
+    bus = LocalEventBus(workers=2)
+    bus.on("e", getattr(probe, fn_name))
+    async with bus:
+        for i in range(RUNS):
+            assert bus.emit("e", {"i": i})
+        await async_wait_until(
+            lambda: len(probe.waited) + len(probe.quick_tasks) == RUNS, timeout=30
+        )
+        await async_wait_until(lambda: bus.get_stats()["processed_events"] == RUNS)
+    assert bus.get_stats()["failed_events"] == 0
+    probe.check(task_per_run=False)
+
+
 async def test_scheduler() -> None:
     probe = Probe()
     async with TaskScheduler(workers=2) as s:
@@ -197,4 +222,18 @@ async def test_pubsub(redis_url: str) -> None:
         await async_wait_until(probe.done, timeout=30)
         await async_wait_until(lambda: ps.get_stats()["total_processed"] == RUNS, timeout=30)
         assert ps.get_stats()["total_failed"] == 0
+    probe.check()
+
+
+async def test_service_worker(redis_url: str) -> None:
+    probe = Probe()
+    route = ServiceRoute("probe-service", "handler-task-tasks", ["waits", "quick"])
+    worker = ServiceWorker(redis_url, "probe-service", queue_name="handler-task-tasks")
+    worker.register_handler("waits", probe.waits)
+    worker.register_handler("quick", probe.quick)
+    async with worker, TaskDispatcher(redis_url, routes=[route]) as d:
+        for _ in range(RUNS):
+            for kind in ("waits", "quick"):
+                resp = await asyncio.wait_for(d.dispatch_and_wait(TaskRequest(type=kind)), 30)
+                assert str(resp.status) == "completed", resp
     probe.check()

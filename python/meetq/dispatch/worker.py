@@ -25,7 +25,7 @@ from typing import Any
 import redis.asyncio
 
 from meetq._core.backoff import backoff
-from meetq._core.eager import ASYNC, Resume, handler_kind
+from meetq._core.eager import ASYNC, handler_kind, start_eager
 from meetq._redis.keys import QueueKeys
 from meetq.dispatch.types import TaskRequest, default_routes
 from meetq.queue import RedisMessageQueue
@@ -91,12 +91,11 @@ class ServiceWorker:
 
         async def run(msg: Message) -> Any:
             req = _request(msg)
-            coro = fn(req)
-            try:
-                first = coro.send(None)  # a handler that never waits costs no task
-            except StopIteration as done:
-                return done.value
-            task = asyncio.ensure_future(Resume(coro, first))
+            # its own task (cancel_task cancels it, not the queue's run), its first step
+            # inside it, so an asyncio.timeout() there is the handler's
+            task, result = start_eager(fn(req))
+            if task is None:
+                return result
             running[req.id] = task
             try:
                 return await task

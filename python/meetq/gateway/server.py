@@ -46,7 +46,7 @@ from picows import (
     ws_create_server,
 )
 
-from meetq._core.eager import Resume
+from meetq._core.eager import start_eager
 from meetq._native import TimerWheel
 from meetq.dispatch.dispatcher import TaskDispatcher
 from meetq.gateway.auth import Authenticator, AuthError, HmacAuthenticator, Identity
@@ -277,20 +277,20 @@ class GatewayServer:
             timeout=frame.timeout or self.config.default_timeout,
             request_id=frame.request_id,
         )
-        # the first step runs here (session checks, in-flight count, the dispatch write),
-        # so the next frame of this connection already sees this request counted
-        coro = manager.submit_task_async(req)
+        # the first step runs now (session checks, in-flight count, the dispatch write),
+        # so the next frame of this connection already sees this request counted; in a
+        # task of its own: this protocol callback runs in none, and an asyncio.timeout()
+        # on the way (redis-py enters one) needs one
         try:
-            first = coro.send(None)
-        except StopIteration:
-            return
+            task, _ = start_eager(manager.submit_task_async(req))
         except SessionLimitError as exc:
             conn.send(error_frame(ErrorCode.TOO_MANY_REQUESTS, str(exc), frame.request_id))
             return
         except Exception as exc:
             self._failed(conn, frame.request_id, exc)
             return
-        task = asyncio.ensure_future(Resume(coro, first))
+        if task is None:
+            return
         self._tasks.add(task)
         task.add_done_callback(lambda t: self._submitted(t, conn, frame.request_id))
 
