@@ -10,8 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from helpers import wait_until
 
 
@@ -32,10 +30,8 @@ def _children(pid: int) -> list[int]:
     return out
 
 
-def _spawn(*args: str, path: str = "") -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "MEETQ_DEMO_PATH")}
-    if path:
-        env["MEETQ_DEMO_PATH"] = path
+def _spawn(*args: str) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
     return subprocess.Popen(
         [sys.executable, "-m", "meetq", "demo", *args],
         stdout=subprocess.PIPE,
@@ -63,12 +59,8 @@ def _started(proc: subprocess.Popen[str]) -> tuple[Path, Path | None]:
     return sock, ai_dir
 
 
-# The queue-only path (MEETQ_DEMO_PATH=queue) is not run here: under heavy load it was
-# seen to hang past 200 s once in three runs on this box (not yet understood); the
-# gateway path is the default and the one `make demo` runs.
-@pytest.mark.parametrize("path", [""])
-def test_demo_runs_to_its_summary_and_cleans_up(path: str) -> None:
-    proc = _spawn("--duration", "2", "--rate", "100", "--clients", "6", "--seed", "7", path=path)
+def test_demo_runs_to_its_summary_and_cleans_up() -> None:
+    proc = _spawn("--duration", "2", "--rate", "100", "--clients", "6", "--seed", "7")
     try:
         out, err = proc.communicate(timeout=180)
     finally:
@@ -89,11 +81,8 @@ def test_demo_runs_to_its_summary_and_cleans_up(path: str) -> None:
     assert int(heard.group(2)) > 0
     for kind in ("ai.speech_recognition", "media.transcode", "meeting.mute_user", "chat.message"):
         assert kind in out
-    from meetq.ops.demo import gateway_available
-
-    if path == "" and gateway_available():
-        assert "path: WebSocket gateway" in err
-        assert "gateway sessions / bad frames" in out
+    assert "path: WebSocket gateway" in err
+    assert "gateway sessions / bad frames" in out
 
 
 def test_ctrl_c_stops_everything() -> None:

@@ -3,16 +3,15 @@
 With no Redis URL it starts a private redis-server on a unix socket in a temp dir. Then
 three AI node processes (PocketSphinx speech recognition, VADER sentiment and a latency
 stand-in: demo_ai) and the AIService on `ai_tasks`, the media, meeting and signaling
-workers and, when meetq[gateway] is installed, the dispatcher, the session manager and
-the WebSocket gateway with N simulated client sessions in M meetings (real WebSocket
-connections); without it the clients publish to the service queues directly (and no AI
-task runs). They send a mix of AI, media, meeting and chat tasks at all four priorities:
-voice commands spoken by espeak-ng as real 16 kHz PCM, chat lines for sentiment, and
-some tasks invalid on purpose (an unknown type refused at the edge, a frame that is not
-JSON, corrupt audio, an unsupported codec); the media service dispatches flaky
-recordings with retries. Services emit local bus events; reminders and cleanups run on
-the scheduler's timer wheel. The summary says what each voice command was recognised as
-and how VADER scored each chat line.
+workers, the dispatcher, the session manager and the WebSocket gateway with N simulated
+client sessions in M meetings (real WebSocket connections). They send a mix of AI,
+media, meeting and chat tasks at all four priorities: voice commands spoken by espeak-ng
+as real 16 kHz PCM, chat lines for sentiment, and some tasks invalid on purpose (an
+unknown type refused at the edge, a frame that is not JSON, corrupt audio, an
+unsupported codec); the media service dispatches flaky recordings with retries. Services
+emit local bus events; reminders and cleanups run on the scheduler's timer wheel. The
+summary says what each voice command was recognised as and how VADER scored each chat
+line.
 
 Everything it starts is stopped on exit, Ctrl-C or SIGTERM (`finally` blocks, the private
 server and its directory last), so no process or socket file is left behind.
@@ -23,8 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib.util
-import os
 import random
 import signal
 import sys
@@ -78,20 +75,12 @@ class DemoConfig:
     seed: int | None = None
 
 
-def gateway_available() -> bool:
-    """The platform path needs meetq's gateway and dispatcher and their libraries
-    (`MEETQ_DEMO_PATH=queue` forces the path without them)."""
-    if os.environ.get("MEETQ_DEMO_PATH") == "queue":
-        return False
-    return all(
-        importlib.util.find_spec(m) is not None
-        for m in ("meetq.dispatch", "meetq.gateway", "picows", "websockets")
-    )
-
-
 def run_from_args(args: argparse.Namespace) -> int:
     try:
+        # the platform's path: clients over WebSockets (websockets) to the gateway (picows)
+        import picows  # noqa: F401
         import rich  # noqa: F401
+        import websockets  # noqa: F401
     except ImportError as exc:
         raise missing_extra("demo", exc) from None
     import uvloop
@@ -140,8 +129,6 @@ def _start_ai(stack: contextlib.ExitStack) -> tuple[DemoAI | None, str | None]:
     """The AI node processes and the spoken commands, or why there are none."""
     from meetq.ops.demo_ai import AiNodes, AiNodeStartError, ai_missing, render_voice_commands
 
-    if not gateway_available():
-        return None, "AI tasks run on the gateway path only (meetq[gateway]): none sent"
     missing = ai_missing()
     if missing:
         return None, missing
@@ -188,23 +175,16 @@ class Demo:
 
         self.fanout = EventFanout(url, self.tally)
         handlers = self._service_handlers()
-        self.path: Any
-        if gateway_available():
-            from meetq.ops.demo_gateway import GatewayPath
+        from meetq.ops.demo_gateway import GatewayPath
 
-            ai_service = None
-            if ai is not None:
+        ai_service = None
+        if ai is not None:
 
-                def ai_service() -> Any:
-                    assert ai is not None
-                    return ai.service(url, self._ai_event)
+            def ai_service() -> Any:
+                assert ai is not None
+                return ai.service(url, self._ai_event)
 
-            self.path = GatewayPath(url, self.tally, handlers, ai_service)
-        else:
-            from meetq.ops.demo_queue import QueuePath
-
-            self.path = QueuePath(url, self.tally, handlers)
-            self.tally.notes.append("meetq[gateway] is not installed: clients publish directly")
+        self.path = GatewayPath(url, self.tally, handlers, ai_service)
 
     # ------------------------------------------------------------------ services
 
