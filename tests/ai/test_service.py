@@ -165,7 +165,16 @@ async def test_load_spreads_over_nodes_and_survives_one_going_away(redis_url: st
             first = await run(100, "a")
             assert [r.result for r in first] == [{"text": f"a{i}"} for i in range(100)]
             assert calls[0] > 10 and calls[1] > 10, calls  # both nodes took work
+            health = ai.get_stats()["nodes"]
+            assert sorted(health.values()) == ["up, 0 in flight"] * 2, health
             await nodes[1].stop()  # one host's node goes away; its tasks retry elsewhere
+            await async_wait_until(
+                lambda: (
+                    sorted(v.split(",")[0] for v in ai.get_stats()["nodes"].values())
+                    == ["down", "up"]
+                ),
+                timeout=30,
+            )
             second = await run(50, "b")
             assert all(r.status == TaskStatus.COMPLETED for r in second), [
                 r.error for r in second if r.status != TaskStatus.COMPLETED

@@ -157,7 +157,19 @@ class AIService:
                 "/".join(map(str, key[:2])): [t.work_id for t in targets]
                 for key, targets in self._targets.items()
             },
+            # node health, per set-up model and host (the dashboard's AI card shows it)
+            "nodes": {
+                f"{'/'.join(map(str, key[:2]))} #{i}": (
+                    f"{'up' if self._up(t) else 'down'}, {t.inflight} in flight"
+                )
+                for key, targets in self._targets.items()
+                for i, t in enumerate(targets)
+            },
         }
+
+    @staticmethod
+    def _up(target: _Target) -> bool:
+        return target.work_id is not None and target.client.available(target.work_id)
 
     # --- the task handler ---------------------------------------------------------
 
