@@ -108,7 +108,12 @@ async def test_tasks_run_on_nodes_and_publish_events(redis_url: str) -> None:
             }
             # One work_id per (unit, model), reused by every task.
             assert sorted(nodes[0].works) == ["llm.0", "llm.1"]
-            assert ai.get_stats()["completed"] == 2
+            stats = ai.get_stats()
+            assert stats["completed"] == 2
+            # the two successful types have a latency; the failed runs are not counted
+            p50, p99 = stats["latency_p50_seconds"], stats["latency_p99_seconds"]
+            assert set(p50) == set(p99) == {"text_upper", str(TaskType.EMOTION_DETECTION)}, p50
+            assert all(0 < p50[t] <= p99[t] < 30 for t in p50), (p50, p99)
 
 
 async def test_load_spreads_over_nodes_and_survives_one_going_away(redis_url: str) -> None:

@@ -75,6 +75,12 @@ async def test_scrape_parses_and_passes_promtool(redis_server: RedisServer) -> N
     hub.add_component("bus", "local", bus.get_stats)
     hub.add_component("scheduler", "local", sched.get_stats)
     hub.add_component("dispatcher", "d1", lambda: {"total_dispatched": 7, "active_tasks": 2})
+    ai_stats = {  # AIService.get_stats's shape: the AI node latency per type, node health
+        "completed": 3,
+        "latency_p50_seconds": {"speech_recognition": 0.027},
+        "nodes": {"asr/pocketsphinx #0": "up, 0 in flight"},
+    }
+    hub.add_component("ai", "ai-service", lambda: ai_stats)
     hub.handler_duration.labels("ai_tasks", "t").observe(0.003)
     for _ in range(20):
         bus.emit("x", {})  # not started: 16 wait, 4 are dropped
@@ -96,6 +102,11 @@ async def test_scrape_parses_and_passes_promtool(redis_server: RedisServer) -> N
     assert s[("meetq_dispatcher_active_tasks", (("name", "d1"),))] == 2
     assert s[("meetq_handler_duration_seconds_count", (("queue", "ai_tasks"), ("type", "t")))] == 1
     assert s[("meetq_redis_up", ())] == 1
+    latency = (
+        "meetq_ai_latency_p50_seconds",
+        (("key", "speech_recognition"), ("name", "ai-service")),
+    )
+    assert s[latency] == 0.027
 
     problems = _promtool_check(text)
     assert problems is None, problems

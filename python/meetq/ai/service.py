@@ -21,6 +21,7 @@ a LocalEventBus; a failing callback is logged, never fails the task).
 from __future__ import annotations
 
 import asyncio
+import collections
 import inspect
 import logging
 import time
@@ -76,6 +77,14 @@ def default_route(task_type: str, unit: str, model: str) -> ModelRoute:
     return ModelRoute(unit, model)
 
 
+LATENCY_WINDOW = 1024
+
+
+def _quantile(window: collections.deque[float], q: float) -> float:
+    ordered = sorted(window)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
 @dataclass(eq=False)
 class _Target:
     """One (client, setup) pair: its work_id once set up, and its load."""
@@ -123,6 +132,8 @@ class AIService:
         self._own_clients: list[StackFlowClient] = []
         self.completed = 0
         self.failed = 0
+        # the last LATENCY_WINDOW successful runs per task type, node round trip included
+        self._latency: dict[str, collections.deque[float]] = {}
 
     async def start(self) -> None:
         """Starts the worker, and the clients not started yet (those it also stops)."""
@@ -157,6 +168,9 @@ class AIService:
                 "/".join(map(str, key[:2])): [t.work_id for t in targets]
                 for key, targets in self._targets.items()
             },
+            # per task type over its last LATENCY_WINDOW runs (gauges on /metrics)
+            "latency_p50_seconds": {t: _quantile(w, 0.5) for t, w in self._latency.items()},
+            "latency_p99_seconds": {t: _quantile(w, 0.99) for t, w in self._latency.items()},
             # node health, per set-up model and host (the dashboard's AI card shows it)
             "nodes": {
                 f"{'/'.join(map(str, key[:2]))} #{i}": (
@@ -188,12 +202,17 @@ class AIService:
                 )
                 raise
             self.completed += 1
+            took = time.monotonic() - started
+            window = self._latency.get(task_type)
+            if window is None:
+                window = self._latency[task_type] = collections.deque(maxlen=LATENCY_WINDOW)
+            window.append(took)
             await self._emit(
                 events.AI_TASK_COMPLETED,
                 {
                     "task_id": request.id,
                     "type": task_type,
-                    "duration": time.monotonic() - started,
+                    "duration": took,
                 },
             )
             return result
