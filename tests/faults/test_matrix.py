@@ -131,6 +131,23 @@ def _rerun_note(check: QueueCheck, log: RunLog, ctx: Fault) -> str:
     return " re-runs: " + "; ".join(notes)
 
 
+async def _judge(
+    r: redis.asyncio.Redis, queue: str, ids: list[str], probes: list[str], log_key: str, ctx: Fault
+) -> tuple[str, str]:
+    """The checks of every process case once it settled: its outcome and the table's note
+    (at-least-once re-runs the fault allows, the log lines of any other re-run)."""
+    check = await check_queue(r, queue, ids + probes, log_key)
+    log = await read_log(r, log_key)
+    ctx.may_rerun |= ctx.frozen_unacked(log)
+    check.reruns -= ctx.may_rerun
+    served = log.pids(probes)
+    outcome = _outcome(check, [p.pid for p in ctx.live if p.pid not in served])
+    note = _rerun_note(check, log, ctx).strip()
+    if ctx.may_rerun:
+        note = f"{note} at-least-once re-runs allowed: {len(ctx.may_rerun)}".strip()
+    return outcome, note
+
+
 def _failure(outcome: str, exc: BaseException) -> str:
     """The outcome of a case that raised: what it was waiting for, or what raised."""
     if isinstance(exc, AssertionError) and "condition not met" in str(exc):
@@ -210,16 +227,8 @@ async def run_process_case(
                 )
                 await async_wait_until(lambda: _done(r, log_key, probes), timeout=60)
                 await async_wait_until(lambda: _settled(r, name, ids + probes, log_key), timeout=30)
-                check = await check_queue(r, name, ids + probes, log_key)
-                log = await read_log(r, log_key)
-                ctx.may_rerun |= ctx.frozen_unacked(log)
-                check.reruns -= ctx.may_rerun
-                served = log.pids(probes)
-                not_serving = [p.pid for p in ctx.live if p.pid not in served]
-                outcome = _outcome(check, not_serving)
-                note += _rerun_note(check, log, ctx)
-                if ctx.may_rerun:
-                    note = f"{note} at-least-once re-runs allowed: {len(ctx.may_rerun)}".strip()
+                outcome, judged = await _judge(r, name, ids, probes, log_key, ctx)
+                note = f"{note} {judged}".strip()
             await publisher.stop()
             for p in ctx.live:
                 code = await loop.run_in_executor(None, p.stop)
@@ -651,12 +660,7 @@ async def run_dispatch_case(
                 probes = await dispatch(PROBES, 0.05)
                 await async_wait_until(lambda: set(finals) >= set(ids + probes), timeout=60)
                 await async_wait_until(lambda: _settled(r, queue, ids + probes, log_key), 30)
-                check = await check_queue(r, queue, ids + probes, log_key)
-                log = await read_log(r, log_key)
-                ctx.may_rerun |= ctx.frozen_unacked(log)
-                check.reruns -= ctx.may_rerun
-                served = log.pids(probes)
-                outcome = _outcome(check, [p.pid for p in ctx.live if p.pid not in served])
+                outcome, note = await _judge(r, queue, ids, probes, log_key, ctx)
                 bad = {
                     t: [str(x.status) for x in v]
                     for t, v in finals.items()
@@ -665,9 +669,6 @@ async def run_dispatch_case(
                 if bad:
                     extra = f"{len(bad)} tasks not completed once: {list(bad.items())[:3]}"
                     outcome = extra if outcome == "ok" else f"{outcome}; {extra}"
-                note = _rerun_note(check, log, ctx).strip()
-                if ctx.may_rerun:
-                    note = f"{note} at-least-once re-runs allowed: {len(ctx.may_rerun)}".strip()
             loop = asyncio.get_running_loop()
             for p in ctx.live:
                 code = await loop.run_in_executor(None, p.stop)
