@@ -8,17 +8,15 @@ import asyncio
 import collections
 import contextlib
 import os
-import select
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from helpers import async_wait_until, redis_client
+from helpers import async_wait_until, await_ready, reaped, redis_client, spawn_script
 from meetq import RedisStreamEventBus, StreamEvent
 from meetq._redis.keys import StreamKeys
 
@@ -32,31 +30,15 @@ TOTAL = 1000
 def workers(url: str) -> Iterator[dict[str, list[tuple[subprocess.Popen[bytes], str]]]]:
     """Two worker processes per service, each waited for until "ready"; always reaped."""
     procs: dict[str, list[tuple[subprocess.Popen[bytes], str]]] = {s: [] for s in SERVICES}
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    try:
+    with contextlib.ExitStack() as stack:
         for service in SERVICES:
             for _ in range(2):
-                proc = subprocess.Popen(
-                    [sys.executable, str(WORKER), url, service, TOPIC, f"done:{service}"],
-                    stdout=subprocess.PIPE,
-                    env=env,
-                )
-                procs[service].append((proc, ""))
-        for service in SERVICES:
-            for i, (proc, _) in enumerate(procs[service]):
-                assert proc.stdout is not None
-                readable, _, _ = select.select([proc.stdout], [], [], 60)
-                assert readable, "worker did not start within 60 s"
-                line = proc.stdout.readline().decode().split()
-                assert line and line[0] == "ready", line
-                procs[service][i] = (proc, line[1])
-        yield procs
-    finally:
+                proc = spawn_script(WORKER, url, service, TOPIC, f"done:{service}")
+                procs[service].append((stack.enter_context(reaped(proc)), ""))
         for group in procs.values():
-            for proc, _ in group:
-                if proc.poll() is None:
-                    proc.kill()
-                proc.wait(10)
+            for i, (proc, _) in enumerate(group):
+                group[i] = (proc, await_ready(proc)[0])
+        yield procs
 
 
 async def _handled(r: Any, service: str) -> list[tuple[str, str]]:

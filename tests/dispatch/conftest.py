@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import select
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from helpers import script_process
 from meetq import ServiceRoute
 
 WORKER = Path(__file__).parent / "task_worker.py"
@@ -27,29 +24,9 @@ def route() -> ServiceRoute:
     return ServiceRoute("test-service", TEST_QUEUE, list(TEST_TYPES))
 
 
-@contextlib.contextmanager
-def worker_process(url: str, queue: str = TEST_QUEUE) -> Iterator[subprocess.Popen[bytes]]:
-    """A ServiceWorker subprocess, waited for until it prints "ready"; always reaped."""
-    proc = subprocess.Popen(
-        [sys.executable, str(WORKER), url, queue, LOG_KEY],
-        stdout=subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
-    )
-    try:
-        assert proc.stdout is not None
-        readable, _, _ = select.select([proc.stdout], [], [], 60)
-        assert readable, "worker did not start within 60 s"
-        line = proc.stdout.readline()
-        assert line.strip() == b"ready", line
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+def worker_process(url: str, queue: str = TEST_QUEUE) -> contextlib.AbstractContextManager[Any]:
+    """A ServiceWorker subprocess, once it is ready; always stopped."""
+    return script_process(WORKER, url, queue, LOG_KEY)
 
 
 @pytest.fixture

@@ -5,20 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
-import os
-import select
 import signal
-import subprocess
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis.asyncio
 
-from helpers import RedisServer, async_wait_until, redis_client
+from helpers import RedisServer, async_wait_until, redis_client, script_process
 from meetq import Message, RedisMessageQueue
 from meetq._redis.keys import QueueKeys
 from proxy import Proxy
@@ -26,26 +21,9 @@ from proxy import Proxy
 WORKER = Path(__file__).parent.parent / "support" / "queue_worker.py"
 
 
-@contextlib.contextmanager
-def worker_process(url: str, queue: str, done_key: str, visibility: float) -> Iterator[Any]:
-    """A worker subprocess, waited for until it prints "ready"; always reaped."""
-    proc = subprocess.Popen(
-        [sys.executable, str(WORKER), url, queue, done_key, str(visibility)],
-        stdout=subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
-    )
-    try:
-        assert proc.stdout is not None
-        # bounded: a worker that hangs before "ready" must not block the test's loop forever
-        readable, _, _ = select.select([proc.stdout], [], [], 30)
-        assert readable, "worker did not start within 30 s"
-        line = proc.stdout.readline()
-        assert line.strip() == b"ready", line
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(10)
+def worker_process(url: str, queue: str, done_key: str, visibility: float) -> Any:
+    """A worker subprocess, once it is ready; always stopped."""
+    return script_process(WORKER, url, queue, done_key, str(visibility))
 
 
 @pytest.mark.slow

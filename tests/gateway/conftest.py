@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import select
 import subprocess
-import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from helpers import script_process
 from meetq import TaskDispatcher
 from meetq.gateway import ClientTaskManager, HmacAuthenticator, make_token
 from meetq.gateway.server import GatewayConfig, GatewayServer
@@ -22,32 +20,9 @@ WORKER = Path(__file__).parent / "gateway_worker.py"
 SECRET = "test-secret-0123456789abcdef"
 
 
-@contextlib.contextmanager
-def worker_process(url: str) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(
-        [sys.executable, str(WORKER), url],
-        stdout=subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
-    )
-    try:
-        assert proc.stdout is not None
-        readable, _, _ = select.select([proc.stdout], [], [], 60)
-        assert readable, "worker did not start within 60 s"
-        assert proc.stdout.readline().strip() == b"ready"
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
-
-
 @pytest.fixture
 def services(redis_url: str) -> Iterator[subprocess.Popen[bytes]]:
-    with worker_process(redis_url) as proc:
+    with script_process(WORKER, redis_url) as proc:
         yield proc
 
 

@@ -11,11 +11,8 @@ again after it succeeded.
 from __future__ import annotations
 
 import contextlib
-import os
-import select
 import signal
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -25,6 +22,7 @@ from typing import Any
 import orjson
 import redis.asyncio
 
+from helpers import await_ready, spawn_script
 from meetq._redis.keys import QueueKeys
 
 WORKER = Path(__file__).parent.parent / "faults" / "fault_worker.py"
@@ -39,33 +37,17 @@ class WorkerProcess:
         """`config`: RedisMessageQueue keyword arguments; `log_url`: where the run log is
         written (default `url`)."""
         log = log_url or url
-        self.args = [
-            sys.executable,
-            str(WORKER),
-            url,
-            queue,
-            log,
-            log_key,
-            orjson.dumps(config).decode(),
-        ]
+        self.args = [url, queue, log, log_key, orjson.dumps(config).decode()]
         self.proc: subprocess.Popen[bytes] | None = None
         self.pid = 0
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed by close())
 
     def start(self, timeout: float = 30.0) -> WorkerProcess:
-        self.proc = subprocess.Popen(
-            self.args,
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
-        )
-        assert self.proc.stdout is not None
-        # bounded: a worker that hangs before "ready" must not block the test forever
-        readable, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        assert readable, f"worker did not start within {timeout} s: {self.stderr()}"
-        line = self.proc.stdout.readline().split()
-        assert line[:1] == [b"ready"], (line, self.stderr())
-        self.pid = int(line[1])
+        self.proc = spawn_script(WORKER, *self.args, stderr=self._stderr)
+        try:
+            self.pid = int(await_ready(self.proc, timeout)[0])
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: {self.stderr()}") from None
         return self
 
     def signal(self, sig: int) -> None:

@@ -1,14 +1,19 @@
-"""Test helpers: a real redis-server process, deadline-based waits (never bare sleeps), and
-the native/pure twins of a core as test parameters."""
+"""Test helpers: a real redis-server process, script subprocesses that say when they are
+ready, deadline-based waits (never bare sleeps), and the native/pure twins of a core as
+test parameters."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import inspect
+import os
+import select
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -223,6 +228,51 @@ def running_redis(*extra: str) -> Iterator[RedisServer]:
             yield server
         finally:
             server.stop()
+
+
+def spawn_script(script: Path, *args: str, **popen: Any) -> subprocess.Popen[bytes]:
+    """`python script args...` with this interpreter and import path; stdout is a pipe
+    (the script prints "ready ..." on it once it serves: `await_ready`)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    return subprocess.Popen(
+        [sys.executable, str(script), *args], stdout=subprocess.PIPE, env=env, **popen
+    )
+
+
+def await_ready(proc: subprocess.Popen[bytes], timeout: float = 60.0) -> list[str]:
+    """Waits (bounded: a script that hangs before "ready" must not block the test) for the
+    script's first line, asserts it is "ready ...", and returns the words after "ready"."""
+    assert proc.stdout is not None
+    readable, _, _ = select.select([proc.stdout], [], [], timeout)
+    assert readable, f"{proc.args} did not start within {timeout} s"
+    words = proc.stdout.readline().decode().split()
+    assert words[:1] == ["ready"], (proc.args, words)
+    return words[1:]
+
+
+@contextlib.contextmanager
+def reaped(proc: subprocess.Popen[bytes]) -> Iterator[subprocess.Popen[bytes]]:
+    """Stops `proc` at the end of the block, even on failure: SIGTERM (after SIGCONT, in
+    case a test stopped it), SIGKILL if it has not exited within 15 s, always waited for."""
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGCONT)
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        proc.wait(10)
+
+
+@contextlib.contextmanager
+def script_process(script: Path, *args: str) -> Iterator[subprocess.Popen[bytes]]:
+    """A script subprocess for the block, once it is ready; always stopped (`reaped`)."""
+    with reaped(spawn_script(script, *args)) as proc:
+        await_ready(proc)
+        yield proc
 
 
 @contextlib.asynccontextmanager
