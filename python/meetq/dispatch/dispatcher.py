@@ -14,7 +14,9 @@
 
 Its parts: `outbox` (a loop turn's tasks encoded and published in one MULTI),
 `outstanding` (a pending task, and the replies and timeout answers that end it),
-`replies` (the reply reader), `status` (the status hash and its scripts).
+`replies` (the reply reader), `deadlines` (the timer wheel and the timeout script),
+`queries` (status reads and cancels by task id), `status` (the status hash and its
+scripts).
 """
 
 from __future__ import annotations
@@ -22,20 +24,17 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import redis.asyncio
-from redis.exceptions import NoScriptError
 
-from meetq._core.backoff import backoff
-from meetq._native import TimerWheel
 from meetq._redis.keys import QueueKeys
 from meetq._redis.links import Endpoint
-from meetq._redis.retry import TRANSIENT, retrying
-from meetq.dispatch.outbox import Outbox, encode_task
+from meetq._redis.retry import retrying
+from meetq.dispatch.deadlines import Deadlines, now_ms, time_out
+from meetq.dispatch.outbox import Outbox, encode_task, publish
 from meetq.dispatch.outstanding import (
     Callback,
     PendingTask,
@@ -43,34 +42,15 @@ from meetq.dispatch.outstanding import (
     response_of_reply,
     response_of_timeout,
 )
+from meetq.dispatch.queries import cancel_in_redis, read_task_status
 from meetq.dispatch.replies import ReplyReader
 from meetq.dispatch.routes import RouteTable
-from meetq.dispatch.status import (
-    decode_state,
-    parse_status,
-    task_cancel,
-    task_timeout,
-)
-from meetq.dispatch.types import (
-    ServiceRoute,
-    TaskRequest,
-    TaskResponse,
-    TaskStatus,
-    queue_of,
-)
-from meetq.errors import (
-    DispatcherStoppedError,
-    MeetqConnectionError,
-    TaskNotFoundError,
-)
+from meetq.dispatch.types import ServiceRoute, TaskRequest, TaskResponse, TaskStatus
+from meetq.errors import DispatcherStoppedError
 from meetq.priority import Priority
 from meetq.queue.message import DEFAULT_MAX_SIZE, Codec, new_id
 
 log = logging.getLogger("meetq.dispatch")
-
-
-def _now_ms() -> int:
-    return int(time.monotonic() * 1000)
 
 
 class TaskDispatcher:
@@ -113,10 +93,7 @@ class TaskDispatcher:
         self._outbox: Outbox | None = None
         self.publishes = 0
         """MULTIs sent (a benchmark reads it)."""
-        self._wheel: Any = TimerWheel(_now_ms())
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = math.inf
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._deadlines = Deadlines(self._on_expired)
         self._tasks: set[asyncio.Future[Any]] = set()
         self._idle: asyncio.Event | None = None
         self._clock_offset = 0.0  # Redis server time - local time.time(), seconds
@@ -144,14 +121,13 @@ class TaskDispatcher:
     async def start(self) -> None:
         if self._started:
             return
-        self._loop = asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
         self._idle = asyncio.Event()
         self._idle.set()
         await self._sync_clock()
         self._started = True
         self._reader.start()
-        if self._pending:
-            self._arm(self._wheel.next_deadline())
+        self._deadlines.start(loop)
 
     async def stop(self) -> None:
         """Waits up to `stop_grace` for outstanding tasks; their remaining waiters get
@@ -166,12 +142,10 @@ class TaskDispatcher:
             except TimeoutError:
                 pass
         self._started = False
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer, self._timer_at = None, math.inf
+        self._deadlines.stop()
         for tid, entry in list(self._pending.items()):
             del self._pending[tid]
-            self._wheel.cancel(entry.handle)
+            self._deadlines.cancel(entry.handle)
             if entry.future is not None and not entry.future.done():
                 entry.future.set_exception(
                     DispatcherStoppedError(f"dispatcher stopped before task {tid} ended")
@@ -255,19 +229,19 @@ class TaskDispatcher:
         if box is None:
             box = self._outbox = Outbox(asyncio.get_running_loop().create_future())
             asyncio.get_running_loop().call_soon(self._flush)
-        mono = _now_ms()
+        mono = now_ms()
         for req, queue, body, status in staged:
             box.add(req.id, queue, int(req.priority), body, status)
             # registered before the write: a reply may be read before the EXEC reply is
             entry = PendingTask(now)
             entry.future = future
             entry.callback = callback
-            entry.handle = self._wheel.insert(mono + int(req.timeout * 1000), req.id)
+            entry.handle = self._deadlines.insert(mono + int(req.timeout * 1000), req.id)
             self._pending[req.id] = entry
             self._reader.add_key(self._queue_keys(queue)[1])
         if self._idle is not None:
             self._idle.clear()
-        self._arm(self._wheel.next_deadline())
+        self._deadlines.arm()
         await asyncio.shield(box.done)
         return [TaskResponse(r.id, TaskStatus.PENDING) for r in requests]
 
@@ -289,12 +263,12 @@ class TaskDispatcher:
 
     async def _send(self, box: Outbox) -> None:
         try:
-            await self._publish(box.commands(), box.probe())
+            await publish(self._cmd, box, self.retry_budget)
         except BaseException as exc:
             for tid in box.ids:
                 dropped = self._pending.pop(tid, None)
                 if dropped is not None:
-                    self._wheel.cancel(dropped.handle)
+                    self._deadlines.cancel(dropped.handle)
             self._check_idle()
             if not box.done.done():
                 box.done.set_exception(exc)
@@ -304,24 +278,6 @@ class TaskDispatcher:
         self.publishes += 1
         if not box.done.done():
             box.done.set_result(None)
-
-    async def _publish(self, commands: list[tuple[Any, ...]], probe: str) -> None:
-        """One MULTI; after a lost connection, the first task's status hash tells whether
-        the all-or-nothing transaction was applied before it is sent again."""
-        deadline = time.monotonic() + self.retry_budget
-        attempt = 0
-        while True:
-            try:
-                if attempt and await self._cmd.execute("EXISTS", probe):
-                    return
-                await self._cmd.transaction(commands)
-                return
-            except TRANSIENT as exc:
-                pause = backoff(attempt)
-                attempt += 1
-                if time.monotonic() + pause > deadline:
-                    raise MeetqConnectionError(f"dispatch failed: {exc}") from exc
-                await asyncio.sleep(pause)
 
     async def _retrying(self, call: Callable[[], Awaitable[Any]]) -> Any:
         return await retrying(call, self.retry_budget, f"dispatcher {self.name}")
@@ -349,7 +305,7 @@ class TaskDispatcher:
         if entry is None:
             return
         if not entry.timing_out:
-            self._wheel.cancel(entry.handle)
+            self._deadlines.cancel(entry.handle)
         response.duration = max(0.0, time.time() - entry.dispatched_at)
         status = response.status
         if status is TaskStatus.COMPLETED:
@@ -389,21 +345,9 @@ class TaskDispatcher:
 
     # ------------------------------------------------------------------ deadlines
 
-    def _arm(self, deadline_ms: int | None) -> None:
-        """Keeps the one loop timer armed for the wheel's earliest deadline."""
-        if deadline_ms is None or not self._started or deadline_ms >= self._timer_at:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer_at = deadline_ms
-        delay = max(deadline_ms / 1000.0 - time.monotonic(), 0.001)
-        assert self._loop is not None
-        self._timer = self._loop.call_later(delay, self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer, self._timer_at = None, math.inf
+    def _on_expired(self, tids: list[str]) -> None:
         expired = []
-        for tid in self._wheel.advance(_now_ms()):
+        for tid in tids:
             entry = self._pending.get(tid)
             if entry is not None and not entry.timing_out:
                 entry.timing_out = True
@@ -412,23 +356,11 @@ class TaskDispatcher:
             task = asyncio.ensure_future(self._time_out(expired))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        self._arm(self._wheel.next_deadline())
 
     async def _time_out(self, tids: list[str]) -> None:
-        """Runs task_timeout.lua for each expired task (one pipelined write); the task
-        resolves as Redis decided. If Redis cannot be reached the task still ends
-        TIMEOUT here, so no waiter hangs."""
-        commands = [
-            task_timeout.command([QueueKeys(queue_of(t) or "").status(t)], ["timed out"])
-            for t in tids
-        ]
-        try:
-            replies: list[Any] = await self._cmd.execute_many(commands)
-            if any(_is_noscript(r) for r in replies):
-                await self._cmd.execute("SCRIPT", "LOAD", task_timeout.source)
-                replies = await self._cmd.execute_many(commands)
-        except Exception as exc:
-            replies = [exc] * len(tids)
+        """The expired tasks resolve as task_timeout.lua decided; if Redis cannot be
+        reached they still end TIMEOUT here, so no waiter hangs."""
+        replies = await time_out(self._cmd, tids)
         for tid, reply in zip(tids, replies, strict=True):
             if tid in self._pending:
                 self._resolve(tid, response_of_timeout(tid, reply))
@@ -438,56 +370,26 @@ class TaskDispatcher:
     async def get_task_status(self, task_id: str) -> tuple[TaskRequest, TaskStatus]:
         """The request and status of any task dispatched by any process, from Redis.
         A task past its deadline that nothing ended is ended TIMEOUT now (atomically)."""
-        key = await self._status_key(task_id)
-
-        async def read() -> dict[bytes, bytes]:
-            fields: dict[bytes, bytes] = await self._client.hgetall(key)  # type: ignore[misc]
-            return fields
-
-        fields = await self._retrying(read)
-        if not fields:
-            raise TaskNotFoundError(f"no task {task_id!r}")
-        state = decode_state(fields)
-        if not state.final and state.deadline_ms:
-            server_ms = (time.time() + self._clock_offset) * 1000
-            if server_ms > state.deadline_ms:
-                reply = await task_timeout.run(self._cmd.execute, [key], ["timed out"])
-                if reply and reply[0] != b"missing":
-                    state.status = parse_status(reply[0])
-        return state.request, state.status
+        return await read_task_status(
+            self._client,
+            self._cmd,
+            self._retrying,
+            task_id,
+            lambda: (time.time() + self._clock_offset) * 1000,
+        )
 
     async def cancel_task(self, task_id: str) -> bool:
         """Cancels a task that has not ended: a pending one never runs, a running one is
         cancelled in its worker. True when this call cancelled it; False when it had
         already ended or is unknown."""
-        queue = queue_of(task_id)
-        if queue is None:
-            return False
-        keys = QueueKeys(queue)
-        key = keys.status(task_id)
-
-        async def read() -> bytes | None:
-            value: bytes | None = await self._client.hget(key, "reply_to")  # type: ignore[misc]
-            return value
-
-        reply_to = await self._retrying(read)
-        script_keys = [key] if reply_to is None else [key, reply_to.decode()]
-        args = [task_id, int(self.result_ttl * 1000), keys.cancel_channel]
-        outcome = await self._retrying(
-            lambda: task_cancel.run(self._cmd.execute, script_keys, args)
-        )
-        if outcome != 1:
+        if not await cancel_in_redis(
+            self._client, self._cmd, self._retrying, task_id, self.result_ttl
+        ):
             return False
         self._resolve(
             task_id, TaskResponse(task_id, TaskStatus.CANCELLED, None, "cancelled", time.time())
         )
         return True
-
-    async def _status_key(self, task_id: str) -> str:
-        queue = queue_of(task_id)
-        if queue is None:
-            raise TaskNotFoundError(f"{task_id!r} is not a task id of a dispatcher")
-        return QueueKeys(queue).status(task_id)
 
     def get_stats(self) -> dict[str, Any]:
         return {
@@ -501,10 +403,6 @@ class TaskDispatcher:
             "reply_rounds": self._reader.rounds,
             "publishes": self.publishes,
         }
-
-
-def _is_noscript(reply: Any) -> bool:
-    return isinstance(reply, NoScriptError)
 
 
 __all__ = ["TaskDispatcher"]

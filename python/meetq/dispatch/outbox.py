@@ -8,13 +8,18 @@ hashes and, per queue, the queue's plain-command publish transition for fresh id
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import orjson
 
+from meetq._core.backoff import backoff
 from meetq._redis.keys import QueueKeys
+from meetq._redis.links import Link
+from meetq._redis.retry import TRANSIENT
 from meetq.dispatch.status import create_commands
 from meetq.dispatch.types import TaskRequest, queue_of
+from meetq.errors import MeetqConnectionError
 from meetq.queue.message import Codec, Message
 
 PRIORITY_DIGITS = (b"0", b"1", b"2", b"3")
@@ -63,6 +68,26 @@ class Outbox:
         return out
 
 
+async def publish(cmd: Link, box: Outbox, retry_budget: float) -> None:
+    """Sends the outbox's MULTI; after a lost connection, the first task's status hash
+    tells whether the all-or-nothing transaction was applied before it is sent again."""
+    commands, probe = box.commands(), box.probe()
+    deadline = time.monotonic() + retry_budget
+    attempt = 0
+    while True:
+        try:
+            if attempt and await cmd.execute("EXISTS", probe):
+                return
+            await cmd.transaction(commands)
+            return
+        except TRANSIENT as exc:
+            pause = backoff(attempt)
+            attempt += 1
+            if time.monotonic() + pause > deadline:
+                raise MeetqConnectionError(f"dispatch failed: {exc}") from exc
+            await asyncio.sleep(pause)
+
+
 def encode_task(
     req: TaskRequest,
     keys: QueueKeys,
@@ -100,4 +125,4 @@ def encode_task(
     return body, status
 
 
-__all__ = ["PRIORITY_DIGITS", "Outbox", "encode_task"]
+__all__ = ["PRIORITY_DIGITS", "Outbox", "encode_task", "publish"]
