@@ -65,78 +65,80 @@ class Outlandish(BaseException):
     """Neither an Exception nor a cancellation: a handler may still raise it."""
 
 
-async def service(url: str, queue: str, log_url: str, log_key: str, config: dict[str, Any]) -> None:
-    """A ServiceWorker process (see the module docstring)."""
-    r = redis.asyncio.Redis.from_url(log_url, **LOG_CLIENT)
+class RunLogWriter:
+    """Writes the run log (module docstring) from async and from plain-def handlers."""
+
+    def __init__(self, url: str, key: str) -> None:
+        self.key = key
+        self.r = redis.asyncio.Redis.from_url(url, **LOG_CLIENT)
+        self.sync = redis.Redis.from_url(url, **LOG_CLIENT)
+
+    def _line(self, kind: str, run_id: str) -> str:
+        return f"{kind} {run_id} {PID} {time.time():.3f}"
+
+    async def write(self, kind: str, run_id: str) -> None:
+        await self.r.rpush(self.key, self._line(kind, run_id))
+
+    def write_sync(self, kind: str, run_id: str) -> None:
+        self.sync.rpush(self.key, self._line(kind, run_id))
+
+    async def close(self) -> None:
+        await self.r.aclose()
+        self.sync.close()
+
+
+def service_worker(url: str, queue: str, log: RunLogWriter, config: dict[str, Any]) -> Any:
+    """A ServiceWorker with one handler, "job" (the module docstring)."""
     name = config.pop("service")
     worker = ServiceWorker(url, name, queue_name=queue, **config)
 
     async def job(req: TaskRequest) -> dict[str, Any]:
-        await r.rpush(log_key, f"S {req.id} {PID} {time.time():.3f}")
+        await log.write("S", req.id)
         await asyncio.sleep(float(req.payload.get("sleep", 0)))
-        await r.rpush(log_key, f"D {req.id} {PID} {time.time():.3f}")
+        await log.write("D", req.id)
         return {"done": req.id}
 
     worker.register_handler("job", job)
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    try:
-        async with worker:
-            print(f"ready {PID}", flush=True)
-            await stop.wait()
-    finally:
-        await r.aclose()
+    return worker
 
 
-async def main(url: str, queue: str, log_url: str, log_key: str, config: dict[str, Any]) -> None:
-    if "service" in config:
-        await service(url, queue, log_url, log_key, config)
-        return
-    r = redis.asyncio.Redis.from_url(log_url, **LOG_CLIENT)
-    sync = redis.Redis.from_url(log_url, **LOG_CLIENT)
+def message_queue(url: str, queue: str, log: RunLogWriter, config: dict[str, Any]) -> Any:
+    """A RedisMessageQueue with every handler type of the module docstring."""
     q = RedisMessageQueue(url, queue, **config)
 
-    async def log_async(kind: str, msg: Message) -> None:
-        await r.rpush(log_key, f"{kind} {msg.id} {PID} {time.time():.3f}")
-
-    def log_sync(kind: str, msg: Message) -> None:
-        sync.rpush(log_key, f"{kind} {msg.id} {PID} {time.time():.3f}")
-
     async def ok(msg: Message) -> None:
-        await log_async("S", msg)
-        pause = float(msg.payload.get("sleep", 0))
-        if pause:
-            await asyncio.sleep(pause)
-        await log_async("D", msg)
+        await log.write("S", msg.id)
+        await asyncio.sleep(float(msg.payload.get("sleep", 0)))
+        await log.write("D", msg.id)
 
     def sync_ok(msg: Message) -> None:
-        log_sync("S", msg)
+        log.write_sync("S", msg.id)
         if msg.deliveries == 1 or not msg.payload.get("first_only"):
             time.sleep(float(msg.payload.get("sleep", 0)))
-        log_sync("D", msg)
+        log.write_sync("D", msg.id)
 
     async def raising(msg: Message) -> None:
-        await log_async("S", msg)
+        await log.write("S", msg.id)
         raise RuntimeError("handler exploded")
 
     async def unprintable(msg: Message) -> None:
-        await log_async("S", msg)
+        await log.write("S", msg.id)
         raise Unprintable()
 
     def sync_unprintable(msg: Message) -> None:
-        log_sync("S", msg)
+        log.write_sync("S", msg.id)
         raise Unprintable()
 
     async def hang(msg: Message) -> None:
-        await log_async("S", msg)
+        await log.write("S", msg.id)
         await asyncio.Event().wait()
 
     async def unencodable(msg: Message) -> dict[str, Any]:
-        await log_async("S", msg)
+        await log.write("S", msg.id)
         return {"value": object()}
 
     def base_exc(msg: Message) -> None:
-        log_sync("S", msg)
+        log.write_sync("S", msg.id)
         raise Outlandish("not an Exception")
 
     q.register_handler("ok", ok)
@@ -148,15 +150,21 @@ async def main(url: str, queue: str, log_url: str, log_key: str, config: dict[st
     q.register_handler("hang", hang)
     q.register_handler("unencodable", unencodable)
     q.register_handler("base_exc", base_exc)
+    return q
+
+
+async def main(url: str, queue: str, log_url: str, log_key: str, config: dict[str, Any]) -> None:
+    log = RunLogWriter(log_url, log_key)
+    build = service_worker if "service" in config else message_queue
+    component = build(url, queue, log, config)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     try:
-        async with q:
+        async with component:
             print(f"ready {PID}", flush=True)
             await stop.wait()
     finally:
-        await r.aclose()
-        sync.close()
+        await log.close()
 
 
 if __name__ == "__main__":
