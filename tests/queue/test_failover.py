@@ -80,8 +80,11 @@ async def test_worker_on_a_replica_reports_once_then_serves_after_promotion(
     caplog.set_level(logging.DEBUG, "meetq")
     master = redis_factory()
     replica = await _replica_of(master, redis_factory)
-    # a message stored before the failover, replicated to the replica
+    # a message stored before the failover, replicated to the replica (WAIT: replication
+    # is asynchronous, and a loaded box could promote the replica before it arrived)
     await RedisMessageQueue(master.url, "fo").publish(Message(type="t", payload={"n": 1}))
+    async with redis.asyncio.Redis.from_url(master.url) as m:
+        assert await m.execute_command("WAIT", 1, 20_000) == 1
     seen: list[int] = []
     q = RedisMessageQueue(replica.url, "fo", workers=1, retry_budget=0.5, visibility_timeout=5)
     q.register_handler("t", lambda msg: seen.append(msg.payload["n"]))
