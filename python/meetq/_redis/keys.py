@@ -103,6 +103,8 @@ class QueueKeys:
 #
 #    meetq:pubsub:probe:<instance>     channel  private publish-and-echo probe of one
 #                                              RedisPubSubQueue (never a key, never stored)
+#    meetq:pubsub:probe:<instance>:{<tag>}     the same on Cluster, one per shard: a shard
+#                                              channel in a slot of that shard
 #    meetq:stream:{T}                  stream   the events of topic T; one consumer group per
 #                                              service (the group name is the service name)
 #    meetq:stream:{T}:dead             stream   dead letters of T: original body, id, group,
@@ -117,6 +119,12 @@ PUBSUB_PROBE_PREFIX = "meetq:pubsub:probe:"
 def pubsub_probe_channel(instance: str) -> str:
     """The private channel a `RedisPubSubQueue` publishes its liveness probe on."""
     return PUBSUB_PROBE_PREFIX + instance
+
+
+def pubsub_shard_probe_channel(instance: str, tag: str) -> str:
+    """On Redis Cluster: the probe channel of one shard's subscription connection, a shard
+    channel whose hash tag `{tag}` puts it in a slot that shard serves."""
+    return f"{PUBSUB_PROBE_PREFIX}{instance}:{{{tag}}}"
 
 
 @dataclass(frozen=True, slots=True)
