@@ -16,8 +16,10 @@ import redis.asyncio
 from redis.exceptions import RedisError
 
 from meetq._core.lifecycle import Supervisor
-from meetq._redis.clients import url_of
+from meetq._redis.clients import cluster_url_of, url_of
+from meetq._redis.links import Link
 from meetq._redis.retry import TRANSIENT, Outage
+from meetq._redis.router import ClusterRouter
 
 T = TypeVar("T")
 
@@ -30,6 +32,8 @@ LOOP_BACKOFF_CAP = 2.0
 
 def required_url(redis_or_url: str | redis.asyncio.Redis, owner: str) -> str:
     """The URL of `redis_or_url`; a client no URL can describe is refused."""
+    if isinstance(redis_or_url, redis.asyncio.RedisCluster):
+        return cluster_url_of(redis_or_url)
     url = redis_or_url if isinstance(redis_or_url, str) else url_of(redis_or_url)
     if url is None:
         raise ValueError(
@@ -37,6 +41,14 @@ def required_url(redis_or_url: str | redis.asyncio.Redis, owner: str) -> str:
             "describe (its reader runs on a connection of its own)"
         )
     return url
+
+
+def bus_link(url: str, timeout: float) -> Link | ClusterRouter:
+    """The bus's connection for commands on many keys: a self-replacing `Link`, or on
+    Redis Cluster a router (one connection per master, each command on its slot's)."""
+    if url.startswith("redis+cluster://"):
+        return ClusterRouter(url, reply_timeout=timeout)
+    return Link(url, lambda: redis.asyncio.Redis.from_url(url), timeout=timeout)
 
 
 class Bus:

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 
 from meetq._redis.links import Link
 from meetq._redis.retry import TRANSIENT, retrying
+from meetq._redis.router import ClusterRouter
 from meetq.broadcast.message import BroadcastCodec, PubSubMessage
 
 __all__ = ["TRANSIENT", "Publisher", "retrying"]
@@ -19,9 +20,16 @@ class Publisher:
     """The publishing half of `RedisPubSubQueue` (usable without starting it)."""
 
     def __init__(
-        self, link: Link, codec: BroadcastCodec, instance: str, retry_budget: float, source: str
+        self,
+        link: Link | ClusterRouter,
+        codec: BroadcastCodec,
+        instance: str,
+        retry_budget: float,
+        source: str,
+        command: bytes = b"PUBLISH",
     ) -> None:
         self.link = link
+        self.command = command  # SPUBLISH on Cluster: the channel stays on its shard
         self.codec = codec
         self.instance = instance
         self.retry_budget = retry_budget
@@ -43,7 +51,7 @@ class Publisher:
     async def publish(self, channel: str, message: PubSubMessage) -> int:
         data = self.encode(channel, message)
         reply = await retrying(
-            lambda: self.link.execute("PUBLISH", channel, data), self.retry_budget, "publish"
+            lambda: self.link.execute(self.command, channel, data), self.retry_budget, "publish"
         )
         self.published += 1
         return int(reply)
@@ -55,7 +63,7 @@ class Publisher:
         # spliced from bytes encoded once; the others take the general encoder
         splice = self.codec.splicer(instance, source, now)
         seq = self.seqs.get(channel, 0)
-        pub, key = b"PUBLISH", channel.encode()
+        pub, key = self.command, channel.encode()
         commands: list[tuple[bytes, bytes, bytes]] = []
         append = commands.append
         for m in messages:  # one sequence range for the batch: no dict per message

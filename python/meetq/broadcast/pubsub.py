@@ -36,9 +36,8 @@ import redis.asyncio
 from meetq import events
 from meetq._core.lifecycle import Supervisor
 from meetq._redis.keys import pubsub_probe_channel
-from meetq._redis.links import Link
 from meetq._redis.retry import retrying
-from meetq.broadcast.bus import required_url
+from meetq.broadcast.bus import bus_link, required_url
 from meetq.broadcast.handlers import FanOut, HandlerSpec, spec_of
 from meetq.broadcast.message import (
     DEFAULT_MAX_SIZE,
@@ -51,7 +50,7 @@ from meetq.broadcast.publisher import Publisher
 from meetq.broadcast.sequence import SequenceTracker
 from meetq.broadcast.subscriber import SubscriberConnection
 from meetq.broadcast.subscription import SubscriptionKeeper
-from meetq.errors import MeetqError
+from meetq.errors import InvalidArgumentError, MeetqError
 
 log = logging.getLogger("meetq.broadcast.pubsub")
 
@@ -104,8 +103,12 @@ class RedisPubSubQueue(SubscriptionKeeper):
         self._codec = BroadcastCodec(serializer, max_message_size)
         self._instance = instance_id()
         self._probe_channel = pubsub_probe_channel(self._instance).encode()
-        self._link = Link(url, lambda: redis.asyncio.Redis.from_url(url), timeout=5.0)
-        self._publisher = Publisher(self._link, self._codec, self._instance, retry_budget, source)
+        self._cluster = url.startswith("redis+cluster://")
+        self._link = bus_link(url, timeout=5.0)
+        self._publish_command = b"SPUBLISH" if self._cluster else b"PUBLISH"
+        self._publisher = Publisher(
+            self._link, self._codec, self._instance, retry_budget, source, self._publish_command
+        )
         self._runner = FanOut(handler_timeout, "pubsub")
         self._runner.on_release = self._released
 
@@ -127,7 +130,9 @@ class RedisPubSubQueue(SubscriptionKeeper):
         self._lost_detected = 0.0
         self._supervisor = Supervisor("pubsub")
         self._probe_token = 0
-        self._probe_wait: tuple[bytes, asyncio.Future[None]] | None = None
+        self._probe_waits: dict[bytes, tuple[bytes, asyncio.Future[None]] | None] = {
+            self._probe_channel: None
+        }
 
         self._received = 0
         self._processed = 0
@@ -147,7 +152,14 @@ class RedisPubSubQueue(SubscriptionKeeper):
         self._add(self._channels, channel, handler, in_thread, b"SUBSCRIBE")
 
     def psubscribe(self, pattern: str, handler: Handler, *, in_thread: bool = False) -> None:
-        """Like `subscribe` for a glob pattern (`meeting.*`); `msg.pattern` is set."""
+        """Like `subscribe` for a glob pattern (`meeting.*`); `msg.pattern` is set.
+        Not on Redis Cluster (InvalidArgumentError): patterns have no sharded form, and a
+        classic PSUBSCRIBE would never see the SPUBLISHed messages."""
+        if self._cluster:
+            raise InvalidArgumentError(
+                "psubscribe is not available on Redis Cluster: shard channels (SSUBSCRIBE) "
+                "have no patterns; subscribe to the channels by name"
+            )
         self._add(self._patterns, pattern, handler, in_thread, b"PSUBSCRIBE")
 
     def unsubscribe(self, channel: str, handler: Handler | None = None) -> bool:
@@ -245,10 +257,10 @@ class RedisPubSubQueue(SubscriptionKeeper):
 
     def _on_push(self, reply: list[Any]) -> None:
         kind = reply[0]
-        if kind == b"message":
+        if kind == b"message" or kind == b"smessage":
             channel = reply[1]
-            if channel == self._probe_channel:
-                wait = self._probe_wait
+            if channel in self._probe_waits:
+                wait = self._probe_waits[channel]
                 if wait is not None and reply[2] == wait[0] and not wait[1].done():
                     wait[1].set_result(None)
                 return

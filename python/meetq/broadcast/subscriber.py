@@ -9,6 +9,13 @@ are written with one `transport.write` each, encoded by the shared RESP encoder.
 `confirmed()` returns once the server has confirmed every (un)subscription written so far:
 Redis answers each channel of a SUBSCRIBE with one confirmation, in order, so counting them
 is exact.
+
+Sharded Pub/Sub (Redis Cluster) has one more reply: a `sunsubscribe` nobody asked for,
+which Redis sends when the slot of a shard channel leaves this node (a failover demoted
+it, or a resharding moved the slot). The connection then no longer receives that
+channel, so it is dropped like a lost one and its owner subscribes again where the slot
+lives now. An error reply (MOVED for a slot this node does not serve, CLUSTERDOWN,
+NOPERM) drops it too: a subscription the server refused must not look live.
 """
 
 from __future__ import annotations
@@ -21,7 +28,9 @@ from meetq._native import encode_commands
 from meetq._redis.connection import Arg, RespConnection
 from meetq.errors import MeetqConnectionError
 
-_CONFIRMATIONS = frozenset((b"subscribe", b"unsubscribe", b"psubscribe", b"punsubscribe"))
+_CONFIRMATIONS = frozenset(
+    (b"subscribe", b"unsubscribe", b"psubscribe", b"punsubscribe", b"ssubscribe", b"sunsubscribe")
+)
 
 Sink = Callable[[list[Any]], None]
 
@@ -36,6 +45,7 @@ class SubscriberConnection(RespConnection):
         self._confirmed = 0  # confirmations received
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._held = False
+        self._drops: dict[bytes, int] = {}  # SUNSUBSCRIBEs written, not yet confirmed
         self.on_lost: Callable[[BaseException | None], None] | None = None
         self.last_data = 0.0
         """Loop time of the last bytes received: the last proof that the path is alive."""
@@ -58,6 +68,21 @@ class SubscriberConnection(RespConnection):
         transport = self._check_open()
         self._written += confirmations
         transport.write(encode_commands(commands))
+
+    def expect_drops(self, channels: Sequence[bytes]) -> None:
+        """Marks `sunsubscribe` replies for `channels` as answers to our SUNSUBSCRIBE."""
+        for channel in channels:
+            self._drops[channel] = self._drops.get(channel, 0) + 1
+
+    def _solicited(self, channel: bytes) -> bool:
+        left = self._drops.get(channel, 0)
+        if not left:
+            return False
+        if left == 1:
+            del self._drops[channel]
+        else:
+            self._drops[channel] = left - 1
+        return True
 
     async def confirmed(self) -> None:
         """Returns once every (un)subscription written so far is confirmed; raises
@@ -90,7 +115,14 @@ class SubscriberConnection(RespConnection):
                 if reply is False:
                     break
                 if type(reply) is list and reply and reply[0] in _CONFIRMATIONS:
+                    if reply[0] == b"sunsubscribe" and not self._solicited(reply[1]):
+                        moved = f"the server dropped shard channel {reply[1]!r} (slot moved)"
+                        self.abort(MeetqConnectionError(moved))
+                        continue
                     self._confirmed += 1
+                    continue
+                if isinstance(reply, Exception):
+                    self.abort(MeetqConnectionError(f"subscription refused: {reply}"))
                     continue
                 sink(reply)
         except Exception as exc:  # a protocol error: this stream cannot be trusted any more

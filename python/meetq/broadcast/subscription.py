@@ -1,7 +1,9 @@
 """Keeping a `RedisPubSubQueue`'s subscription live: connect and subscribe the whole table
 (confirmed by the server), notice the connection is lost (closed, or a publish-and-echo
 probe on the private channel not echoed), reconnect with the shared outage policy,
-re-subscribe everything and emit `meetq.pubsub.reconnected` with the time away."""
+re-subscribe everything and emit `meetq.pubsub.reconnected` with the time away. On Redis
+Cluster the subscription is a `ShardedSubscriber` (one connection per master, a probe
+each) that the same machinery keeps live."""
 
 from __future__ import annotations
 
@@ -12,37 +14,44 @@ from typing import TYPE_CHECKING, Any
 
 from meetq import events
 from meetq.broadcast.bus import FAILED_CALL, Bus
+from meetq.broadcast.sharded import ShardedSubscriber
 from meetq.broadcast.subscriber import SubscriberConnection
 from meetq.errors import MeetqConnectionError
 
 if TYPE_CHECKING:
     from meetq._redis.links import Link
+    from meetq._redis.router import ClusterRouter
     from meetq.broadcast.handlers import HandlerSpec
 
 log = logging.getLogger("meetq.broadcast.pubsub")
 
 _TABLES = ((b"SUBSCRIBE", b"UNSUBSCRIBE"), (b"PSUBSCRIBE", b"PUNSUBSCRIBE"))
 
+Subscription = SubscriberConnection | ShardedSubscriber
+
 
 class SubscriptionKeeper(Bus):
     """Mixin of `RedisPubSubQueue`: the subscription connection and its supervision."""
 
     _url: str
-    _link: Link
+    _cluster: bool
+    _instance: str
+    _publish_command: bytes
+    _link: Link | ClusterRouter
     _channels: dict[bytes, list[HandlerSpec]]
     _patterns: dict[bytes, list[HandlerSpec]]
     _probe_channel: bytes
     subscribe_batch: int
     probe_interval: float
     probe_timeout: float
-    _conn: SubscriberConnection | None
+    _conn: Subscription | None
     _paused: bool
     _down: asyncio.Event
     _lost_cause: BaseException | None
     _lost_alive: float
     _lost_detected: float
     _probe_token: int
-    _probe_wait: tuple[bytes, asyncio.Future[None]] | None
+    _probe_waits: dict[bytes, tuple[bytes, asyncio.Future[None]] | None]
     _reconnects: int
     _probes_failed: int
     _last_away: float | None
@@ -72,12 +81,21 @@ class SubscriptionKeeper(Bus):
         """Opens a subscription connection and subscribes the whole table, confirmed."""
         loop = asyncio.get_running_loop()
         started = loop.time()
-        conn = await SubscriberConnection.open(self._url)
+        conn: Subscription
+        commands: list[tuple[bytes, ...]] = []
+        count = 0
+        if self._cluster:
+            conn = await ShardedSubscriber.open(self._url, self._instance)
+        else:
+            conn = await SubscriberConnection.open(self._url)
         try:
-            conn.enter_push_mode(self._on_push)
+            conn.enter_push_mode(self._on_push)  # a sharded one subscribes its probes here
             conn.on_lost = lambda exc: self._lost(conn, exc)
-            commands: list[tuple[bytes, ...]] = [(b"SUBSCRIBE", self._probe_channel)]
-            count = 1
+            if isinstance(conn, ShardedSubscriber):
+                self._probe_waits = dict.fromkeys(conn.probes.values())
+            else:
+                commands.append((b"SUBSCRIBE", self._probe_channel))
+                count = 1
             snapshot: list[set[bytes]] = []
             for (command, _), table in zip(_TABLES, (self._channels, self._patterns), strict=True):
                 names = list(table)
@@ -108,7 +126,7 @@ class SubscriptionKeeper(Bus):
         if conn.closed:  # lost between the confirmation and here
             self._lost(conn, conn._lost)
 
-    def _lost(self, conn: SubscriberConnection, cause: BaseException | None) -> None:
+    def _lost(self, conn: Subscription, cause: BaseException | None) -> None:
         if conn is not self._conn:
             return
         self._conn = None
@@ -163,16 +181,26 @@ class SubscriptionKeeper(Bus):
         if conn is None or self._state != "live" or self._paused:
             return
         loop = asyncio.get_running_loop()
-        if loop.time() - conn.last_data < self.probe_interval:
-            return  # traffic arrived lately: the path is alive
+        targets = (
+            conn.probe_targets()
+            if isinstance(conn, ShardedSubscriber)
+            else [(conn, self._probe_channel)]
+        )
+        # traffic arrived lately on a connection: its path is alive
+        quiet = [ch for m, ch in targets if loop.time() - m.last_data >= self.probe_interval]
+        if not quiet:
+            return
         self._probe_token += 1
         token = str(self._probe_token).encode()
-        future: asyncio.Future[None] = loop.create_future()
-        self._probe_wait = (token, future)
+        futures: list[asyncio.Future[None]] = []
+        for channel in quiet:
+            future: asyncio.Future[None] = loop.create_future()
+            self._probe_waits[channel] = (token, future)
+            futures.append(future)
         try:
             async with asyncio.timeout(self.probe_timeout):
-                await self._link.execute("PUBLISH", self._probe_channel, token)
-                await future
+                await self._link.execute_many([(self._publish_command, ch, token) for ch in quiet])
+                await asyncio.gather(*futures)
         except FAILED_CALL as exc:
             if conn is self._conn and not self._paused:
                 self._probes_failed += 1
@@ -182,4 +210,6 @@ class SubscriptionKeeper(Bus):
                 # (publishes in flight on it fail over and retry on a fresh one)
                 await self._link.close()
         finally:
-            self._probe_wait = None
+            for channel in quiet:
+                if channel in self._probe_waits:
+                    self._probe_waits[channel] = None
