@@ -12,6 +12,7 @@ from typing import Any
 from redis.exceptions import NoScriptError
 
 from meetq._redis.links import Link
+from meetq._redis.router import ClusterRouter
 
 
 class LuaScript:
@@ -25,7 +26,9 @@ class LuaScript:
     def command(self, keys: Sequence[Any], args: Sequence[Any]) -> tuple[Any, ...]:
         return ("EVALSHA", self.sha, len(keys), *keys, *args)
 
-    async def run(self, link: Link, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+    async def run(
+        self, link: Link | ClusterRouter, keys: Sequence[Any], args: Sequence[Any]
+    ) -> Any:
         command = self.command(keys, args)
         try:
             return await link.execute(*command)

@@ -13,6 +13,7 @@ from meetq.errors import MeetqError
 
 if TYPE_CHECKING:
     from meetq._redis.links import Link
+    from meetq._redis.router import ClusterRouter
     from meetq.broadcast.message import BroadcastCodec
 
 log = logging.getLogger("meetq.broadcast.streams")
@@ -42,7 +43,7 @@ class StreamAdmin:
 
     service: str
     consumer: str
-    _link: Link
+    _link: Link | ClusterRouter
     _codec: BroadcastCodec
     _handlers: dict[str, Any]
     _published: int

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from redis.exceptions import NoScriptError, ResponseError
 
 from meetq._core.backoff import backoff
-from meetq._redis.retry import TRANSIENT
+from meetq._redis.retry import TRANSIENT, is_transient
 from meetq.broadcast import scripts
 from meetq.broadcast.bus import FAILED_CALL, Bus
 from meetq.errors import MeetqError
@@ -24,6 +24,7 @@ from meetq.errors import MeetqError
 if TYPE_CHECKING:
     from meetq._redis.keys import StreamKeys
     from meetq._redis.links import Link
+    from meetq._redis.router import ClusterRouter
     from meetq.broadcast.handlers import FanOut, HandlerSpec
     from meetq.broadcast.message import BroadcastCodec
 
@@ -46,8 +47,8 @@ class StreamConsumer(Bus):
     dead_consumer_after: float
     trim_interval: float
     dead_letter_max: int
-    _link: Link
-    _reader: Link
+    _link: Link | ClusterRouter
+    _reserved: int
     _codec: BroadcastCodec
     _runner: FanOut
     _handlers: dict[str, list[HandlerSpec]]
@@ -74,25 +75,31 @@ class StreamConsumer(Bus):
     async def _ensure_groups(self) -> None:
         raise NotImplementedError
 
-    async def _read_loop(self) -> None:
-        topics = list(self._handlers)
-        streams = [self._key(t).stream for t in topics]
+    async def _read_loop(self, streams: list[str], reader: Link) -> None:
+        """XREADGROUP of `streams` on `reader` (all topics on one server; one slot's topics
+        per loop on Redis Cluster, which refuses a read across slots), within the window
+        shared by every loop: what a read may return is reserved before it blocks."""
         block_ms = max(1, int(self.block * 1000))
         outage = self._outage(f"streams[{self.service}] read")
         while not self._stopping:
-            room = self.max_in_flight - len(self._held)
+            room = self.max_in_flight - len(self._held) - self._reserved
             if room <= 0:
                 self._room.clear()
                 await self._room.wait()
                 continue
+            count = min(room, self.batch)
+            self._reserved += count
             try:
-                reply = await self._reader.execute(
+                reply = await reader.execute(
                     "XREADGROUP", "GROUP", self.service, self.consumer,
-                    "COUNT", min(room, self.batch), "BLOCK", block_ms,
+                    "COUNT", count, "BLOCK", block_ms,
                     "STREAMS", *streams, *(">" for _ in streams),
                 )  # fmt: skip
                 outage.succeeded()
             except ResponseError as exc:
+                if is_transient(exc):  # CLUSTERDOWN, TRYAGAIN, MASTERDOWN: a failover
+                    await asyncio.sleep(outage.failed(exc))
+                    continue
                 if "NOGROUP" not in str(exc):
                     raise
                 log.warning("streams[%s]: group gone (redis restarted?): recreating", self.service)
@@ -101,6 +108,9 @@ class StreamConsumer(Bus):
             except TRANSIENT as exc:
                 await asyncio.sleep(outage.failed(exc))
                 continue
+            finally:
+                self._reserved -= count
+                self._room.set()
             if not reply:
                 continue
             dispatch = self._dispatch

@@ -38,11 +38,12 @@ import redis.asyncio
 from redis.exceptions import ResponseError
 
 from meetq._core.lifecycle import Supervisor
+from meetq._redis.cluster import key_slot
 from meetq._redis.keys import StreamKeys
 from meetq._redis.links import Link
 from meetq._redis.retry import retrying
 from meetq.broadcast import scripts
-from meetq.broadcast.bus import FAILED_CALL, required_url
+from meetq.broadcast.bus import FAILED_CALL, bus_link, required_url
 from meetq.broadcast.handlers import FanOut, HandlerSpec, spec_of
 from meetq.broadcast.message import DEFAULT_MAX_SIZE, BroadcastCodec, Format, StreamEvent
 from meetq.broadcast.stream_admin import StreamAdmin
@@ -113,8 +114,11 @@ class RedisStreamEventBus(StreamConsumer, StreamAdmin):
         self.stop_timeout = stop_timeout
         self.source = source
         self._codec = BroadcastCodec(serializer, max_message_size)
-        self._link = Link(url, lambda: redis.asyncio.Redis.from_url(url), timeout=10.0)
-        self._reader = Link(url, lambda: redis.asyncio.Redis.from_url(url), timeout=block + 10)
+        self._url = url
+        self._cluster = url.startswith("redis+cluster://")
+        self._link = bus_link(url, timeout=10.0)
+        self._readers: dict[int | None, tuple[list[str], Link]] = {}
+        self._reserved = 0
         self._runner = FanOut(handler_timeout, f"streams[{service}]")
         self._handlers: dict[str, list[HandlerSpec]] = {}
         self._keys: dict[str, StreamKeys] = {}
@@ -180,7 +184,9 @@ class RedisStreamEventBus(StreamConsumer, StreamAdmin):
         self._state = "live"
         if self._handlers:
             supervise = self._supervisor.supervise
-            supervise("read", self._read_loop)
+            for slot, (streams, reader) in self._make_readers().items():
+                name = "read" if slot is None else f"read:{slot}"
+                supervise(name, lambda s=streams, r=reader: self._read_loop(s, r))  # type: ignore[misc]
             supervise("ack", self._ack_loop)
             supervise("claim", self._claim_loop)
             if not self._ackdel:
@@ -195,10 +201,12 @@ class RedisStreamEventBus(StreamConsumer, StreamAdmin):
             return
         self._stopping = True
         self._state = "stopping"
-        reader = self._supervisor.task("read")
-        if reader is not None:
+        names = ["read" if slot is None else f"read:{slot}" for slot in self._readers]
+        reading = {t for n in names if (t := self._supervisor.task(n)) is not None}
+        for reader in reading:
             reader.cancel()
-            await asyncio.wait({reader})
+        if reading:
+            await asyncio.wait(reading)
         await self._runner.drain(self.stop_timeout)
         self._runner.close()
         for timer in self._retry_timers:
@@ -207,10 +215,31 @@ class RedisStreamEventBus(StreamConsumer, StreamAdmin):
         await self._supervisor.stop()
         with contextlib.suppress(*FAILED_CALL):
             await self._flush_once()
-        await self._reader.close()
+        for _, link in self._readers.values():
+            await link.close()
+        self._readers.clear()
         await self._link.close()
         self._held.clear()
         self._state = "stopped"
+
+    def _make_readers(self) -> dict[int | None, tuple[list[str], Link]]:
+        """The XREADGROUP connections: one for every topic, or on Redis Cluster one per
+        slot (a `SlotConnection` that follows the slot's master through a failover)."""
+        timeout = self.block + 10
+        url = self._url
+        streams = [self._key(t).stream for t in self._handlers]
+        if not self._cluster:
+            link = Link(url, lambda: redis.asyncio.Redis.from_url(url), timeout=timeout)
+            self._readers = {None: (streams, link)}
+            return self._readers
+        by_slot: dict[int, list[str]] = {}
+        for stream in streams:
+            by_slot.setdefault(key_slot(stream), []).append(stream)
+        self._readers = {
+            slot: (group, Link(url, lambda: redis.asyncio.Redis.from_url(url), timeout, slot=slot))
+            for slot, group in by_slot.items()
+        }
+        return self._readers
 
     async def _ensure_groups(self) -> None:
         for topic in self._handlers:
