@@ -7,6 +7,14 @@ and the redis-servers used (from /proc). Sides alternate `--rounds` times; the t
 the median.
 
     python benchmarks/bench_cluster.py [--messages 20000] [--rounds 3] [--out FILE]
+
+`--broadcast` measures the two buses instead, cluster vs single redis-server in one
+process, sides alternating: Pub/Sub (SPUBLISH on the cluster, PUBLISH on one server)
+publishes `--messages` messages in batches of 500 over 3 channels (one per shard) to two
+subscriber instances and times until both received all (fan-out 2); Streams publishes as
+many events over 2 topics (two shards) and times until one consumer handled all.
+
+    python benchmarks/bench_cluster.py --broadcast [--messages 20000] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -25,7 +33,14 @@ sys.path.insert(0, str(HERE.parent / "tests" / "support"))
 
 from cluster import Cluster, running_cluster  # noqa: E402
 from helpers import running_redis  # noqa: E402
-from meetq import Message, RedisMessageQueue  # noqa: E402
+from meetq import (  # noqa: E402
+    Message,
+    PubSubMessage,
+    RedisMessageQueue,
+    RedisPubSubQueue,
+    RedisStreamEventBus,
+    StreamEvent,
+)
 from meetq._redis.cluster import key_slot  # noqa: E402
 from meetq._redis.keys import QueueKeys  # noqa: E402
 
@@ -121,13 +136,132 @@ def queue_names(cluster: Cluster) -> tuple[list[str], list[str]]:
     return one, spread
 
 
+def shard_names(cluster: Cluster | None, stem: str, slot_of: object, k: int) -> list[str]:
+    """`k` names on `k` different shards (any `k` names on a single server)."""
+    if cluster is None:
+        return [f"{stem}{i}" for i in range(k)]
+    by_master: dict[int, str] = {}
+    i = 0
+    while len(by_master) < k:
+        name = f"{stem}{i}"
+        by_master.setdefault(cluster.master_of(slot_of(name)), name)  # type: ignore[operator]
+        i += 1
+    return list(by_master.values())
+
+
+async def pubsub_side(url: str, channels: list[str], n: int) -> float:
+    """Seconds from the first publish until both subscribers received all `n`."""
+    got = [0, 0]
+    done = asyncio.Event()
+
+    def counter(j: int) -> object:
+        def on(_: PubSubMessage) -> None:
+            got[j] += 1
+            if min(got) >= n:
+                done.set()
+
+        return on
+
+    subs = [RedisPubSubQueue(url, max_in_flight=100_000) for _ in range(2)]
+    for j, sub in enumerate(subs):
+        for channel in channels:
+            sub.subscribe(channel, counter(j))  # type: ignore[arg-type]
+        await sub.start()
+    pub = RedisPubSubQueue(url)
+    try:
+        t0 = time.perf_counter()
+        for start in range(0, n, 500):
+            channel = channels[(start // 500) % len(channels)]
+            count = min(500, n - start)
+            await pub.publish_batch(channel, [PubSubMessage("t", {"i": i}) for i in range(count)])
+        await asyncio.wait_for(done.wait(), 300)
+        return time.perf_counter() - t0
+    finally:
+        await pub.stop()
+        for sub in subs:
+            await sub.stop()
+
+
+async def streams_side(url: str, topics: list[str], n: int, rnd: int) -> float:
+    """Seconds from the first publish until one consumer handled all `n` events."""
+    seen = 0
+    done = asyncio.Event()
+
+    def on(_: StreamEvent) -> None:
+        nonlocal seen
+        seen += 1
+        if seen >= n:
+            done.set()
+
+    names = topics  # fresh streams each round (the caller's names)
+    bus = RedisStreamEventBus(url, "bench", batch=500, max_in_flight=2000, block=0.2)
+    for topic in names:
+        bus.subscribe(topic, on)
+    await bus.start()
+    pub = RedisStreamEventBus(url, "bench-publisher")
+    try:
+        t0 = time.perf_counter()
+        for start in range(0, n, 500):
+            topic = names[(start // 500) % len(names)]
+            count = min(500, n - start)
+            await pub.publish_batch(topic, [StreamEvent("t", {"i": i}) for i in range(count)])
+        await asyncio.wait_for(done.wait(), 300)
+        return time.perf_counter() - t0
+    finally:
+        await pub.stop()
+        await bus.stop()
+
+
+def broadcast_main(n: int, rounds: int, out: Path | None) -> None:
+    from meetq._redis.keys import StreamKeys
+
+    def topic_slot(t: str) -> int:
+        return key_slot(StreamKeys(t).stream)
+
+    rates: dict[str, list[float]] = {k: [] for k in ("ps-c", "ps-1", "st-c", "st-1")}
+    with running_cluster(replicas=0) as cluster, running_redis() as single:
+        curl = "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in cluster.ports)
+        channels = shard_names(cluster, "bch", key_slot, 3)
+        topics = shard_names(cluster, "bt", topic_slot, 2)
+        for rnd in range(rounds):
+            rates["ps-c"].append(n / asyncio.run(pubsub_side(curl, channels, n)))
+            rates["ps-1"].append(n / asyncio.run(pubsub_side(single.url, channels, n)))
+            # a topic name with a round suffix may land elsewhere: re-pick per round
+            tops = shard_names(cluster, f"bt{rnd}x", topic_slot, 2)
+            rates["st-c"].append(n / asyncio.run(streams_side(curl, tops, n, rnd)))
+            fresh = [f"{t}r{rnd}" for t in topics]
+            rates["st-1"].append(n / asyncio.run(streams_side(single.url, fresh, n, rnd)))
+    med = {k: statistics.median(v) for k, v in rates.items()}
+    lines = [
+        f"# bench_cluster.py --broadcast --messages {n} --rounds {rounds} (median of the rounds)",
+        "",
+        "| bus | single redis-server /s | cluster /s | cluster / single |",
+        "|---|---:|---:|---:|",
+        f"| Pub/Sub publish + fan-out to 2 subscribers, 3 channels | {med['ps-1']:,.0f} "
+        f"| {med['ps-c']:,.0f} | {med['ps-c'] / med['ps-1']:.2f}x |",
+        f"| Streams publish + consume, 2 topics | {med['st-1']:,.0f} | {med['st-c']:,.0f} "
+        f"| {med['st-c'] / med['st-1']:.2f}x |",
+        "",
+        f"rounds (msgs/s): {', '.join(f'{k}=' + '/'.join(f'{x:,.0f}' for x in v) for k, v in rates.items())}",  # noqa: E501
+        f"cores on this machine: {os.cpu_count()}, load average: {os.getloadavg()[0]:.1f}",
+    ]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if out:
+        out.write_text(text)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--messages", type=int, default=20000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out", type=Path)
     ap.add_argument("--drain", nargs=3)
+    ap.add_argument("--broadcast", action="store_true")
     args = ap.parse_args()
+    if args.broadcast:
+        broadcast_main(args.messages, args.rounds, args.out)
+        return
     if args.drain:
         url, queue, n = args.drain
         asyncio.run(drain(url, queue, int(n)))

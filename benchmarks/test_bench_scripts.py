@@ -44,6 +44,11 @@ HERE = Path(__file__).resolve().parent
             ["--messages", "200", "--rounds", "1"],
             ["3 queues on 3 shards", "scaling 3 shards / 1 shard", "routing cost"],
         ),
+        (
+            "bench_cluster.py",
+            ["--broadcast", "--messages", "600", "--rounds", "1"],
+            ["Pub/Sub publish + fan-out", "Streams publish + consume", "cluster / single"],
+        ),
     ],
 )
 def test_script_runs(script: str, args: list[str], expect: list[str]) -> None:
