@@ -279,3 +279,58 @@ async def test_streams_resume_after_a_failover(cluster: Cluster) -> None:
             with contextlib.suppress(Exception):
                 await bus.stop()
         await publisher.stop()
+
+
+async def test_claims_and_dead_letters_are_routed_per_shard(cluster: Cluster) -> None:
+    """A stopped consumer's pending entries are claimed by its sibling (XAUTOCLAIM script
+    on each topic's master), and an event that keeps failing is dead-lettered beside its
+    stream, on both shards."""
+    topics = on_every_shard(cluster, "claim-topic-", topic_slot)[:2]
+    url = cluster_url(cluster)
+    release = asyncio.Event()
+    handled: set[tuple[str, int]] = set()
+    started: list[StreamEvent] = []
+
+    async def stuck(e: StreamEvent) -> None:
+        started.append(e)
+        await release.wait()
+
+    def sibling(e: StreamEvent) -> None:
+        if e.type == "bad":
+            raise RuntimeError("always fails")
+        handled.add((e.topic, e.payload["i"]))
+
+    first = RedisStreamEventBus(url, "claim-svc", start_from="0", stop_timeout=0.1)
+    second = RedisStreamEventBus(
+        url, "claim-svc", start_from="0", claim_idle=0.5, max_deliveries=2, retry_backoff=0.05
+    )
+    publisher = RedisStreamEventBus(url, "publisher")
+    for topic in topics:
+        first.subscribe(topic, stuck)
+    try:
+        await first.start()
+        for topic in topics:
+            await publisher.publish_batch(topic, [StreamEvent("e", {"i": i}) for i in range(20)])
+            await publisher.publish(topic, "bad", {"i": -1})
+        await async_wait_until(lambda: len(started) == 42, timeout=20)
+        await first.stop()  # its 42 entries stay pending in their shards' groups
+        for topic in topics:
+            second.subscribe(topic, sibling)
+        await second.start()
+        want = {(t, i) for t in topics for i in range(20)}
+        await async_wait_until(lambda: handled >= want, timeout=30)
+
+        async def dead_lettered() -> bool:
+            return all([len(await second.dead_letters(t)) == 1 for t in topics])
+
+        await async_wait_until(dead_lettered, timeout=30, interval=0.05)
+        stats = await second.get_stats()
+        assert stats["total_claimed"] >= 42
+        for topic in topics:
+            dead = (await second.dead_letters(topic))[0]
+            assert dead.group == "claim-svc" and "always fails" in dead.reason
+    finally:
+        release.set()
+        await second.stop()
+        await first.stop()
+        await publisher.stop()
