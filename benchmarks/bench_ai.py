@@ -5,7 +5,8 @@ floor on the same socket pattern, in the same run; (c) real-model latency per re
 The floor is the same pattern with nothing but pyzmq in both processes: an XPUB bound by
 the client, a SUB in the "node" that echoes each frame to a PUSH, a PULL at the client,
 all on ipc:// in one private directory. Sequential round trips give p50/p99; the
-multiplexed run keeps `window` requests in flight on one node pair and reports requests/s.
+multiplexed run keeps `window` requests in flight on one node pair (a sliding window on
+both paths: each reply lets the next request go) and reports requests/s.
 
     .venv/bin/python benchmarks/bench_ai.py                 # (a) and (c)
     .venv/bin/python benchmarks/bench_ai.py --only a --n 5000
@@ -90,7 +91,9 @@ def process(argv: list[str]) -> Iterator[subprocess.Popen[bytes]]:
 # --- (a) the raw floor ----------------------------------------------------------------
 
 
-def raw_floor(n: int, burst: int, frame: bytes) -> tuple[list[float], float, float, float]:
+def raw_floor(
+    n: int, burst: int, window: int, frame: bytes
+) -> tuple[list[float], float, float, float]:
     """Blocking pyzmq in both processes: sequential round trips, then a pipelined burst."""
     with private_dir() as d:
         ctx = zmq.Context()
@@ -116,7 +119,6 @@ def raw_floor(n: int, burst: int, frame: bytes) -> tuple[list[float], float, flo
             t = time.perf_counter()
             cpu, node_cpu = time.process_time(), cpu_seconds(proc.pid)
             sent = received = 0
-            window = 1000
             while received < burst:
                 while sent < burst and sent - received < window:
                     xpub.send(frame)
@@ -131,6 +133,33 @@ def raw_floor(n: int, burst: int, frame: bytes) -> tuple[list[float], float, flo
 
 
 # --- (a) ours ---------------------------------------------------------------------------
+
+
+async def pipelined(client: StackFlowClient, work_id: str, total: int, window: int) -> None:
+    """`total` inferences with `window` in flight: each completion sends the next one
+    (a sliding window, like the floor's loop; no task per call)."""
+    loop = asyncio.get_running_loop()
+    finished: asyncio.Future[None] = loop.create_future()
+    sent = received = 0
+
+    def issue() -> None:
+        nonlocal sent
+        sent += 1
+        client.infer(work_id, "hi").add_done_callback(on_done)
+
+    def on_done(fut: asyncio.Future[str]) -> None:
+        nonlocal received
+        received += 1
+        if fut.exception() is not None and not finished.done():
+            finished.set_exception(fut.exception())  # type: ignore[arg-type]
+        elif sent < total:
+            issue()
+        elif received == total and not finished.done():
+            finished.set_result(None)
+
+    for _ in range(min(window, total)):
+        issue()
+    await finished
 
 
 async def ours(n: int, burst: int, window: int) -> tuple[list[float], float, float, float]:
@@ -150,10 +179,7 @@ async def ours(n: int, burst: int, window: int) -> tuple[list[float], float, flo
                     lat.append(time.perf_counter() - t)
                 t = time.perf_counter()
                 cpu, node_cpu = time.process_time(), cpu_seconds(proc.pid)
-                for start in range(0, burst, window):  # `window` in flight at a time
-                    await asyncio.gather(
-                        *(client.infer(work_id, "hi") for _ in range(min(window, burst - start)))
-                    )
+                await pipelined(client, work_id, burst, window)
                 rate = burst / (time.perf_counter() - t)
                 cpu = (time.process_time() - cpu) / burst
                 node_cpu = (cpu_seconds(proc.pid) - node_cpu) / burst
@@ -212,7 +238,7 @@ def main() -> None:
     parser.add_argument("--only", choices=("a", "c"))
     parser.add_argument("--n", type=int, default=3000, help="sequential round trips")
     parser.add_argument("--burst", type=int, default=40000, help="multiplexed requests")
-    parser.add_argument("--window", type=int, default=2000, help="requests in flight")
+    parser.add_argument("--window", type=int, default=1000, help="requests in flight")
     parser.add_argument("--model-n", type=int, default=20, help="ASR requests")
     args = parser.parse_args()
     print(f"# bench_ai  load average {os.getloadavg()}  cores {os.cpu_count()}")
@@ -223,7 +249,7 @@ def main() -> None:
             b'"work_id":"llm.0","action":"inference","object":"llm.utf-8.stream",'
             b'"data":{"delta":"hi","index":0,"finish":true}}'
         )
-        raw_lat, raw_rate, raw_cpu, raw_node = raw_floor(args.n, args.burst, frame)
+        raw_lat, raw_rate, raw_cpu, raw_node = raw_floor(args.n, args.burst, args.window, frame)
         our_lat, our_rate, our_cpu, our_node = uvloop.run(ours(args.n, args.burst, args.window))
         raw, mine = summary("raw pyzmq floor", raw_lat), summary("meetq client+node", our_lat)
         print(

@@ -111,6 +111,23 @@ async def test_200_concurrent_inferences_are_correlated(base_dir: Path) -> None:
         assert client._calls == {}
 
 
+async def test_requests_of_one_loop_turn_are_batched_in_order(base_dir: Path) -> None:
+    # A synchronous model answers inside the node's drain, so its replies are batched
+    # there; the client batches every request after the first of a turn. Streamed input
+    # chunks of many calls interleave in one batch and must still arrive in index order.
+    async with (
+        StackFlowClient(base_dir, call_timeout=30) as client,
+        StackFlowNode("llm", lambda s: s.upper(), base_dir),
+    ):
+        work_id = await client.setup("llm", "upper")
+        inputs = [[f"{i}-a", f"{i}-b", f"{i}-c"] for i in range(300)]
+        futures = [client.infer(work_id, chunks) for chunks in inputs]
+        assert len(client._outbox) == 3 * 299  # all but the first call wait for the flush
+        outputs = await asyncio.gather(*futures)
+        assert outputs == ["".join(c).upper() for c in inputs]
+        assert client._calls == {} and client._outbox == []
+
+
 async def test_two_work_ids_and_two_units(base_dir: Path) -> None:
     async with (
         StackFlowClient(base_dir, call_timeout=20) as client,

@@ -81,6 +81,8 @@ class StackFlowClient:
         self._inflight = InFlight()
         self._calls = self._inflight.calls  # request_id -> Call (the same dict, never rebound)
         self._frame_parts: dict[tuple[str, str], tuple[bytes, bytes]] = {}
+        self._outbox: list[tuple[Slot, bytes, Call]] = []  # requests batched this turn
+        self._flush_pending = False
         self._setups: dict[str, SetupRecord] = {}  # handle -> record
         self._by_live: dict[str, SetupRecord] = {}  # live work_id -> record
         self._ids = itertools.count()
@@ -136,6 +138,7 @@ class StackFlowClient:
                     await record.resetup
         self._started = False
         self._inflight.close(ClientClosedError("client stopped"))
+        self._outbox.clear()
         self._frame_parts.clear()
         for caller in self._callers.values():
             caller.close()
@@ -374,25 +377,53 @@ class StackFlowClient:
         self._calls[rid] = call
         self._inflight.arm(rid, deadline)
         rid_b = rid.encode()
-        try:
-            if p.is_stream(obj):
-                if isinstance(data, str):
-                    slot.publish(head + rid_b + mid + orjson.dumps(p.chunk(data, 0, True)) + b"}")
-                else:
-                    chunks = list(data) or [""]
-                    last = len(chunks) - 1
-                    for i, delta in enumerate(chunks):
-                        body = orjson.dumps(p.chunk(delta, i, i == last))
-                        slot.publish(head + rid_b + mid + body + b"}")
+        if p.is_stream(obj):
+            if isinstance(data, str):
+                frames = [head + rid_b + mid + orjson.dumps(p.chunk(data, 0, True)) + b"}"]
             else:
-                text = data if isinstance(data, str) else "".join(data)
-                slot.publish(head + rid_b + mid + orjson.dumps(text) + b"}")
+                chunks = list(data) or [""]
+                last = len(chunks) - 1
+                frames = [
+                    head + rid_b + mid + orjson.dumps(p.chunk(delta, i, i == last)) + b"}"
+                    for i, delta in enumerate(chunks)
+                ]
+        else:
+            text = data if isinstance(data, str) else "".join(data)
+            frames = [head + rid_b + mid + orjson.dumps(text) + b"}"]
+        if self._flush_pending:
+            # More requests in this loop turn: they go out together at its end.
+            self._outbox.extend((slot, frame, call) for frame in frames)
+            return
+        # The first request of a turn goes out at once (no latency added); the ones
+        # that follow in the same turn are batched (one wake-up of libzmq's I/O thread).
+        self._flush_pending = True
+        self._running().call_soon(self._flush)
+        try:
+            for frame in frames:
+                slot.publish(frame)
         except zmq.Again:
             self._inflight.finish(call, None)
             raise InferencePushError(f"{live}: request queue towards the node is full") from None
         except zmq.ZMQError as exc:
             self._inflight.finish(call, None)
             raise NodeUnavailableError(f"{live}: {exc}") from exc
+
+    def _flush(self) -> None:
+        """Sends the requests batched in the last loop turn; a refused one fails its call."""
+        self._flush_pending = False
+        out, self._outbox = self._outbox, []
+        calls = self._calls
+        for slot, frame, call in out:
+            if calls.get(call.rid) is not call:
+                continue  # already failed, timed out or abandoned
+            try:
+                slot.publish(frame)
+            except zmq.Again:
+                self._inflight.finish(
+                    call, InferencePushError(f"{slot.work_id}: request queue is full")
+                )
+            except zmq.ZMQError as exc:
+                self._inflight.finish(call, NodeUnavailableError(f"{slot.work_id}: {exc}"))
 
     # --- node loss and re-setup ------------------------------------------------------
 

@@ -236,37 +236,44 @@ def reply_frame(
 class ReplyEncoder:
     """`reply_frame` for one (work_id, object) by concatenation: the sorted layout
     `created, data, error, object, request_id, work_id` with the constant parts built once
-    (a node sends two frames per streamed answer; this is its hot path)."""
+    (a node sends two frames per streamed answer; this is its hot path). The `created`
+    prefix is rebuilt once per second, not per frame."""
 
-    __slots__ = ("_end", "_tail")
+    __slots__ = ("_created", "_end", "_second", "_tail")
 
     def __init__(self, work_id: str, obj: str) -> None:
         self._tail = b',"error":{"code":0,"message":""},"object":' + dumps(obj) + b',"request_id":'
         self._end = b',"work_id":' + dumps(work_id) + b"}\n"
+        self._second = -1
+        self._created = b""
+
+    def _head(self) -> bytes:
+        """`{"created":<now>,"data":` for the current second."""
+        now = int(time.time())
+        if now != self._second:
+            self._second = now
+            self._created = b'{"created":' + str(now).encode() + b',"data":'
+        return self._created
 
     def ok(self, request_id: str, data: Any, created: int | None = None) -> bytes:
-        when = int(time.time()) if created is None else created
-        return (
-            b'{"created":'
-            + str(when).encode()
-            + b',"data":'
-            + dumps_sorted_compact(data)
-            + self._tail
-            + dumps(request_id)
-            + self._end
-        )
+        head = self._head() if created is None else b'{"created":%d,"data":' % created
+        return head + dumps_sorted_compact(data) + self._tail + dumps(request_id) + self._end
 
     def chunk(self, request_id: str, delta: str, index: int, finish: bool) -> bytes:
-        data = (
-            b'{"delta":'
+        return self.chunk_json(dumps(request_id), delta, index, finish)
+
+    def chunk_json(self, request_id_json: bytes, delta: str, index: int, finish: bool) -> bytes:
+        """`chunk` with the request_id already JSON-encoded (once per request, not frame)."""
+        return (
+            self._head()
+            + b'{"delta":'
             + dumps(delta)
             + (b',"finish":true,"index":' if finish else b',"finish":false,"index":')
             + str(index).encode()
             + b"}"
-        )
-        when = str(int(time.time())).encode()
-        return (
-            b'{"created":' + when + b',"data":' + data + self._tail + dumps(request_id) + self._end
+            + self._tail
+            + request_id_json
+            + self._end
         )
 
 

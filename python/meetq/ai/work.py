@@ -6,7 +6,10 @@ request_id, chunk by chunk, and must arrive with indices 0..n-1 (anything else i
 problem is answered with the protocol's error object on the request's `zmq_com`:
 malformed JSON (-2), a work_id that is not this one (-6), an action other than
 inference (-18), too many requests running (-21), empty input (-24), the model raising
-(-11). Output goes to `zmq_com` and, when `enoutput` is set, to the output_url PUB.
+(-11). Output goes to `zmq_com` and, when `enoutput` is set, to the output_url PUB. The replies
+of a batch of requests are sent together once the batch is drained (one wake-up of
+libzmq's I/O thread per batch, not per frame); output of async or threaded models, made
+outside a drain, is sent at once.
 """
 
 from __future__ import annotations
@@ -113,7 +116,10 @@ class Work:
             sub.close(linger=0)
             self._pub_reader.close()
             raise
-        self._reader = Reader(sub, self._on_request)
+        # Replies made while a batch of requests is drained go out together at its end.
+        self._draining = False
+        self._out: list[tuple[str, bytes]] = []
+        self._reader = Reader(sub, self._on_request, on_drained=self._flush)
 
     def close(self) -> None:
         self._reader.close()
@@ -134,6 +140,7 @@ class Work:
         self._send(url, p.error_frame(rid, self.work_id, code, message))
 
     def _on_request(self, frame: bytes) -> None:
+        self._draining = True
         try:
             msg = orjson.loads(frame)
         except orjson.JSONDecodeError:
@@ -253,24 +260,36 @@ class Work:
                 self._send(url, self.encoder.ok(rid, "".join(chunks)))
             return start
         index = start
+        rid_json = orjson.dumps(rid)
+        encode = self.encoder.chunk_json
         for delta in chunks:
             if delta:
-                self._send(url, self._chunk(rid, delta, index, False))
+                self._send(url, encode(rid_json, delta, index, False))
                 index += 1
         if final:
-            self._send(url, self._chunk(rid, "", index, True))
+            self._send(url, encode(rid_json, "", index, True))
         return index
 
-    def _chunk(self, rid: str, delta: str, index: int, finish: bool) -> bytes:
-        return self.encoder.chunk(rid, delta, index, finish)
-
     def _send(self, url: str, frame: bytes) -> None:
+        if self._draining:
+            self._out.append((url, frame))
+            return
+        self._send_now(url, frame)
+
+    def _send_now(self, url: str, frame: bytes) -> None:
         self.replier.send(url, frame)
         if self.enoutput and self.listeners:
             try:
                 self.pub.send(frame, zmq.NOBLOCK)
             except zmq.ZMQError as exc:
                 log.debug("output mirror of %s: %s", self.work_id, exc)
+
+    def _flush(self) -> None:
+        """End of a drained batch: its replies, in order, back to back."""
+        self._draining = False
+        out, self._out = self._out, []
+        for url, frame in out:
+            self._send_now(url, frame)
 
 
 async def _drive(work: Work, url: str, rid: str, out: Any) -> None:
