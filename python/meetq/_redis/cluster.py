@@ -34,7 +34,7 @@ from meetq._redis.connection import Arg, ConnectionSettings, RespConnection
 from meetq._redis.following import FollowingConnection
 from meetq.errors import MeetqConnectionError
 
-__all__ = ["ClusterSettings", "SlotConnection", "key_slot", "slot_map"]
+__all__ = ["ClusterSettings", "SlotConnection", "key_slot", "master_url", "slot_map"]
 
 SLOTS = 16384
 
@@ -141,6 +141,14 @@ async def slot_map(
     raise MeetqConnectionError(
         f"no cluster node answered CLUSTER SLOTS (tried {len(settings.seeds)})"
     ) from cause
+
+
+async def master_url(url: str, slot: int, *, timeout: float = 5.0) -> str:
+    """A plain URL of the master serving `slot` now, for a redis-py client of that node
+    (a Pub/Sub subscription: cluster PUBLISH reaches every node)."""
+    settings = ClusterSettings.from_url(url)
+    host, port = _owner(await slot_map(settings, timeout=timeout), slot)
+    return settings.url_for(host, port)
 
 
 def _owner(ranges: Sequence[tuple[int, int, str, int]], slot: int) -> tuple[str, int]:

@@ -26,6 +26,7 @@ import redis.asyncio
 
 from meetq._core.backoff import backoff
 from meetq._core.eager import ASYNC, handler_kind, start_eager
+from meetq._redis.cluster import key_slot, master_url
 from meetq._redis.keys import QueueKeys
 from meetq.dispatch.types import TaskRequest, default_routes
 from meetq.queue import RedisMessageQueue
@@ -155,11 +156,28 @@ class ServiceWorker:
                 self.cancelled_running += 1
                 task.cancel()
 
+    async def _cluster_poke_client(self) -> redis.asyncio.Redis | None:
+        """On a Cluster, a client of our own to SUBSCRIBE on (else None: the queue's
+        client). redis-py's async RedisCluster has no Pub/Sub; a classic PUBLISH reaches
+        every node of a cluster, so a plain client of the master serving the queue's slot
+        (looked up again after each loss: a failover moves it) hears the pokes."""
+        url = self.queue.endpoint.url
+        if url is None or not url.startswith("redis+cluster://"):
+            return None
+        node = await master_url(url, key_slot(self.keys.prefix))
+        client: redis.asyncio.Redis = redis.asyncio.Redis.from_url(
+            node, socket_connect_timeout=5.0
+        )
+        return client
+
     async def _watch_pokes(self) -> None:
         attempt = 0
         while True:
-            pubsub = self._client.pubsub()
+            own: redis.asyncio.Redis | None = None
+            pubsub: Any = None
             try:
+                own = await self._cluster_poke_client()
+                pubsub = (own or self._client).pubsub()
                 await pubsub.subscribe(self.keys.cancel_channel)
                 attempt = 0
                 while True:
@@ -176,7 +194,10 @@ class ServiceWorker:
                 attempt += 1
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    if pubsub is not None:
+                        await pubsub.aclose()
+                    if own is not None:
+                        await own.aclose()
 
     async def _sweep_loop(self) -> None:
         while True:
