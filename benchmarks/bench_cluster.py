@@ -6,6 +6,16 @@ Each side pre-fills its queues, then drains them with one worker process per que
 and the redis-servers used (from /proc). Sides alternate `--rounds` times; the table gives
 the median.
 
+Beside it, in the same run, the floor of the machine: the same 1-shard vs 3-shard split
+driven by `redis-benchmark` (a C client that costs almost nothing per command), one
+process per queue, each running a three-write script on its queue's slot. And the
+ceiling the CPU allows: with W worker and R redis CPU seconds per message and C cores,
+3 shards can go at most min(3/R, C/(W+R)) messages/s, 1 shard at most min(1/R, C/(W+R)):
+with the same W and R on both sides the ratio is at most max(1, C*R/(W+R)) < C, so on 2
+cores 2x needs workers that cost nothing. "cores busy" says how much of the machine a
+side got: far below C, the processes waited for a CPU (a loaded box), and the ratio then
+measures the scheduler's share more than Redis.
+
     python benchmarks/bench_cluster.py [--messages 20000] [--rounds 3] [--out FILE]
 
 `--broadcast` measures the two buses instead, cluster vs single redis-server in one
@@ -22,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -121,6 +132,57 @@ def run_side(url: str, queues: list[str], n: int, servers: list[int]) -> dict[st
         "redis_cpu": sum(b - a for a, b in zip(cpu0[k:], cpu1[k:], strict=True)),
         "wall": wall,
     }
+
+
+FLOOR_SCRIPT = (
+    "redis.call('RPUSH', KEYS[1], ARGV[1]); redis.call('LPOP', KEYS[1]); "
+    "return redis.call('HINCRBY', KEYS[2], 'n', 1)"
+)
+"""A message's worth of writes on one queue's slot, for the redis-benchmark floor."""
+
+
+def floor_side(cluster: Cluster, queues: list[str], n: int, servers: list[int]) -> dict[str, float]:
+    """One redis-benchmark process per queue against the master of its slot, all at once."""
+    bench = shutil.which("redis-benchmark") or "/usr/bin/redis-benchmark"
+    cmds = []
+    for q in queues:
+        keys = QueueKeys(q)
+        port = cluster.master_of(key_slot(keys.prefix))
+        cmds.append(
+            [bench, "-h", "127.0.0.1", "-p", str(port), "-c", "4", "-P", "16", "-n", str(n),
+             "-q", "EVAL", FLOOR_SCRIPT, "2", keys.named("floor"), keys.named("floorn"), "x"]
+        )  # fmt: skip
+    cpu0 = [cpu_seconds(s) for s in servers]
+    t0 = time.perf_counter()
+    procs = [subprocess.Popen(c, stdout=subprocess.DEVNULL) for c in cmds]
+    children = 0.0
+    for p in procs:
+        _, status, usage = os.wait4(p.pid, 0)
+        p.returncode = os.waitstatus_to_exitcode(status)
+        children += usage.ru_utime + usage.ru_stime
+        assert p.returncode == 0, p.args
+    wall = time.perf_counter() - t0
+    cpu1 = [cpu_seconds(s) for s in servers]
+    return {
+        "rate": len(queues) * n / wall,
+        "worker_cpu": children,
+        "redis_cpu": sum(b - a for a, b in zip(cpu0, cpu1, strict=True)),
+        "wall": wall,
+    }
+
+
+def ceiling(one: dict[str, float], spread: dict[str, float], messages: int, cores: int) -> float:
+    """The highest scaling ratio the CPU of this machine allows, from each side's CPU per
+    message: 3 shards go at most min(3/R, C/(W+R)) messages/s, 1 shard min(1/R, C/(W+R))."""
+    w1, r1 = one["worker_cpu"] / messages, one["redis_cpu"] / messages
+    w3, r3 = spread["worker_cpu"] / messages, spread["redis_cpu"] / messages
+    if not (r1 and r3):
+        return float("nan")
+    return min(3 / r3, cores / (w3 + r3)) / min(1 / r1, cores / (w1 + r1))
+
+
+def loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def queue_names(cluster: Cluster) -> tuple[list[str], list[str]]:
@@ -267,12 +329,16 @@ def main() -> None:
         asyncio.run(drain(url, queue, int(n)))
         return
     n = args.messages
+    floor_n = n * 10
     results: dict[str, list[dict[str, float]]] = {
         "one": [],
         "spread": [],
         "single": [],
         "routed": [],
+        "floor_one": [],
+        "floor_spread": [],
     }
+    load_before = loadavg()
     with running_cluster(replicas=0) as cluster, running_redis() as single:
         curl = "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in cluster.ports)
         pids = [node.proc.pid for node in cluster.nodes if node.proc is not None]
@@ -283,31 +349,44 @@ def main() -> None:
             results["spread"].append(run_side(curl, spread, n, pids))
             results["single"].append(run_side(single.url, ["solo"], n, [single.proc.pid]))
             results["routed"].append(run_side(curl, [spread[0]], n, pids))
+            results["floor_one"].append(floor_side(cluster, one, floor_n, pids))
+            results["floor_spread"].append(floor_side(cluster, spread, floor_n, pids))
+    load_after = loadavg()
+    cores = os.cpu_count() or 1
     med = {k: {f: statistics.median(x[f] for x in v) for f in v[0]} for k, v in results.items()}
     lines = [
         f"# bench_cluster.py --messages {n} --rounds {args.rounds} (median of the rounds)",
         "",
-        "| side | messages/s | worker CPU s | redis CPU s | wall s |",
-        "|---|---:|---:|---:|---:|",
+        f"load average before: {load_before}; after: {load_after}; cores: {cores}",
+        "",
+        "| side | messages/s | worker CPU s | redis CPU s | wall s | cores busy |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     names = {
         "one": "3 queues on 1 shard",
         "spread": "3 queues on 3 shards",
         "single": "1 queue, single redis-server",
         "routed": "1 queue, cluster (routed)",
+        "floor_one": f"floor: redis-benchmark, 3 queues on 1 shard ({floor_n:,} each)",
+        "floor_spread": f"floor: redis-benchmark, 3 queues on 3 shards ({floor_n:,} each)",
     }
     for key, label in names.items():
         m = med[key]
+        busy = (m["worker_cpu"] + m["redis_cpu"]) / m["wall"]
         lines.append(
             f"| {label} | {m['rate']:,.0f} | {m['worker_cpu']:.2f} | {m['redis_cpu']:.2f} "
-            f"| {m['wall']:.2f} |"
+            f"| {m['wall']:.2f} | {busy:.2f} |"
         )
     lines += [
         "",
-        f"scaling 3 shards / 1 shard: {med['spread']['rate'] / med['one']['rate']:.2f}x",
+        f"scaling 3 shards / 1 shard: {med['spread']['rate'] / med['one']['rate']:.2f}x "
+        f"(CPU ceiling from each side's CPU per message on {cores} cores: "
+        f"{ceiling(med['one'], med['spread'], 3 * n, cores):.2f}x)",
+        f"floor scaling (redis-benchmark) 3 shards / 1 shard: "
+        f"{med['floor_spread']['rate'] / med['floor_one']['rate']:.2f}x "
+        f"(CPU ceiling {ceiling(med['floor_one'], med['floor_spread'], 3 * floor_n, cores):.2f}x)",
         f"routing cost, cluster / single node, one queue: "
         f"{med['routed']['rate'] / med['single']['rate']:.2f}x",
-        f"cores on this machine: {os.cpu_count()}",
     ]
     text = "\n".join(lines) + "\n"
     print(text)
