@@ -2,9 +2,11 @@
 
 - `dispatch` publishes the task to its route's queue and creates its status hash in ONE
   MULTI (the queue's plain-command publish transition, plus the hash); `dispatch_batch`
-  sends any number of tasks in that one MULTI, one round trip.
+  sends any number of tasks in that one MULTI, one round trip (on Redis Cluster: one
+  MULTI per queue slot, sent at once).
 - Results come back over one reply list per queue for this process, read by one blocking
-  connection (`replies.ReplyReader`) and matched to the outstanding task by its id.
+  connection (`replies.ReplyReader`; on a Cluster one per queue slot) and matched to the
+  outstanding task by its id.
 - Every outstanding task has a deadline on the native timer wheel, with one loop timer
   armed for the earliest; at expiry `task_timeout.lua` ends it TIMEOUT only if no other
   outcome came first, and the local future/callback resolves with what Redis decided.
@@ -16,7 +18,7 @@ Its parts: `outbox` (a loop turn's tasks encoded and published in one MULTI),
 `outstanding` (a pending task, and the replies and timeout answers that end it),
 `replies` (the reply reader), `deadlines` (the timer wheel and the timeout script),
 `queries` (status reads and cancels by task id), `status` (the status hash and its
-scripts).
+scripts), `shards` (the links and readers per Cluster slot).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from typing import Any
 import redis.asyncio
 
 from meetq._redis.keys import QueueKeys
-from meetq._redis.links import Endpoint
+from meetq._redis.links import Endpoint, Link
 from meetq._redis.retry import retrying
 from meetq.dispatch.deadlines import Deadlines, now_ms, time_out
 from meetq.dispatch.outbox import Outbox, encode_task, publish
@@ -43,8 +45,8 @@ from meetq.dispatch.outstanding import (
     response_of_timeout,
 )
 from meetq.dispatch.queries import cancel_in_redis, read_task_status
-from meetq.dispatch.replies import ReplyReader
 from meetq.dispatch.routes import RouteTable
+from meetq.dispatch.shards import ShardLinks, ShardReaders, Slot
 from meetq.dispatch.types import ServiceRoute, TaskRequest, TaskResponse, TaskStatus
 from meetq.errors import DispatcherStoppedError
 from meetq.priority import Priority
@@ -84,13 +86,13 @@ class TaskDispatcher:
         self.retry_budget = retry_budget
         self.stop_grace = stop_grace
         self.codec = Codec("json", max_message_size)
-        self._cmd = self.endpoint.link(5.0)
-        block_timeout = self.endpoint.longest_block(block_timeout)
-        self._reader_link = self.endpoint.link(block_timeout + 5.0, single=True)
-        self._reader = ReplyReader(self._reader_link, self._cmd, self._on_replies, block_timeout)
+        # one command link and one reply reader per slot group (one of each on a single
+        # server, one per queue slot on a Cluster: see dispatch/shards.py)
+        self._links = ShardLinks(self.endpoint, 5.0)
+        self._reader = ShardReaders(self._links, self._on_replies, block_timeout)
         self._pending: dict[str, PendingTask] = {}
-        self._keys_of: dict[str, tuple[QueueKeys, str]] = {}
-        self._outbox: Outbox | None = None
+        self._keys_of: dict[str, tuple[QueueKeys, str, Slot]] = {}
+        self._outboxes: dict[Slot, Outbox] = {}
         self.publishes = 0
         """MULTIs sent (a benchmark reads it)."""
         self._deadlines = Deadlines(self._on_expired)
@@ -156,8 +158,8 @@ class TaskDispatcher:
         await self._close_links()
 
     async def _close_links(self) -> None:
-        await self._cmd.close()
-        await self._reader_link.close()
+        await self._links.close()
+        await self._reader.close()
         await self.endpoint.close()
 
     async def __aenter__(self) -> TaskDispatcher:
@@ -170,7 +172,7 @@ class TaskDispatcher:
     async def _sync_clock(self) -> None:
         """Deadlines travel in Redis server time: measure its offset from ours once."""
         t0 = time.time()
-        sec, usec = await self._retrying(lambda: self._cmd.execute("TIME"))
+        sec, usec = await self._retrying(lambda: self._links.keyless.execute("TIME"))
         t1 = time.time()
         self._clock_offset = int(sec) + int(usec) / 1e6 - (t0 + t1) / 2
 
@@ -217,7 +219,7 @@ class TaskDispatcher:
             if req.timeout <= 0:
                 raise ValueError("TaskRequest.timeout must be positive")
             queue = route.queue_name
-            keys, reply_to = self._queue_keys(queue)
+            keys, reply_to, _ = self._queue_keys(queue)
             req.id = f"{new_id()}@{queue}"
             req.created_at = now
             req.priority = Priority.parse(req.priority)
@@ -225,12 +227,18 @@ class TaskDispatcher:
                 req, keys, reply_to, self.name, self.codec, server_now, self.result_ttl
             )
             staged.append((req, queue, body, status))
-        box = self._outbox
-        if box is None:
-            box = self._outbox = Outbox(asyncio.get_running_loop().create_future())
+        # one outbox (one MULTI) per slot group: a single one on a single server
+        if not self._outboxes:
             asyncio.get_running_loop().call_soon(self._flush)
+        boxes: list[Outbox] = []
         mono = now_ms()
         for req, queue, body, status in staged:
+            _, reply_to, slot = self._queue_keys(queue)
+            box = self._outboxes.get(slot)
+            if box is None:
+                box = self._outboxes[slot] = Outbox(asyncio.get_running_loop().create_future())
+            if box not in boxes:
+                boxes.append(box)
             box.add(req.id, queue, int(req.priority), body, status)
             # registered before the write: a reply may be read before the EXEC reply is
             entry = PendingTask(now)
@@ -238,32 +246,36 @@ class TaskDispatcher:
             entry.callback = callback
             entry.handle = self._deadlines.insert(mono + int(req.timeout * 1000), req.id)
             self._pending[req.id] = entry
-            self._reader.add_key(self._queue_keys(queue)[1])
+            self._reader.add_key(reply_to, slot)
         if self._idle is not None:
             self._idle.clear()
         self._deadlines.arm()
-        await asyncio.shield(box.done)
+        if len(boxes) == 1:
+            await asyncio.shield(boxes[0].done)
+        else:  # a call over several Cluster slots: one MULTI each, all sent at once
+            await asyncio.gather(*(asyncio.shield(b.done) for b in boxes))
         return [TaskResponse(r.id, TaskStatus.PENDING) for r in requests]
 
-    def _queue_keys(self, queue: str) -> tuple[QueueKeys, str]:
-        """The keys of `queue` and this process's reply list there (made once per queue)."""
+    def _queue_keys(self, queue: str) -> tuple[QueueKeys, str, Slot]:
+        """The keys of `queue`, this process's reply list there and their slot group
+        (made once per queue)."""
         known = self._keys_of.get(queue)
         if known is None:
             keys = QueueKeys(queue)
-            known = self._keys_of[queue] = (keys, keys.reply(self.name))
+            known = (keys, keys.reply(self.name), self._links.slot_of(queue))
+            self._keys_of[queue] = known
         return known
 
     def _flush(self) -> None:
-        box, self._outbox = self._outbox, None
-        if box is None:
-            return
-        task = asyncio.ensure_future(self._send(box))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        boxes, self._outboxes = self._outboxes, {}
+        for slot, box in boxes.items():
+            task = asyncio.ensure_future(self._send(box, self._links.for_slot(slot)))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
-    async def _send(self, box: Outbox) -> None:
+    async def _send(self, box: Outbox, cmd: Link) -> None:
         try:
-            await publish(self._cmd, box, self.retry_budget)
+            await publish(cmd, box, self.retry_budget)
         except BaseException as exc:
             for tid in box.ids:
                 dropped = self._pending.pop(tid, None)
@@ -352,15 +364,18 @@ class TaskDispatcher:
             if entry is not None and not entry.timing_out:
                 entry.timing_out = True
                 expired.append(tid)
-        if expired:
-            task = asyncio.ensure_future(self._time_out(expired))
+        by_slot: dict[Slot, list[str]] = {}
+        for tid in expired:
+            by_slot.setdefault(self._links.slot_of_task(tid), []).append(tid)
+        for slot, group in by_slot.items():
+            task = asyncio.ensure_future(self._time_out(self._links.for_slot(slot), group))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _time_out(self, tids: list[str]) -> None:
-        """The expired tasks resolve as task_timeout.lua decided; if Redis cannot be
-        reached they still end TIMEOUT here, so no waiter hangs."""
-        replies = await time_out(self._cmd, tids)
+    async def _time_out(self, cmd: Link, tids: list[str]) -> None:
+        """The expired tasks (of one slot group) resolve as task_timeout.lua decided; if
+        Redis cannot be reached they still end TIMEOUT here, so no waiter hangs."""
+        replies = await time_out(cmd, tids)
         for tid, reply in zip(tids, replies, strict=True):
             if tid in self._pending:
                 self._resolve(tid, response_of_timeout(tid, reply))
@@ -372,7 +387,7 @@ class TaskDispatcher:
         A task past its deadline that nothing ended is ended TIMEOUT now (atomically)."""
         return await read_task_status(
             self._client,
-            self._cmd,
+            self._links.for_task(task_id),
             self._retrying,
             task_id,
             lambda: (time.time() + self._clock_offset) * 1000,
@@ -383,7 +398,7 @@ class TaskDispatcher:
         cancelled in its worker. True when this call cancelled it; False when it had
         already ended or is unknown."""
         if not await cancel_in_redis(
-            self._client, self._cmd, self._retrying, task_id, self.result_ttl
+            self._client, self._links.for_task(task_id), self._retrying, task_id, self.result_ttl
         ):
             return False
         self._resolve(

@@ -165,9 +165,7 @@ class ServiceWorker:
         if url is None or not url.startswith("redis+cluster://"):
             return None
         node = await master_url(url, key_slot(self.keys.prefix))
-        client: redis.asyncio.Redis = redis.asyncio.Redis.from_url(
-            node, socket_connect_timeout=5.0
-        )
+        client: redis.asyncio.Redis = redis.asyncio.Redis.from_url(node, socket_connect_timeout=5.0)
         return client
 
     async def _watch_pokes(self) -> None:
