@@ -49,13 +49,26 @@ ROUTE = ServiceRoute("bench-service", QUEUE, ["noop"])
 PAYLOAD = {"user_id": 12345, "meeting_id": 67890, "blob": "x" * 48}
 
 
-def commandstats(url: str) -> dict[str, int]:
+def commandstats(url: str) -> dict[str, tuple[int, int]]:
+    """Per command: (calls, usec), commands run inside scripts included."""
     r = redis.Redis.from_url(url)
     try:
         info = r.info("commandstats")
     finally:
         r.close()
-    return {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in info.items()}
+    return {k.removeprefix("cmdstat_"): (int(v["calls"]), int(v["usec"])) for k, v in info.items()}
+
+
+def per_task(
+    before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]], n: int
+) -> dict[str, Any]:
+    """What each task cost redis-server, by command: calls and server µs per task."""
+    out: dict[str, Any] = {}
+    for k, (calls, usec) in sorted(after.items()):
+        c0, u0 = before.get(k, (0, 0))
+        if calls > c0 and k not in ("info", "config|resetstat"):
+            out[k] = [round((calls - c0) / n, 3), round((usec - u0) / n, 2)]
+    return out
 
 
 def cpu_seconds(pid: int) -> float:
@@ -179,7 +192,7 @@ async def run_meetq(
         after = commandstats(url)
         rounds = d.get_stats()["reply_rounds"] - rounds0
         cpu1 = (cpu_seconds(os.getpid()), cpu_seconds(worker_pid), cpu_seconds(redis_pid))
-    diff = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+    diff = {k: after[k][0] - before.get(k, (0, 0))[0] for k in after}
     execs = diff.get("exec", 0)
     # the worker's calls are all EVALSHA (dequeue, and ack_reply for a batch of runs; the
     # doorbell BLPOP goes out in one write with a dequeue); RPUSHes made inside the scripts
@@ -200,6 +213,7 @@ async def run_meetq(
         "redis_cpu_us_per_task": round((cpu1[2] - cpu0[2]) / max(1, total) * 1e6, 1),
         "reply_rounds": rounds,
         "worker_round_trips_per_task": round(worker_rt / max(1, total), 3),
+        "redis_commands_per_task": per_task(before, after, max(1, total)),
     }
 
 

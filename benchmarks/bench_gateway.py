@@ -12,7 +12,10 @@ picows client) in another:
 For each: `--connections` connections (authenticated with HMAC tokens for the gateway),
 the server's RSS growth per connection once all are idle, then paced request -> final
 frame round trips at each rate, spread round-robin over the connections, measured from
-each request's scheduled send time. Raises RLIMIT_NOFILE for itself and its children.
+each request's scheduled send time. Beside each run: CPU per request (user + system
+time from /proc) of the server, the load generator and, for the gateway, the no-op worker
+and redis-server, and `uptime`'s load average. Raises RLIMIT_NOFILE for itself and its
+children.
 """
 
 from __future__ import annotations
@@ -49,6 +52,13 @@ def rss_kb(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process: the cost per request, however loaded the box."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def spawn(args: list[str], **kw: Any) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, **kw)
     assert proc.stdout is not None
@@ -77,6 +87,7 @@ def measure(
     seconds: float,
     ttype: str,
     secret: str | None,
+    others: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     time.sleep(1.0)  # the server's own start-up allocations settle
     before = rss_kb(server.pid)
@@ -99,10 +110,17 @@ def measure(
             "kb_per_connection": round((after - before) / max(1, int(words[1])), 2),
             "runs": [],
         }
+        pids = {"server": server.pid, "load": load.pid, **(others or {})}
         for rate in rates:
+            cpu0 = {k: cpu_seconds(p) for k, p in pids.items()}
             load.stdin.write(f"rate {rate} {seconds} {ttype}\n".encode())
             load.stdin.flush()
-            out["runs"].append(json.loads(load.stdout.readline()))
+            run = json.loads(load.stdout.readline())
+            cpu1 = {k: cpu_seconds(p) for k, p in pids.items()}
+            n = max(1, int(run["done"]))
+            run["cpu_us_per_request"] = {k: round((cpu1[k] - cpu0[k]) / n * 1e6, 1) for k in pids}
+            run["loadavg"] = os.getloadavg()[0]
+            out["runs"].append(run)
         out["rss_after_load_kb"] = rss_kb(server.pid)
         load.stdin.write(b"quit\n")
         load.stdin.flush()
@@ -214,6 +232,7 @@ def main() -> None:
                     args.seconds,
                     "ai.speech_recognition",
                     SECRET,
+                    {"worker": worker.pid, "redis": redis_server.proc.pid},
                 )
             finally:
                 stop(gateway)

@@ -14,6 +14,7 @@ import pytest
 from helpers import async_wait_until, redis_client
 from meetq import (
     DispatcherStoppedError,
+    MeetqConnectionError,
     Priority,
     ServiceRoute,
     TaskDispatcher,
@@ -305,3 +306,54 @@ async def test_a_refused_call_stages_nothing(redis_url: str, route: ServiceRoute
         await good
         assert await r.llen(QueueKeys(QUEUE).ready(1)) == 1
         assert d.get_stats()["active_tasks"] == 1
+
+
+async def test_submit_stages_without_a_task_and_resolves_once(
+    redis_url: str, route: ServiceRoute, task_worker: Callable[..., Any]
+) -> None:
+    task_worker(redis_url)
+    seen: dict[str, list[TaskResponse]] = {}
+    failures: list[BaseException] = []
+    async with redis_client(redis_url) as r, dispatcher(redis_url, route) as d:
+        await r.config_resetstat()
+        # called from a plain loop callback (as the gateway's frame callbacks are): no
+        # Task around it, and the 40 calls of that turn share one MULTI
+        ids: list[str] = []
+
+        def burst() -> None:
+            for i in range(40):
+                req = TaskRequest(type="echo", payload={"i": i}, timeout=20)
+                tid = d.submit(
+                    req,
+                    lambda resp: seen.setdefault(resp.task_id, []).append(resp),
+                    failures.append,
+                )
+                ids.append(tid)
+
+        asyncio.get_running_loop().call_soon(burst)
+        await async_wait_until(lambda: len(seen) == 40, timeout=30)
+        assert set(seen) == set(ids) and all(len(v) == 1 for v in seen.values())
+        assert all(v[0].status is TaskStatus.COMPLETED for v in seen.values())
+        assert sorted(v[0].result["echo"]["i"] for v in seen.values()) == list(range(40))
+        info = await r.info("commandstats")
+        assert info["cmdstat_exec"]["calls"] == 1
+        assert failures == [] and d.get_stats()["active_tasks"] == 0
+        with pytest.raises(ValueError):
+            d.submit(TaskRequest(type="echo", timeout=0), seen.clear, failures.append)
+        assert d.get_stats()["active_tasks"] == 0
+
+
+async def test_submit_whose_write_fails_calls_on_failed_only(
+    redis_server: Any, route: ServiceRoute
+) -> None:
+    outcomes: list[TaskResponse] = []
+    failures: list[BaseException] = []
+    async with dispatcher(redis_server.url, route, retry_budget=0.5) as d:
+        redis_server.stop()
+        try:
+            d.submit(TaskRequest(type="echo", timeout=5), outcomes.append, failures.append)
+            await async_wait_until(lambda: failures, timeout=30)
+            assert isinstance(failures[0], MeetqConnectionError)
+            assert d.get_stats()["active_tasks"] == 0 and outcomes == []
+        finally:
+            redis_server.start()

@@ -14,7 +14,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from helpers import async_wait_until
-from meetq.gateway import make_token
+from meetq import TaskDispatcher
+from meetq.gateway import ClientTaskManager, HmacAuthenticator, make_token
+from meetq.gateway.server import GatewayConfig, GatewayServer
 
 SECRET = "test-secret-0123456789abcdef"
 
@@ -371,3 +373,32 @@ def _masked_text(payload: bytes) -> bytes:
         head = struct.pack("!BBQ", 0x81, 0x80 | 127, n)
     masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
     return head + mask + masked
+
+
+async def test_request_whose_dispatch_fails_gets_unavailable(redis_server: Any) -> None:
+    """Redis is gone when the request's write goes out: after the retry budget the client
+    gets an `unavailable` error frame, the session's in-flight slot comes back, and the
+    connection stays usable once Redis is back."""
+    cfg = GatewayConfig(port=0)
+    async with (
+        TaskDispatcher(redis_server.url, retry_budget=0.5) as dispatcher,
+        ClientTaskManager(dispatcher) as manager,
+        GatewayServer(manager, HmacAuthenticator(SECRET), cfg) as gateway,
+    ):
+        ws = await open_ws(f"ws://127.0.0.1:{gateway.port}/?token={make_token(SECRET, 1, 2)}")
+        sid = (await welcome(ws))["session_id"]
+        redis_server.stop()
+        try:
+            await request(ws, "r1", "ai.speech_recognition")
+            final = await final_of(ws, "r1")
+            assert final["status"] == "error" and final["code"] == "unavailable"
+            assert "could not dispatch" in final["error"]
+            assert manager.get_session(sid).in_flight == 0
+            stats = gateway.get_stats()
+            assert stats["total_requests"] == 1 and stats["total_failed"] == 1
+            assert dispatcher.get_stats()["active_tasks"] == 0
+        finally:
+            redis_server.start()
+        await request(ws, "r2", "ai.speech_recognition", timeout=0.5)
+        assert (await final_of(ws, "r2"))["status"] == "timeout"  # no worker: but answered
+        await ws.close()

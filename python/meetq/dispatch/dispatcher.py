@@ -193,6 +193,20 @@ class TaskDispatcher:
         await self._dispatch([request], fut, None)
         return await fut
 
+    def submit(
+        self,
+        request: TaskRequest,
+        callback: Callback,
+        on_failed: Callable[[BaseException], None],
+    ) -> str:
+        """Stages the task without waiting for its write and returns its id: for callers
+        that start many tasks per loop turn from protocol callbacks (the gateway), where
+        a Task per call would cost more than the dispatch. `callback(response)` runs once
+        on the outcome; if the write fails, `on_failed(exc)` runs instead. Raises what
+        dispatch raises (NoRouteError, ...) at once, staging nothing."""
+        self._stage([request], None, callback, on_failed)
+        return request.id
+
     async def dispatch_batch(
         self, requests: Sequence[TaskRequest], callback: Callback | None = None
     ) -> list[TaskResponse]:
@@ -206,9 +220,25 @@ class TaskDispatcher:
         future: asyncio.Future[TaskResponse] | None,
         callback: Callback | None,
     ) -> list[TaskResponse]:
-        """Stages the tasks into the outbox and waits for its MULTI. Every check (route,
-        timeout, encoding) happens before anything is staged, so a refused call stages
-        nothing; calls made in one loop turn share one MULTI (one round trip)."""
+        """Stages the tasks into the outbox and waits for its MULTI (one per Cluster slot
+        group the call touches, all sent at once)."""
+        boxes = self._stage(requests, future, callback, None)
+        if len(boxes) == 1:
+            await asyncio.shield(boxes[0].done)
+        else:
+            await asyncio.gather(*(asyncio.shield(b.done) for b in boxes))
+        return [TaskResponse(r.id, TaskStatus.PENDING) for r in requests]
+
+    def _stage(
+        self,
+        requests: list[TaskRequest],
+        future: asyncio.Future[TaskResponse] | None,
+        callback: Callback | None,
+        on_failed: Callable[[BaseException], None] | None,
+    ) -> list[Outbox]:
+        """Stages the tasks into this loop turn's outbox. Every check (route, timeout,
+        encoding) happens before anything is staged, so a refused call stages nothing;
+        calls made in one loop turn share one MULTI (one round trip)."""
         if not self._started:
             raise DispatcherStoppedError("dispatcher is not started")
         routes = [self.routes.route_for(r.type) for r in requests]
@@ -244,17 +274,14 @@ class TaskDispatcher:
             entry = PendingTask(now)
             entry.future = future
             entry.callback = callback
+            entry.on_failed = on_failed
             entry.handle = self._deadlines.insert(mono + int(req.timeout * 1000), req.id)
             self._pending[req.id] = entry
             self._reader.add_key(reply_to, slot)
         if self._idle is not None:
             self._idle.clear()
         self._deadlines.arm()
-        if len(boxes) == 1:
-            await asyncio.shield(boxes[0].done)
-        else:  # a call over several Cluster slots: one MULTI each, all sent at once
-            await asyncio.gather(*(asyncio.shield(b.done) for b in boxes))
-        return [TaskResponse(r.id, TaskStatus.PENDING) for r in requests]
+        return boxes
 
     def _queue_keys(self, queue: str) -> tuple[QueueKeys, str, Slot]:
         """The keys of `queue`, this process's reply list there and their slot group
@@ -277,11 +304,19 @@ class TaskDispatcher:
         try:
             await publish(cmd, box, self.retry_budget)
         except BaseException as exc:
+            failed = []
             for tid in box.ids:
                 dropped = self._pending.pop(tid, None)
                 if dropped is not None:
                     self._deadlines.cancel(dropped.handle)
+                    if dropped.on_failed is not None:
+                        failed.append(dropped.on_failed)
             self._check_idle()
+            for on_failed in failed:
+                try:
+                    on_failed(exc)
+                except Exception:
+                    log.exception("dispatcher %s: on_failed callback failed", self.name)
             if not box.done.done():
                 box.done.set_exception(exc)
             box.done.exception()  # retrieved: no "never retrieved" warning without waiters

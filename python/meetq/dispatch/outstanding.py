@@ -32,13 +32,22 @@ _REPLY_STATUS = {
 class PendingTask:
     """One outstanding task of this process."""
 
-    __slots__ = ("callback", "dispatched_at", "future", "handle", "late", "timing_out")
+    __slots__ = (
+        "callback",
+        "dispatched_at",
+        "future",
+        "handle",
+        "late",
+        "on_failed",
+        "timing_out",
+    )
 
     def __init__(self, dispatched_at: float) -> None:
         self.dispatched_at = dispatched_at
         self.handle = -1
         self.future: asyncio.Future[TaskResponse] | None = None
         self.callback: Callback | None = None
+        self.on_failed: Callable[[BaseException], None] | None = None
         self.timing_out = False
         self.late: dict[str, Any] | None = None
 

@@ -46,7 +46,6 @@ from picows import (
     ws_create_server,
 )
 
-from meetq._core.eager import start_eager
 from meetq._native import TimerWheel
 from meetq.dispatch.dispatcher import TaskDispatcher
 from meetq.gateway.auth import Authenticator, AuthError, HmacAuthenticator, Identity
@@ -66,7 +65,6 @@ from meetq.gateway.sessions import (
     ClientTaskRequest,
     SessionLimitError,
     UnknownTaskTypeError,
-    map_client_type,
 )
 from meetq.queue.message import new_id
 
@@ -95,7 +93,6 @@ class GatewayServer:
         self._wheel: Any = TimerWheel(_now_ms())
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
-        self._tasks: set[asyncio.Future[Any]] = set()
         self._accepting = False
         self._all_closed = asyncio.Event()
         self.stats: dict[str, int] = dict.fromkeys(
@@ -262,13 +259,6 @@ class GatewayServer:
                 )
             )
             return
-        try:
-            map_client_type(frame.type)
-        except UnknownTaskTypeError as exc:
-            conn.send(error_frame(ErrorCode.UNKNOWN_TYPE, str(exc), frame.request_id))
-            return
-        self.stats["requests"] += 1
-        conn.send(accepted_frame(frame.request_id))
         req = ClientTaskRequest(
             type=frame.type,
             session_id=session.session_id,
@@ -277,29 +267,25 @@ class GatewayServer:
             timeout=frame.timeout or self.config.default_timeout,
             request_id=frame.request_id,
         )
-        # the first step runs now (session checks, in-flight count, the dispatch write),
-        # so the next frame of this connection already sees this request counted; in a
-        # task of its own: this protocol callback runs in none, and an asyncio.timeout()
-        # on the way (redis-py enters one) needs one
+        # staged now, synchronously (type and session checks, in-flight count, the task
+        # in this loop turn's MULTI), so the next frame of this connection already sees
+        # this request counted; no Task per request: the dispatcher writes the turn's
+        # MULTI. `accepted` goes out once it is staged: no outcome can come before.
+        rid = frame.request_id
         try:
-            task, _ = start_eager(manager.submit_task_async(req))
+            manager.submit_task_nowait(req, lambda exc: self._failed(conn, rid, exc))
+        except UnknownTaskTypeError as exc:
+            conn.send(error_frame(ErrorCode.UNKNOWN_TYPE, str(exc), rid))
+            return
         except SessionLimitError as exc:
-            conn.send(error_frame(ErrorCode.TOO_MANY_REQUESTS, str(exc), frame.request_id))
+            conn.send(error_frame(ErrorCode.TOO_MANY_REQUESTS, str(exc), rid))
             return
         except Exception as exc:
-            self._failed(conn, frame.request_id, exc)
+            self.stats["requests"] += 1
+            self._failed(conn, rid, exc)
             return
-        if task is None:
-            return
-        self._tasks.add(task)
-        task.add_done_callback(lambda t: self._submitted(t, conn, frame.request_id))
-
-    def _submitted(
-        self, task: asyncio.Future[Any], conn: ClientConnection, request_id: str
-    ) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            self._failed(conn, request_id, task.exception())
+        self.stats["requests"] += 1
+        conn.send(accepted_frame(rid))
 
     def _failed(self, conn: ClientConnection, request_id: str, exc: BaseException | None) -> None:
         log.warning("gateway: request %s failed to dispatch: %r", request_id, exc)

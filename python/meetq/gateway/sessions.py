@@ -272,6 +272,32 @@ class ClientTaskManager:
             raise
         return pending.task_id
 
+    def submit_task_nowait(
+        self, req: ClientTaskRequest, on_failed: Callable[[BaseException], None]
+    ) -> str:
+        """Like submit_task_async without awaiting the dispatch write (no Task per
+        request: the gateway calls it from its frame callbacks); `on_failed(exc)` runs if
+        that write fails. Returns the task id; raises as submit_task_async does."""
+        session = self._take(req)
+        task = self._request(session, req)
+        request_id = req.request_id
+
+        def done(resp: TaskResponse) -> None:
+            session.in_flight -= 1
+            out = _client_response(request_id or resp.task_id, resp)
+            self._count(out)
+            self._deliver(session, out)
+
+        def failed(exc: BaseException) -> None:
+            session.in_flight -= 1
+            self.total_failed += 1
+            on_failed(exc)
+
+        tid = self.dispatcher.submit(task, done, failed)
+        session.in_flight += 1
+        self.total_requests += 1
+        return tid
+
     def _take(self, req: ClientTaskRequest) -> Session:
         session = self.get_session(req.session_id)
         if session.in_flight >= self.max_in_flight:
