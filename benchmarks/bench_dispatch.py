@@ -88,6 +88,15 @@ def quantiles(lat: list[float]) -> dict[str, float]:
     return {"p50_ms": q(0.5), "p90_ms": q(0.9), "p99_ms": q(0.99), "max_ms": q(1.0)}
 
 
+def by_half_second(timeline: list[tuple[float, float]]) -> list[float]:
+    """The worst latency of the tasks scheduled in each half second: stalls show here."""
+    worst: dict[int, float] = {}
+    for at, lat in timeline:
+        k = int(at * 2)
+        worst[k] = max(worst.get(k, 0.0), lat)
+    return [round(worst.get(k, -1.0) * 1000, 1) for k in range(max(worst, default=-1) + 1)]
+
+
 # ---------------------------------------------------------------------- worker processes
 
 
@@ -146,6 +155,7 @@ async def run_meetq(
 ) -> dict[str, Any]:
     total = int(rate * seconds)
     lat: list[float] = []
+    timeline: list[tuple[float, float]] = []  # (scheduled offset, latency)
     statuses: dict[str, int] = {}
     done = asyncio.Event()
     async with TaskDispatcher(url, routes=[ROUTE]) as d:
@@ -158,6 +168,7 @@ async def run_meetq(
         def on_result(scheduled: float) -> Any:
             def cb(resp: TaskResponse) -> None:
                 lat.append(time.perf_counter() - scheduled)
+                timeline.append((scheduled - start, lat[-1]))
                 statuses[resp.status.value] = statuses.get(resp.status.value, 0) + 1
                 if len(lat) == total:
                     done.set()
@@ -214,6 +225,7 @@ async def run_meetq(
         "reply_rounds": rounds,
         "worker_round_trips_per_task": round(worker_rt / max(1, total), 3),
         "redis_commands_per_task": per_task(before, after, max(1, total)),
+        "max_ms_by_half_second": by_half_second(timeline),
     }
 
 

@@ -98,11 +98,12 @@ def encode_task(
     result_ttl: float,
 ) -> tuple[bytes, list[tuple[Any, ...]]]:
     """A request (id, created_at and priority set) as the queue's stored body and the
-    commands that create its status hash; its deadline in Redis server time."""
-    request_dict = req.to_dict()
+    commands that create its status hash; its deadline in Redis server time. The request
+    is encoded once: the body embeds the status hash's JSON as a fragment."""
+    request_json = codec.dump(req.to_dict(), f"task {req.id}")
     msg = Message(
         type=str(req.type),
-        payload=request_dict,
+        payload={},
         priority=req.priority,
         id=req.id,
         timestamp=req.created_at,
@@ -111,12 +112,14 @@ def encode_task(
         source=source,
         reply_to=reply_to,
     )
-    body = PRIORITY_DIGITS[int(msg.priority)] + codec.encode(msg)
+    fields = msg.to_dict()
+    fields["payload"] = orjson.Fragment(request_json)
+    body = PRIORITY_DIGITS[int(msg.priority)] + codec.dump(fields, f"message {req.id}")
     deadline_ms = int((server_now + req.timeout) * 1000)
     ttl_ms = int((req.timeout + result_ttl) * 1000)
     status = create_commands(
         keys.status(req.id),
-        orjson.dumps(request_dict),
+        request_json,
         deadline_ms,
         reply_to,
         req.created_at,

@@ -72,19 +72,18 @@ local function reply_body(id, status, result_json, err, now)
     .. result_json .. ',"error":' .. cjson.encode(e) .. ',"processed_at":' .. secs(now) .. '}'
 end
 
--- the outcome in `id`'s status hash, when a dispatcher made one (a final status is kept)
+-- the outcome in `id`'s status hash, when a dispatcher made one (a final status is kept);
+-- one HGET tells both (no hash: false; a hash always holds `status`; not a hash: error)
 local function write_status(id, status, result_json, err, now)
   local sk = status_key(id)
-  if redis.call('EXISTS', sk) == 1 then
-    local cur = redis.pcall('HGET', sk, 'status')
-    if type(cur) ~= 'table' then
-      local fields = {'result', result_json, 'error', err, 'processed_at', secs(now)}
-      if not FINAL[cur] then
-        fields[#fields + 1] = 'status'
-        fields[#fields + 1] = status
-      end
-      redis.pcall('HSET', sk, unpack(fields))
+  local cur = redis.pcall('HGET', sk, 'status')
+  if cur and type(cur) ~= 'table' then
+    local fields = {'result', result_json, 'error', err, 'processed_at', secs(now)}
+    if not FINAL[cur] then
+      fields[#fields + 1] = 'status'
+      fields[#fields + 1] = status
     end
+    redis.pcall('HSET', sk, unpack(fields))
   end
 end
 
