@@ -16,7 +16,10 @@ process LPOPs/BLPOPs it and RPUSHes a reply, a reader BLPOPs the replies), same 
 same process layout. Round trips per task on each side come from INFO commandstats:
 dispatcher = EXEC calls + reply-reader rounds; worker = EVALSHA calls (dequeue, and one
 `ack_reply` per batch of finished runs). CPU per task is measured for the dispatcher,
-the worker and redis-server (user + system time from /proc). The sweep stops at the
+the worker and redis-server (user + system time from /proc); beside it what each task
+cost redis-server by command (INFO commandstats: calls and server µs per task, commands
+run inside scripts included), the worst latency per half second of schedule (stalls
+show there) and the 1-minute load average. The sweep stops at the
 first rate whose p99 passes 100 ms (or whose achieved rate falls under 90% of the
 target): the last rate under it is reported as the highest rate keeping p99 <= 100 ms.
 """
@@ -226,6 +229,7 @@ async def run_meetq(
         "worker_round_trips_per_task": round(worker_rt / max(1, total), 3),
         "redis_commands_per_task": per_task(before, after, max(1, total)),
         "max_ms_by_half_second": by_half_second(timeline),
+        "loadavg": os.getloadavg()[0],
     }
 
 
