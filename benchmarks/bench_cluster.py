@@ -127,6 +127,7 @@ def run_side(url: str, queues: list[str], n: int, servers: list[int]) -> dict[st
             p.wait()
     k = len(procs)
     return {
+        "messages": len(queues) * n,
         "rate": len(queues) * n / wall,
         "worker_cpu": sum(b - a for a, b in zip(cpu0[:k], cpu1[:k], strict=True)),
         "redis_cpu": sum(b - a for a, b in zip(cpu0[k:], cpu1[k:], strict=True)),
@@ -164,6 +165,7 @@ def floor_side(cluster: Cluster, queues: list[str], n: int, servers: list[int]) 
     wall = time.perf_counter() - t0
     cpu1 = [cpu_seconds(s) for s in servers]
     return {
+        "messages": len(queues) * n,
         "rate": len(queues) * n / wall,
         "worker_cpu": children,
         "redis_cpu": sum(b - a for a, b in zip(cpu0, cpu1, strict=True)),
@@ -179,6 +181,11 @@ def ceiling(one: dict[str, float], spread: dict[str, float], messages: int, core
     if not (r1 and r3):
         return float("nan")
     return min(3 / r3, cores / (w3 + r3)) / min(1 / r1, cores / (w1 + r1))
+
+
+def cpu_per(side: dict[str, float]) -> float:
+    """CPU seconds (workers + redis-servers) per message of one side."""
+    return (side["worker_cpu"] + side["redis_cpu"]) / side["messages"]
 
 
 def loadavg() -> str:
@@ -359,8 +366,9 @@ def main() -> None:
         "",
         f"load average before: {load_before}; after: {load_after}; cores: {cores}",
         "",
-        "| side | messages/s | worker CPU s | redis CPU s | wall s | cores busy |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| side | messages/s | worker CPU s | redis CPU s | wall s | cores busy "
+        "| CPU us/msg (worker + redis) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     names = {
         "one": "3 queues on 1 shard",
@@ -373,9 +381,11 @@ def main() -> None:
     for key, label in names.items():
         m = med[key]
         busy = (m["worker_cpu"] + m["redis_cpu"]) / m["wall"]
+        per = 1e6 / m["messages"]
         lines.append(
             f"| {label} | {m['rate']:,.0f} | {m['worker_cpu']:.2f} | {m['redis_cpu']:.2f} "
-            f"| {m['wall']:.2f} | {busy:.2f} |"
+            f"| {m['wall']:.2f} | {busy:.2f} "
+            f"| {m['worker_cpu'] * per:.1f} + {m['redis_cpu'] * per:.1f} |"
         )
     lines += [
         "",
@@ -386,7 +396,8 @@ def main() -> None:
         f"{med['floor_spread']['rate'] / med['floor_one']['rate']:.2f}x "
         f"(CPU ceiling {ceiling(med['floor_one'], med['floor_spread'], 3 * floor_n, cores):.2f}x)",
         f"routing cost, cluster / single node, one queue: "
-        f"{med['routed']['rate'] / med['single']['rate']:.2f}x",
+        f"{med['routed']['rate'] / med['single']['rate']:.2f}x in rate, "
+        f"{cpu_per(med['routed']) / cpu_per(med['single']):.2f}x in CPU per message",
     ]
     text = "\n".join(lines) + "\n"
     print(text)
