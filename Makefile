@@ -85,12 +85,15 @@ test-wheels: testenv
 		$(TPY) -m pytest -q tests/packaging
 
 # The crate with its declared rust-version (Debian 12's rustc/cargo, installed if absent):
-# build of the abi3 extension and cargo test, from the pinned Cargo.lock.
+# the extension built per-version and for the stable ABI (abi3), and cargo test, from the
+# pinned Cargo.lock.
 msrv:
 	@[ -x /usr/bin/cargo ] || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_RUST); }
 	cd rust && RUSTC=/usr/bin/rustc CARGO_TARGET_DIR=$(CURDIR)/build/msrv-target \
 		__CARGO_TEST_CHANNEL_OVERRIDE_DO_NOT_USE_THIS=nightly CARGO_UNSTABLE_SPARSE_REGISTRY=true \
-		sh -c '/usr/bin/cargo build --locked --release --features extension-module && /usr/bin/cargo test --locked --release'
+		sh -c '/usr/bin/cargo build --locked --release --features extension-module && \
+			/usr/bin/cargo build --locked --release --features extension-module,abi3 && \
+			/usr/bin/cargo test --locked --release'
 
 # Re-resolves Cargo.lock within the crate's rust-version (cargo >= 1.84's MSRV-aware resolver).
 cargo-lock:
@@ -118,6 +121,7 @@ CLIPPY_DENY = $(shell rustc --version 2>/dev/null | awk '{split($$2, v, "."); if
 
 rust:
 	cd rust && $(CARGO_ENV) cargo clippy --release --features extension-module -- $(CLIPPY_DENY)
+	cd rust && $(CARGO_ENV) cargo clippy --release --features extension-module,abi3 -- $(CLIPPY_DENY)
 	cd rust && $(CARGO_ENV) cargo clippy --release --all-targets -- $(CLIPPY_DENY)
 	cd rust && $(CARGO_ENV) cargo test --release
 

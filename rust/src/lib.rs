@@ -7,6 +7,8 @@ pub mod ring;
 pub mod wheel;
 
 #[cfg(feature = "extension-module")]
+mod capi;
+#[cfg(feature = "extension-module")]
 mod py_event;
 #[cfg(feature = "extension-module")]
 mod py_sched;

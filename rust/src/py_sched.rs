@@ -17,8 +17,9 @@ use pyo3::exceptions::{PyException, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
 use pyo3::types::{PyDict, PyList, PyString, PyType};
-use pyo3::{ffi, PyTraverseError, PyVisit};
+use pyo3::{PyTraverseError, PyVisit};
 
+use crate::capi::is_awaitable;
 use crate::py_task::*;
 use crate::wheel::Wheel;
 
@@ -90,20 +91,6 @@ pub fn is_failure(py: Python<'_>, err: &PyErr) -> PyResult<bool> {
             .unbind())
     })?;
     Ok(err.is_instance(py, cancelled.bind(py)))
-}
-
-/// What a handler's return value asks for: run it as an awaitable, or it is the result.
-fn is_awaitable(obj: &Bound<'_, PyAny>) -> bool {
-    let ptr = obj.as_ptr();
-    // SAFETY: ptr is a live object; we read its type's async slots.
-    unsafe {
-        if ffi::PyCoro_CheckExact(ptr) != 0 {
-            return true;
-        }
-        let tp = ffi::Py_TYPE(ptr);
-        let am = (*tp).tp_as_async;
-        !am.is_null() && (*am).am_await.is_some()
-    }
 }
 
 struct Books {

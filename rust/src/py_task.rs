@@ -2,9 +2,12 @@
 //! allocation (the payload dict is made on first access), and the native scheduler core
 //! reads and writes its fields without attribute lookups. Pure twin: `_pure/sched.py`.
 
+#[cfg(not(Py_LIMITED_API))]
 use std::sync::atomic::{AtomicPtr, Ordering};
 
+#[cfg(not(Py_LIMITED_API))]
 use pyo3::exceptions::PyTypeError;
+#[cfg(not(Py_LIMITED_API))]
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
@@ -120,6 +123,7 @@ pub struct Task {
     pub lane: u8,
 }
 
+#[cfg(not(Py_LIMITED_API))]
 impl Task {
     /// The same construction from vectorcall arguments (`PARAMS` order).
     fn from_slots(py: Python<'_>, slots: &[Option<Bound<'_, PyAny>>; 14]) -> PyResult<Self> {
@@ -155,6 +159,7 @@ impl Task {
     }
 }
 
+#[cfg(not(Py_LIMITED_API))]
 const PARAMS: [&str; 14] = [
     "type",
     "handler",
@@ -172,8 +177,10 @@ const PARAMS: [&str; 14] = [
     "result",
 ];
 
+#[cfg(not(Py_LIMITED_API))]
 static PARAM_NAMES: GILOnceCell<Vec<Py<PyString>>> = GILOnceCell::new();
 
+#[cfg(not(Py_LIMITED_API))]
 fn param_names(py: Python<'_>) -> &Vec<Py<PyString>> {
     PARAM_NAMES.get_or_init(py, || {
         PARAMS
@@ -183,8 +190,10 @@ fn param_names(py: Python<'_>) -> &Vec<Py<PyString>> {
     })
 }
 
+#[cfg(not(Py_LIMITED_API))]
 static TASK_TYPE: AtomicPtr<ffi::PyTypeObject> = AtomicPtr::new(std::ptr::null_mut());
 
+#[cfg(not(Py_LIMITED_API))]
 /// `Task(...)` without the tuple and dict `type.__call__` would build for the keyword
 /// arguments: installed as the type's `tp_vectorcall` (subclasses do not inherit it).
 unsafe extern "C" fn task_vectorcall(
@@ -203,6 +212,7 @@ unsafe extern "C" fn task_vectorcall(
     }
 }
 
+#[cfg(not(Py_LIMITED_API))]
 unsafe fn vectorcall_new(
     py: Python<'_>,
     callable: *mut ffi::PyObject,
@@ -264,6 +274,7 @@ unsafe fn vectorcall_new(
     Ok(Py::new(py, Task::from_slots(py, &slots)?)?.into_ptr())
 }
 
+#[cfg(not(Py_LIMITED_API))]
 /// Installs the vectorcall constructor on the registered `Task` type.
 pub fn install_vectorcall(py: Python<'_>) {
     let tp = py.get_type::<Task>().as_type_ptr();
@@ -272,6 +283,10 @@ pub fn install_vectorcall(py: Python<'_>) {
     // called (PyType_Type sets Py_TPFLAGS_HAVE_VECTORCALL with tp_vectorcall's offset).
     unsafe { (*tp).tp_vectorcall = Some(task_vectorcall) };
 }
+
+/// The stable ABI has no `tp_vectorcall` to set (capi.rs): `Task(...)` runs `__new__`.
+#[cfg(Py_LIMITED_API)]
+pub fn install_vectorcall(_py: Python<'_>) {}
 
 /// What the scheduler keeps of a finished task (for `status`, `wait`, `TaskResult`): no
 /// reference back into user objects, so it stays out of the cycle collector, and keeping
