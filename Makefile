@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 TPY := $(TESTVENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: demo test system-deps venv dev wheel wheels sdist test-wheels msrv cargo-lock testenv test-native test-pure lint rust bench bench-smoke bench-peers clean
+.PHONY: demo test system-deps venv dev wheel wheels wheel-abi3 sdist test-wheels msrv cargo-lock testenv test-native test-pure lint rust bench bench-smoke bench-peers clean
 
 # Debian packages the build, the demo and the tests need (one list; add to it, don't fork it).
 APT_PACKAGES := redis-server openssl prometheus chromium espeak-ng gcc libc6-dev python3-dev python3-venv ca-certificates
@@ -45,8 +45,8 @@ dev: system-deps venv
 # Release artifacts in dist/: the sdist, and built from it (pip unpacks it into a clean
 # temporary directory, so a file missing from MANIFEST.in breaks the build) one wheel per
 # CPython this machine has (tests/packaging/interpreters.py), repaired and tagged manylinux
-# by auditwheel. The native modules are per-version (the limited API costs the Cython
-# ones speed, BENCHMARKS.md `## Packaging`; the Rust scheduler core uses CPython internals).
+# by auditwheel. The native modules are per-version: the stable ABI costs both the Rust and
+# the Cython ones speed (BENCHMARKS.md `## Packaging`); wheel-abi3 builds the single one.
 VERSION = $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' python/meetq/_version.py)
 SDIST = dist/meetq-$(VERSION).tar.gz
 BUILDVENVS := build/venvs
@@ -70,6 +70,25 @@ wheels: system-deps sdist
 
 wheel: wheels
 
+# The single stable-ABI wheel (MEETQ_LIMITED_API=1: the Rust module for pyo3's abi3, the
+# Cython ones for the limited API), built from the sdist by the first interpreter into
+# $(ABI3_DIST)/ and repaired like the others. Not a release artifact: the per-version
+# wheels are faster (BENCHMARKS.md `## Packaging`); test-wheels installs it on every
+# interpreter. --no-cache-dir: pip must not hand back the cp311 wheel it just built.
+ABI3_DIST := build/dist-abi3
+
+wheel-abi3: wheels
+	@set -e; py=$$($(PYTHON) tests/packaging/interpreters.py | cut -d' ' -f1); \
+		v=$$($$py -c 'import sys; print("%d.%d" % sys.version_info[:2])'); \
+		rm -rf $(ABI3_DIST) build/wheelhouse-abi3; \
+		echo "building the cp311-abi3 wheel with CPython $$v from $(SDIST)"; \
+		MEETQ_LIMITED_API=1 $(CARGO_ENV) CARGO_TARGET_DIR=$(CURDIR)/rust/target \
+			$(BUILDVENVS)/$$v/bin/python -m pip wheel -q --no-deps --no-build-isolation \
+			--no-cache-dir -w build/wheelhouse-abi3 $(SDIST)
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/auditwheel repair -w $(ABI3_DIST) \
+		build/wheelhouse-abi3/*.whl > build/auditwheel-abi3.log 2>&1 || { cat build/auditwheel-abi3.log; exit 1; }
+	@ls $(ABI3_DIST)
+
 # A fresh venv holding only the built wheel and the test tools: the suite runs against it.
 testenv: wheels
 	rm -rf $(TESTVENV)
@@ -79,9 +98,11 @@ testenv: wheels
 
 # Each wheel in a fresh venv with no compiler on PATH and no build tools (native backend,
 # a smoke of every component), auditwheel's platform tag, the sdist's contents, and the
-# pure install of the sdist (MEETQ_PURE_INSTALL=1) with no compiler.
-test-wheels: testenv
-	MEETQ_DIST=$(CURDIR)/dist MEETQ_AUDITWHEEL=$(CURDIR)/$(VENV)/bin/auditwheel \
+# pure install of the sdist (MEETQ_PURE_INSTALL=1) with no compiler; the abi3 wheel the same
+# way on every interpreter.
+test-wheels: testenv wheel-abi3
+	MEETQ_DIST=$(CURDIR)/dist MEETQ_DIST_ABI3=$(CURDIR)/$(ABI3_DIST) \
+		MEETQ_AUDITWHEEL=$(CURDIR)/$(VENV)/bin/auditwheel \
 		$(TPY) -m pytest -q tests/packaging
 
 # The crate with its declared rust-version (Debian 12's rustc/cargo, installed if absent):

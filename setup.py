@@ -1,16 +1,17 @@
 """Builds meetq's wheel: the pyo3 crate (setuptools-rust) and the Cython modules.
 
 setuptools (not maturin) drives the build because the wheel holds both a pyo3 crate and
-Cython modules, and maturin cannot compile Cython. The Rust extension is always built for
-the stable ABI only with MEETQ_LIMITED_API=1 (its scheduler core uses CPython internals
-outside it, so that build fails until it does not); the Cython modules are built per CPython
-version by default, because the limited API costs them measured speed (BENCHMARKS.md).
+Cython modules, and maturin cannot compile Cython. By default both are built for the
+running CPython version, because the stable ABI costs them measured speed (BENCHMARKS.md
+`## Packaging`); MEETQ_LIMITED_API=1 builds both for it instead (the Rust crate with its
+`abi3` feature: rust/src/capi.rs holds the stable twins of the calls outside it).
 
 Environment:
 - `MEETQ_PURE_INSTALL=1`: no extension at all, a pure-Python `py3-none-any` wheel (for a
   platform with no prebuilt wheel and no compiler; `meetq.backend()` is then "pure").
-- `MEETQ_LIMITED_API=1`: the Cython modules too against the limited API (3.11+), so the
-  whole wheel is `cp311-abi3` and serves every CPython from 3.11 on.
+- `MEETQ_LIMITED_API=1`: the Rust module for pyo3's abi3 and the Cython modules against the
+  limited API (3.11+), so the whole wheel is `cp311-abi3` and serves every CPython from
+  3.11 on (`make wheel-abi3`).
 """
 
 from __future__ import annotations
@@ -67,8 +68,7 @@ def _native_extensions(limited: bool) -> dict[str, object]:
                 "meetq._meetq_rs",
                 path="rust/Cargo.toml",
                 binding=Binding.PyO3,
-                # abi3 only for the single limited-API wheel: the scheduler core
-                # (py_sched.rs, py_task.rs) uses CPython internals outside the stable ABI.
+                # abi3 only for the single limited-API wheel: it costs the hot paths speed.
                 features=["extension-module", *(["abi3"] if limited else [])],
                 debug=False,
             )

@@ -1,27 +1,39 @@
-"""What the stable ABI costs: version-specific vs limited-API builds, in one process.
+"""What the stable ABI costs: version-specific vs limited-API builds, side by side.
 
 Builds the Cython modules twice (plain, and with `Py_LIMITED_API` = 3.11) and the Rust
-crate twice (plain pyo3, and with the `abi3` feature), loads all four side by side, and
-times the same hot paths with each, alternating round by round so a load spike from the
-machine's other users hits both sides alike:
+crate twice (plain pyo3, and with the `abi3` feature: capi.rs's stable twins, no `Task`
+vectorcall constructor), then starts two worker processes of this interpreter: `plain`
+imports meetq with the plain builds, `limited` with the limited ones (what the single
+`cp311-abi3` wheel of `MEETQ_LIMITED_API=1` holds). Each case runs in both, alternating
+which goes first round by round, so a load spike from the machine's other users hits both
+sides alike. Cases, all through meetq's own modules:
 
-- `resp encode`: `encode_commands` of 1,000 RPUSH with a 100-byte payload (as
-  test_bench_resp.py), and of 1,000 mixed commands (int, float, bytes, str arguments).
-- `stage`: publish_batch's staging loop over 10,000 messages.
-- `ring emit+drain`, `wheel insert+advance`: the Rust structures (plain vs abi3).
+- Cython: `resp encode` (`encode_commands` of 1,000 RPUSH with a 100-byte payload as in
+  test_bench_resp.py, and of 1,000 mixed int/float/bytes/str commands), `stage`
+  (publish_batch's staging loop over 10,000 messages).
+- Rust structures: ring emit+drain (test_bench_local_bus's batch path), wheel
+  insert+advance.
+- Rust scheduler core, through `TaskScheduler`: `Task(...)` construction with keywords,
+  delayed submit + cancel (bench_local_api's workload), and immediate no-op tasks with a
+  sync and with an async handler (bench_scheduler's workload); and the bus's emit ->
+  sync handler path (`LocalEventBus`, bench_local_api's single emits).
 
-Run: `.venv/bin/python benchmarks/bench_limited_api.py [--rounds N]` (after `make dev`);
-it prints one table of medians and ratios (limited/plain time: > 1 means the stable ABI
-is slower). Builds go to build/bench-limited-api/ and are reused while the sources match.
+Run: `.venv/bin/python benchmarks/bench_limited_api.py [--rounds N] [--json OUT]` (after
+`make dev`); MEETQ_BENCH_SCALE scales the workloads. It prints the load average before and
+after, and one table of medians of the child's CPU time per round (its wall time is in the
+JSON) with the ratio limited/plain: > 1 means the stable ABI is slower. Builds go to
+build/bench-limited-api/ and are reused while the sources match.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.abc
 import importlib.machinery
 import importlib.util
 import itertools
+import json
 import os
 import shutil
 import statistics
@@ -30,18 +42,10 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 from typing import Any
-
-import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "build" / "bench-limited-api"
-sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "tests" / "support")]
-
-import test_bench_local_bus as bus_bench  # noqa: E402
-from meetq import Message  # noqa: E402
-
 CYTHON = ("resp", "stage")
 
 
@@ -89,7 +93,10 @@ def build_rust(abi3: bool) -> Path:
     dest = OUT / f"rs-{'abi3' if abi3 else 'plain'}-py{sys.version_info[0]}{sys.version_info[1]}"
     stamp = dest / ".digest"
     digest = _digest(
-        ROOT / "rust" / "src", ROOT / "rust" / "Cargo.toml", ROOT / "rust" / "Cargo.lock"
+        ROOT / "rust" / "src",
+        ROOT / "rust" / "build.rs",
+        ROOT / "rust" / "Cargo.toml",
+        ROOT / "rust" / "Cargo.lock",
     )
     if stamp.exists() and stamp.read_text() == digest:
         return dest
@@ -110,116 +117,190 @@ def build_rust(abi3: bool) -> Path:
     return dest
 
 
-def load(path: Path, name: str, tag: str) -> ModuleType:
-    """Loads the extension `name` from `path` as a module of its own (not meetq's)."""
-    (so,) = path.glob(f"{name}*.so")
-    loader = importlib.machinery.ExtensionFileLoader(f"bench_{tag}.{name}", str(so))
-    spec = importlib.util.spec_from_file_location(f"bench_{tag}.{name}", so, loader=loader)
-    assert spec is not None
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
+class VariantFinder(importlib.abc.MetaPathFinder):
+    """Finds meetq's compiled modules in the variant's build directories instead of the
+    package's own: installed first on sys.meta_path, before anything imports meetq (the
+    Cython modules import meetq while they load, so placing modules in sys.modules one at
+    a time would let meetq bind the others from the package)."""
+
+    def __init__(self, cy: Path, rs: Path) -> None:
+        self.files = {}
+        for path, name in [(cy, "_cy_resp"), (cy, "_cy_stage"), (rs, "_meetq_rs")]:
+            (so,) = path.glob(f"{name}*.so")
+            self.files[f"meetq.{name}"] = so
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
+        so = self.files.get(fullname)
+        if so is None:
+            return None
+        loader = importlib.machinery.ExtensionFileLoader(fullname, str(so))
+        return importlib.util.spec_from_file_location(fullname, so, loader=loader)
 
 
-ENCODE_RPUSH = [("RPUSH", "bench:q", b"x" * 100)] * 1_000
-ENCODE_MIXED = [("HSET", "meetq:{q}:m", "id", 123456789, "at", 1733059200.125, b"x" * 60)] * 1_000
+def worker_cases() -> dict[str, Callable[[], None]]:
+    """The cases, bound to the meetq this worker imported (names as in the table)."""
+    sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "tests" / "support")]
+    import orjson
 
+    import bench_local_api as api
+    import bench_scheduler as sched
+    import test_bench_local_bus as bus_bench
+    from benchutil import scale
+    from meetq import Message, Task, _native
 
-def resp_case(resp: ModuleType, batch: list[tuple[Any, ...]]) -> Callable[[], None]:
-    encode = resp.encode_commands
-
-    def run() -> None:
-        for _ in range(20):
-            encode(batch)
-
-    return run
-
-
-def stage_case(stage: ModuleType) -> Callable[[], None]:
+    rpush = [("RPUSH", "bench:q", b"x" * 100)] * 1_000
+    mixed = [("HSET", "meetq:{q}:m", "id", 123456789, "at", 1733059200.125, b"x" * 60)] * 1_000
     msgs = [Message(type="noop", payload={"pad": "x" * 80}) for _ in range(10_000)]
+    n_tasks = max(1000, scale("limited_tasks", 20_000) // 1000 * 1000)
 
-    def run() -> None:
+    def encode(batch: list[tuple[Any, ...]]) -> Callable[[], None]:
+        def run() -> None:
+            for _ in range(20):
+                _native.encode_commands(batch)
+
+        return run
+
+    def stage() -> None:
         for m in msgs:
             m.id = ""
         chunks: list[list[Any]] = [[] for _ in range(9)]
         ids: list[str] = []
-        left = stage.stage(
-            iter(msgs),
-            ids,
-            chunks,
-            time.time(),
-            orjson.dumps,
-            1 << 20,
-            "p",
-            itertools.count(),
-            1 << 30,
-        )
+        left = _native.stage(
+            iter(msgs), ids, chunks, time.time(), orjson.dumps, 1 << 20, "p",
+            itertools.count(), 1 << 30,
+        )  # fmt: skip
         assert left == -1 and len(ids) == len(msgs)
 
-    return run
-
-
-def ring_case(rs: ModuleType) -> Callable[[], None]:
-    return bus_bench.drain_path(rs.RingBuffer)
-
-
-def wheel_case(rs: ModuleType) -> Callable[[], None]:
-    def run() -> None:
-        wheel = rs.TimerWheel(0)
+    def wheel() -> None:
+        w = _native.TimerWheel(0)
         items = [object()] * 1000
         for t in range(0, 50_000, 1000):
             for i, item in enumerate(items):
-                wheel.insert(t + i % 300 + 1, item)
-            wheel.advance(t + 1000)
+                w.insert(t + i % 300 + 1, item)
+            w.advance(t + 1000)
 
-    return run
+    def task_new() -> None:
+        for _ in range(n_tasks):
+            Task(type="t", handler=sched.sync_noop, delay=1.5, max_retries=2)
+
+    return {
+        "resp encode 1,000 RPUSH (x20)": encode(rpush),
+        "resp encode 1,000 mixed (x20)": encode(mixed),
+        "stage 10,000 messages": stage,
+        "ring emit+drain (Rust)": bus_bench.drain_path(_native.RingBuffer),
+        "wheel insert+advance 50k (Rust)": wheel,
+        f"Task(...) x{n_tasks:,} (Rust)": task_new,
+        f"sched delayed submit+cancel x{n_tasks:,}": lambda: api.sched_submit_cancel(n_tasks),
+        f"sched sync no-op tasks x{n_tasks:,}": lambda: sched.scheduler_tasks(n_tasks),
+        f"sched async no-op tasks x{n_tasks:,}": (
+            lambda: sched.scheduler_tasks(n_tasks, sched.async_noop)
+        ),
+        f"bus emit -> sync handler x{n_tasks:,}": lambda: api.bus_single_emits(n_tasks),
+    }
 
 
-def cases(
-    plain: dict[str, ModuleType], limited: dict[str, ModuleType]
-) -> list[tuple[str, Any, Any]]:
-    out = []
-    for label, make in [
-        ("resp encode 1,000 RPUSH (x20)", lambda m: resp_case(m["resp"], ENCODE_RPUSH)),
-        ("resp encode 1,000 mixed (x20)", lambda m: resp_case(m["resp"], ENCODE_MIXED)),
-        ("stage 10,000 messages", lambda m: stage_case(m["stage"])),
-        ("ring emit+drain (Rust)", lambda m: ring_case(m["rs"])),
-        ("wheel insert+advance 50k (Rust)", lambda m: wheel_case(m["rs"])),
-    ]:
-        out.append((label, make(plain), make(limited)))
-    return out
+def worker(cy: Path, rs: Path) -> None:
+    """A worker process: announces its modules and cases, then times each case it is sent
+    on stdin (one name a line) and answers with its CPU and wall seconds."""
+    sys.meta_path.insert(0, VariantFinder(cy, rs))
+    import meetq
+    from meetq import _native
+
+    assert meetq.backend() == "native"
+    assert _native.native_modules is not None
+    files = {k: str(m.__file__) for k, m in _native.native_modules.items()}
+    assert all(f.startswith(str(OUT)) for f in files.values()), files
+    cases = worker_cases()
+    print(json.dumps({"files": files, "cases": list(cases)}), flush=True)
+    for line in sys.stdin:
+        fn = cases[line.rstrip("\n")]
+        cpu, wall = time.process_time(), time.perf_counter()
+        fn()
+        out = {"cpu": time.process_time() - cpu, "wall": time.perf_counter() - wall}
+        print(json.dumps(out), flush=True)
+
+
+class Worker:
+    def __init__(self, tag: str, cy: Path, rs: Path) -> None:
+        self.tag = tag
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--worker", str(cy), str(rs)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "MEETQ_BACKEND": "native"},
+        )
+        self.hello = json.loads(self.read())
+
+    def read(self) -> str:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the {self.tag} worker exited ({self.proc.wait()})")
+        return line
+
+    def time(self, case: str) -> dict[str, float]:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(case + "\n")
+        self.proc.stdin.flush()
+        out: dict[str, float] = json.loads(self.read())
+        return out
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages (the machine is shared: say how busy it was)."""
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--json", type=Path, help="write every round's times here")
+    parser.add_argument("--worker", nargs=2, type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker:
+        worker(*args.worker)
+        return
     print(f"python {sys.version.split()[0]}; building (reused when unchanged) ...", flush=True)
-    variants: dict[str, dict[str, ModuleType]] = {}
-    for tag, limited in (("plain", False), ("limited", True)):
-        cy = build_cython(limited)
-        rs = build_rust(limited)
-        mods = {n: load(cy, f"_cy_{n}", tag) for n in CYTHON}
-        mods["rs"] = load(rs, "_meetq_rs", tag)
-        variants[tag] = mods
-    assert variants["plain"]["resp"].encode_commands(ENCODE_MIXED) == variants["limited"][
-        "resp"
-    ].encode_commands(ENCODE_MIXED)
-    print(f"{'path':36} {'plain ms':>9} {'limited ms':>11} {'limited/plain':>14}")
-    for label, plain_fn, limited_fn in cases(variants["plain"], variants["limited"]):
-        times: dict[str, list[float]] = {"plain": [], "limited": []}
-        plain_fn()
-        limited_fn()
-        for r in range(args.rounds):
-            order = [("plain", plain_fn), ("limited", limited_fn)]
-            for tag, fn in order if r % 2 == 0 else order[::-1]:
-                t0 = time.perf_counter()
-                fn()
-                times[tag].append(time.perf_counter() - t0)
-        p = statistics.median(times["plain"]) * 1e3
-        lim = statistics.median(times["limited"]) * 1e3
-        print(f"{label:36} {p:9.2f} {lim:11.2f} {lim / p:14.2f}", flush=True)
+    builds = {tag: (build_cython(lim), build_rust(lim)) for tag, lim in VARIANTS.items()}
+    print(f"load average before: {load_average()}", flush=True)
+    workers = {tag: Worker(tag, *dirs) for tag, dirs in builds.items()}
+    results: dict[str, Any] = {"python": sys.version.split()[0], "load_before": load_average()}
+    try:
+        for tag, w in workers.items():
+            print(f"{tag}: " + ", ".join(Path(f).name for f in w.hello["files"].values()))
+        print(f"{'path':40} {'plain ms':>9} {'limited ms':>11} {'limited/plain':>14}")
+        for case in workers["plain"].hello["cases"]:
+            times: dict[str, list[dict[str, float]]] = {tag: [] for tag in workers}
+            for w in workers.values():
+                w.time(case)  # warm-up
+            for r in range(args.rounds):
+                order = list(workers.values())
+                for w in order if r % 2 == 0 else order[::-1]:
+                    times[w.tag].append(w.time(case))
+            med = {t: statistics.median(x["cpu"] for x in v) * 1e3 for t, v in times.items()}
+            ratio = med["limited"] / med["plain"]
+            print(f"{case:40} {med['plain']:9.2f} {med['limited']:11.2f} {ratio:14.2f}", flush=True)
+            results[case] = {"median_cpu_ms": med, "ratio": ratio, "rounds": times}
+    finally:
+        for w in workers.values():
+            w.close()
+    results["load_after"] = load_average()
+    print(f"load average after: {results['load_after']}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
 
+
+VARIANTS = {"plain": False, "limited": True}
 
 if __name__ == "__main__":
     main()

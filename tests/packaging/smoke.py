@@ -3,9 +3,11 @@
 Usage: `python smoke.py native|pure`. Checks that meetq comes from this venv's
 site-packages with the expected backend and no build tool in reach, that every module of
 the package imports (a module whose optional extra is not installed is listed, not
-failed), that the native RESP encoder and its pure twin agree, and runs `meetq demo` on a
-tiny scale: the bus from four threads, the scheduler, and the Redis queue (retries, DLQ)
-against a private redis-server. Prints one line per check; exits non-zero on a failure.
+failed), that the native RESP encoder and its pure twin agree, that the bus and the
+scheduler run sync, async and awaitable handlers and cancel a delayed task, and runs
+`meetq demo` on a tiny scale: the bus from four threads, the scheduler, and the Redis queue
+(retries, DLQ) against a private redis-server. Prints one line per check; exits non-zero
+on a failure.
 """
 
 from __future__ import annotations
@@ -78,6 +80,55 @@ def check_resp() -> None:
     print("ok resp: the active encoder and the pure twin agree")
 
 
+def check_local() -> None:
+    """The bus and the scheduler on the installed core: the paths where the abi3 build
+    swaps CPython calls for their stable twins (awaitable detection, Task construction)."""
+    import asyncio
+
+    from meetq import LocalEventBus, Task, TaskScheduler, TaskStatus
+
+    class Awaitable:
+        def __await__(self):  # type: ignore[no-untyped-def]
+            yield from asyncio.sleep(0).__await__()
+            return "awaited"
+
+    async def coro(task: Task) -> str:
+        await asyncio.sleep(0)
+        return "async"
+
+    async def main() -> None:
+        seen: list[object] = []
+        bus = LocalEventBus()
+        bus.on("e", lambda ev: seen.append(ev.payload))
+        await bus.start()
+        bus.emit("e", {"n": 1}, "smoke")
+        for _ in range(1000):
+            if seen:
+                break
+            await asyncio.sleep(0.01)
+        await bus.stop()
+        assert seen == [{"n": 1}], seen
+        s = TaskScheduler()
+        await s.start()
+        tasks = [
+            Task(type="sync", handler=lambda t: "sync"),
+            Task(type="async", handler=coro),
+            Task(type="obj", handler=lambda t: Awaitable()),
+        ]
+        ids = [s.submit(t) for t in tasks]
+        late = s.submit(Task("late", lambda t: "never", delay=60))
+        assert s.cancel(late) and s.status(late) == TaskStatus.CANCELLED
+        for tid in ids:
+            result = await asyncio.wait_for(s.wait(tid), 30)
+            assert result.status == TaskStatus.COMPLETED, result
+        got = [t.result for t in tasks]
+        assert got == ["sync", "async", "awaited"], got
+        await s.stop()
+
+    asyncio.run(main())
+    print("ok local: bus and scheduler ran sync, async and awaitable handlers")
+
+
 def check_demo() -> None:
     meetq_cli = os.path.join(os.path.dirname(sys.executable), "meetq")
     out = subprocess.run([meetq_cli, "--help"], capture_output=True, text=True, timeout=120)
@@ -96,4 +147,5 @@ if __name__ == "__main__":
     check_install(sys.argv[1])
     check_modules()
     check_resp()
+    check_local()
     check_demo()

@@ -5,7 +5,9 @@ into a fresh virtualenv of its interpreter, with no compiler or Rust toolchain o
 no build tools installed, and must import with the native backend and pass smoke.py. The
 sdist must hold every source a build needs (`make wheels` builds every wheel from it,
 unpacked in a clean directory) and, with MEETQ_PURE_INSTALL=1, install a working
-pure-Python meetq where no compiler exists; without it, fail in one clear line.
+pure-Python meetq where no compiler exists; without it, fail in one clear line. The single
+stable-ABI wheel of MEETQ_LIMITED_API=1 (MEETQ_DIST_ABI3, `make wheel-abi3`) must serve
+every interpreter from the one file, with the native backend.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 DIST = Path(os.environ["MEETQ_DIST"]) if os.environ.get("MEETQ_DIST") else None
+ABI3_DIST = Path(os.environ["MEETQ_DIST_ABI3"]) if os.environ.get("MEETQ_DIST_ABI3") else None
 pytestmark = pytest.mark.skipif(DIST is None, reason="run by `make test-wheels` (MEETQ_DIST)")
+needs_abi3 = pytest.mark.skipif(ABI3_DIST is None, reason="`make test-wheels` (MEETQ_DIST_ABI3)")
 
 # Variables that could hand a build a compiler or a toolchain behind PATH's back.
 BUILD_ENV = ("CC", "CXX", "LD", "CARGO", "RUSTC", "RUSTUP_HOME", "PYO3_PYTHON", "PYTHONPATH")
@@ -56,6 +60,10 @@ def _version(python: str) -> str:
 
 def _wheels() -> list[Path]:
     return sorted(DIST.glob("meetq-*.whl")) if DIST else []
+
+
+def _abi3_wheels() -> list[Path]:
+    return sorted(ABI3_DIST.glob("meetq-*.whl")) if ABI3_DIST else []
 
 
 def _sdist() -> Path:
@@ -131,7 +139,7 @@ def test_dist_holds_an_sdist_and_a_manylinux_wheel_per_interpreter() -> None:
     assert INTERPRETERS, "no interpreter found"
 
 
-@pytest.mark.parametrize("wheel", _wheels(), ids=lambda w: w.name.split("-")[2])
+@pytest.mark.parametrize("wheel", _wheels() + _abi3_wheels(), ids=lambda w: w.name.split("-")[3])
 def test_auditwheel_confirms_the_platform_tag(wheel: Path) -> None:
     # The dev venv's auditwheel (make test-wheels), else this interpreter's.
     env_tool = os.environ.get("MEETQ_AUDITWHEEL")
@@ -162,10 +170,43 @@ def test_wheel_installs_and_runs_with_no_compiler(
     print(out.stdout)
 
 
+@needs_abi3
+def test_the_abi3_wheel_is_one_cp311_abi3_wheel_of_abi3_modules() -> None:
+    import zipfile
+
+    (wheel,) = _abi3_wheels()
+    assert re.fullmatch(
+        rf"meetq-{re.escape(_project_version())}-cp311-abi3-manylinux_\d+_\d+_x86_64\.whl",
+        wheel.name,
+    ), wheel.name
+    with zipfile.ZipFile(wheel) as zf:
+        compiled = sorted(n for n in zf.namelist() if n.endswith(".so"))
+    names = [n[len("meetq/") :] for n in compiled if n.count("/") == 1]
+    assert names == ["_cy_resp.abi3.so", "_cy_stage.abi3.so", "_meetq_rs.abi3.so"], compiled
+
+
+@needs_abi3
+@pytest.mark.parametrize("python", INTERPRETERS, ids=lambda p: f"cp{_version(p)}")
+def test_the_abi3_wheel_installs_and_runs_on_every_interpreter(
+    python: str, tmp_path: Path, bare_env: dict[str, str]
+) -> None:
+    (wheel,) = _abi3_wheels()
+    py = _venv(python, tmp_path / "venv", bare_env)
+    extras = _extras(wheel) if python == INTERPRETERS[0] else []
+    target = f"{wheel}[{','.join(extras)}]" if extras else str(wheel)
+    _run([py, "-m", "pip", "install", "-q", "--only-binary=:all:", target], bare_env)
+    out = _run([py, HERE / "smoke.py", "native"], bare_env)
+    print(out.stdout)
+    installed = re.search(r"^ok install: .* backend=native (\[.*\])$", out.stdout, re.MULTILINE)
+    assert installed, out.stdout
+    assert installed.group(1).count(".abi3.so") == 3, installed.group(1)
+    assert "ok local:" in out.stdout
+
+
 def _sources() -> list[str]:
     """The repository's source files a build may read (git's list; a plain walk where
     there is no git, e.g. a fresh machine given a copy of the tree)."""
-    roots = ["rust/src", "rust/Cargo.toml", "rust/Cargo.lock", "native", "python"]
+    roots = ["rust/src", "rust/Cargo.toml", "rust/Cargo.lock", "rust/build.rs", "native", "python"]
     try:
         return subprocess.run(
             ["git", "ls-files", *roots], cwd=ROOT, capture_output=True, text=True, check=True
