@@ -17,6 +17,7 @@ import redis.asyncio
 from cluster import Cluster, cli, running_cluster
 from helpers import async_wait_until
 from meetq import (
+    MeetqConnectionError,
     MeetqError,
     ServiceRoute,
     ServiceWorker,
@@ -26,7 +27,7 @@ from meetq import (
     TaskStatus,
     TaskType,
 )
-from meetq._redis.cluster import key_slot
+from meetq._redis.cluster import SlotConnection, key_slot
 from meetq._redis.keys import QueueKeys
 from meetq.gateway import ClientTaskManager, ClientTaskRequest
 
@@ -152,6 +153,34 @@ async def test_a_given_redis_cluster_client(cluster: Cluster) -> None:
         assert await client.ping()
     finally:
         await client.aclose()
+
+
+BUSY_2S = (
+    "local t = redis.call('TIME') local t0 = t[1] * 1000000 + t[2] "
+    "repeat t = redis.call('TIME') until t[1] * 1000000 + t[2] - t0 > 2000000 return 1"
+)
+"""A script that holds its server for 2 s: a MULTI's reply that comes too late."""
+
+
+async def test_a_multi_whose_reply_is_lost_is_not_sent_again(cluster: Cluster) -> None:
+    """The dispatcher publishes with a MULTI of plain commands (RPUSH of the task ids): if
+    the slot's connection resent it after a lost reply, an EXEC that did run would run
+    twice. SlotConnection raises instead, and the dispatcher probes before resending."""
+    url = cluster_url(cluster)
+    key = "meetq:{multi-q}:probe-list"
+    conn = await SlotConnection.connect(url, key_slot(key), timeout=5.0, reply_timeout=0.2)
+    check = await SlotConnection.connect(url, key_slot(key), timeout=5.0)
+    try:
+        with pytest.raises(MeetqConnectionError):
+            await conn.execute_many(
+                [("MULTI",), ("RPUSH", key, "once"), ("EVAL", BUSY_2S, 0), ("EXEC",)]
+            )
+        assert await check.execute("LLEN", key) == 1  # waits for the script to end
+        assert await conn.execute("LLEN", key) == 1  # the connection finds its server anew
+    finally:
+        await check.execute("DEL", key)
+        await conn.close()
+        await check.close()
 
 
 async def test_timeout_when_no_worker(cluster: Cluster) -> None:

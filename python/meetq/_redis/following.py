@@ -60,11 +60,20 @@ class FollowingConnection:
             return self._conn
 
     async def _send(self, commands: list[Sequence[Arg]]) -> tuple[RespConnection, list[Any]]:
-        """One write; after a lost connection, once more to where the server is now."""
+        """One write; after a lost connection, once more to where the server is now.
+
+        Not a MULTI/EXEC batch: its outcome is unknown once the connection is lost (EXEC
+        may have run, its reply lost), and its plain commands are not idempotent (RPUSH
+        of a task id twice runs it twice). It raises instead, so the caller decides
+        by what it can check: the dispatcher probes its first status hash, the queue's
+        publisher retries through its deduplicating script. (The lost connection is
+        closed, so the next call finds the server anew.)"""
         conn = await self._connection()
         try:
             return conn, await conn.execute_many(commands)
         except MeetqConnectionError:
+            if commands and _is_multi(commands[0]):
+                raise
             conn = await self._connection(stale=conn)
             return conn, await conn.execute_many(commands)
 
@@ -88,3 +97,11 @@ class FollowingConnection:
         if self._conn is not None:
             await self._conn.close()
             self._conn = None
+
+
+def _is_multi(command: Sequence[Arg]) -> bool:
+    head = command[0]
+    return (
+        isinstance(head, str | bytes)
+        and bytes(head.encode() if isinstance(head, str) else head).upper() == b"MULTI"
+    )
