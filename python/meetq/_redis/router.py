@@ -158,16 +158,22 @@ class ClusterRouter:
             raise reply
         return reply
 
-    async def execute_many(self, commands: Sequence[Sequence[Arg]]) -> list[Any]:
+    async def execute_many(
+        self, commands: Sequence[Sequence[Arg]], *, slot: int | None = None
+    ) -> list[Any]:
         """Each command on its slot's master (one write per master, in parallel); replies
-        in order, error replies in place. Commands of one master keep their order."""
+        in order, error replies in place. Commands of one master keep their order.
+        `slot`: the caller knows every command is in that slot (a batch on one channel or
+        topic), so no key is hashed."""
         if not commands:
             return []
-        slots = [self._slot(c) for c in commands]
         replies: list[Any] = [None] * len(commands)
+        if slot is not None:
+            await self._run_slot(slot, commands, list(range(len(commands))), replies)
+            return replies
         by_slot: dict[int, list[int]] = {}
-        for i, slot in enumerate(slots):
-            by_slot.setdefault(slot, []).append(i)
+        for i, command in enumerate(commands):
+            by_slot.setdefault(self._slot(command), []).append(i)
         if len(by_slot) == 1:
             slot, todo = next(iter(by_slot.items()))
             await self._run_slot(slot, commands, todo, replies)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
+from meetq._redis.cluster import key_slot
 from meetq._redis.links import Link
 from meetq._redis.retry import TRANSIENT, retrying
 from meetq._redis.router import ClusterRouter
@@ -48,6 +49,12 @@ class Publisher:
         message.publisher, message.seq = self.instance, seq
         return data
 
+    async def _send(self, channel: bytes, commands: list[tuple[bytes, bytes, bytes]]) -> list[int]:
+        link = self.link
+        if isinstance(link, ClusterRouter):  # one channel: one slot, hashed once
+            return await link.execute_many(commands, slot=key_slot(channel))
+        return await link.execute_many(commands)
+
     async def publish(self, channel: str, message: PubSubMessage) -> int:
         data = self.encode(channel, message)
         reply = await retrying(
@@ -82,7 +89,7 @@ class Publisher:
             return []
         self.seqs[channel] = seq  # all encoded: none refused, so no hole
         replies = await retrying(
-            lambda: self.link.execute_many(commands), self.retry_budget, "publish_batch"
+            lambda: self._send(key, commands), self.retry_budget, "publish_batch"
         )
         if not all(type(r) is int for r in replies):
             for reply in replies:

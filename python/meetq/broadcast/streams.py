@@ -42,6 +42,7 @@ from meetq._redis.cluster import key_slot
 from meetq._redis.keys import StreamKeys
 from meetq._redis.links import Link
 from meetq._redis.retry import retrying
+from meetq._redis.router import ClusterRouter
 from meetq.broadcast import scripts
 from meetq.broadcast.bus import FAILED_CALL, bus_link, required_url
 from meetq.broadcast.handlers import FanOut, HandlerSpec, spec_of
@@ -293,7 +294,12 @@ class RedisStreamEventBus(StreamConsumer, StreamAdmin):
         commands = [self._xadd(topic, e) for e in batch]
         if not commands:
             return []
-        replies = await self._retrying(lambda: self._link.execute_many(commands))
+        link = self._link
+        if isinstance(link, ClusterRouter):  # one topic: one slot, hashed once
+            slot = key_slot(self._key(topic).stream)
+            replies = await self._retrying(lambda: link.execute_many(commands, slot=slot))
+        else:
+            replies = await self._retrying(lambda: link.execute_many(commands))
         for reply in replies:
             if isinstance(reply, Exception):
                 raise reply
