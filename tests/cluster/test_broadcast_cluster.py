@@ -5,7 +5,7 @@ a master killed under each bus, its replica promoted, delivery resumed."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import io
 from collections.abc import Iterator
 from typing import Any
 
@@ -87,6 +87,19 @@ async def publish_until_received(
 def rejoin(cluster: Cluster, dead: int) -> None:
     cluster.node_at(dead).start()
     cluster.wait_ok(60)
+
+
+async def stop_all(*buses: RedisPubSubQueue | RedisStreamEventBus) -> None:
+    """Stops every bus within a deadline; one that does not stop fails the test with the
+    stack of every task still running (a hang is a bug, not a slow box)."""
+    for bus in buses:
+        try:
+            await asyncio.wait_for(bus.stop(), 30)
+        except TimeoutError:
+            stacks = io.StringIO()
+            for task in asyncio.all_tasks():
+                task.print_stack(file=stacks)
+            raise AssertionError(f"{bus!r} did not stop:\n{stacks.getvalue()}") from None
 
 
 # -- the router ----------------------------------------------------------------------------
@@ -220,7 +233,7 @@ async def test_pubsub_resumes_after_a_failover(cluster: Cluster) -> None:
         ps.subscribe(channel, lambda m: got[m.channel].append(m.payload["i"]))
     ps.on(events.PUBSUB_RECONNECTED, reconnected.append)
     async with ps:
-        dead = kill_and_promote(cluster, key_slot(victim))
+        dead = await asyncio.to_thread(kill_and_promote, cluster, key_slot(victim))
         try:
             await async_wait_until(lambda: reconnected, timeout=60)
             assert ps.state == "live" and ps.get_stats()["reconnects"] >= 1
@@ -229,7 +242,7 @@ async def test_pubsub_resumes_after_a_failover(cluster: Cluster) -> None:
             assert all(shard_subscribers(cluster, c) == 1 for c in channels)
             await publish_until_received(ps, channels, lambda c: 1 in got[c])
         finally:
-            rejoin(cluster, dead)
+            await asyncio.to_thread(rejoin, cluster, dead)
 
 
 # -- Streams -------------------------------------------------------------------------------
@@ -270,9 +283,7 @@ async def test_streams_on_two_shards_two_consumers_one_group(cluster: Cluster) -
         assert [e.payload["i"] for e in replay] == list(range(201))
         await asyncio.gather(*(b.trim() for b in buses))
     finally:
-        for bus in buses:
-            await bus.stop()
-        await publisher.stop()
+        await stop_all(*buses, publisher)
     for topic in topics:
         pending = cli(
             cluster.master_of(topic_slot(topic)), "XPENDING", StreamKeys(topic).stream, "svc"
@@ -293,7 +304,7 @@ async def test_streams_resume_after_a_failover(cluster: Cluster) -> None:
         # what a failover can lose: writes not yet on a replica; these are (WAIT)
         for topic in topics:
             assert cli(cluster.master_of(topic_slot(topic)), "WAIT", "1", "5000").strip() == "1"
-        dead = kill_and_promote(cluster, topic_slot(victim))
+        dead = await asyncio.to_thread(kill_and_promote, cluster, topic_slot(victim))
         try:
             for topic in topics:  # publishing resumes on the promoted replica
                 await publisher.publish_batch(
@@ -304,12 +315,9 @@ async def test_streams_resume_after_a_failover(cluster: Cluster) -> None:
             )
             assert all(b.healthy for b in buses)
         finally:
-            rejoin(cluster, dead)
+            await asyncio.to_thread(rejoin, cluster, dead)
     finally:
-        for bus in buses:
-            with contextlib.suppress(Exception):
-                await bus.stop()
-        await publisher.stop()
+        await stop_all(*buses, publisher)
 
 
 async def test_claims_and_dead_letters_are_routed_per_shard(cluster: Cluster) -> None:
