@@ -13,7 +13,7 @@ import pytest
 import redis
 import redis.asyncio
 
-from cluster import Cluster, cli, running_cluster
+from cluster import Cluster, cli, running_cluster, running_sentinels
 from helpers import async_wait_until
 from meetq import (
     InvalidArgumentError,
@@ -373,3 +373,37 @@ async def test_claims_and_dead_letters_are_routed_per_shard(cluster: Cluster) ->
         await second.stop()
         await first.stop()
         await publisher.stop()
+
+
+# -- Sentinel ------------------------------------------------------------------------------
+
+
+async def test_both_buses_through_sentinel_survive_a_killed_master() -> None:
+    with running_sentinels() as group:
+        ps = RedisPubSubQueue(group.url, retry_budget=60.0)
+        got: list[int] = []
+        reconnected: list[PubSubMessage] = []
+        ps.subscribe("sentinel-room", lambda m: got.append(m.payload["i"]))
+        ps.on(events.PUBSUB_RECONNECTED, reconnected.append)
+        handled: set[int] = set()
+        bus = RedisStreamEventBus(group.url, "svc", start_from="0", block=0.5, retry_budget=60.0)
+        bus.subscribe("sentinel-topic", lambda e: handled.add(e.payload["i"]))
+        await ps.start()
+        await bus.start()
+        try:
+            await ps.publish("sentinel-room", PubSubMessage("t", {"i": 0}))
+            await bus.publish_batch(
+                "sentinel-topic", [StreamEvent("e", {"i": i}) for i in range(50)]
+            )
+            await async_wait_until(lambda: got == [0] and len(handled) == 50, timeout=20)
+            assert cli(group.master.port, "WAIT", "1", "5000").strip() == "1"
+            await asyncio.to_thread(group.master.kill)
+            await async_wait_until(lambda: reconnected, timeout=60)
+            await publish_until_received(ps, ["sentinel-room"], lambda c: 1 in got, timeout=60)
+            await bus.publish_batch(
+                "sentinel-topic", [StreamEvent("e", {"i": i}) for i in range(50, 100)]
+            )
+            await async_wait_until(lambda: handled == set(range(100)), timeout=60)
+            assert group.current_master() == group.replica.port
+        finally:
+            await stop_all(ps, bus)

@@ -13,6 +13,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from meetq import events
+from meetq._redis.sentinel import SentinelSettings, find_master
 from meetq.broadcast.bus import FAILED_CALL, Bus
 from meetq.broadcast.sharded import ShardedSubscriber
 from meetq.broadcast.subscriber import SubscriberConnection
@@ -77,6 +78,15 @@ class SubscriptionKeeper(Bus):
         if conn is not None and self._state == "live":
             await conn.confirmed()
 
+    async def _server_url(self) -> str:
+        """The server to subscribe on: the URL's, or the master the sentinels name now (a
+        subscriber left on a demoted master still receives: PUBLISH is replicated)."""
+        if not self._url.startswith("redis+sentinel://"):
+            return self._url
+        settings = SentinelSettings.from_url(self._url)
+        host, port = await find_master(settings)
+        return settings.master_url(host, port)
+
     async def _connect(self) -> None:
         """Opens a subscription connection and subscribes the whole table, confirmed."""
         loop = asyncio.get_running_loop()
@@ -87,7 +97,7 @@ class SubscriptionKeeper(Bus):
         if self._cluster:
             conn = await ShardedSubscriber.open(self._url, self._instance)
         else:
-            conn = await SubscriberConnection.open(self._url)
+            conn = await SubscriberConnection.open(await self._server_url())
         try:
             conn.enter_push_mode(self._on_push)  # a sharded one subscribes its probes here
             conn.on_lost = lambda exc: self._lost(conn, exc)
