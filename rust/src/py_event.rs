@@ -6,8 +6,9 @@ use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyString, PyTuple};
-use pyo3::{PyTraverseError, PyVisit};
+use pyo3::sync::GILOnceCell;
+use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType};
+use pyo3::{ffi, PyTraverseError, PyVisit};
 
 use crate::py_sched::is_failure;
 use crate::ring::{Pushed, Ring};
@@ -19,6 +20,47 @@ fn now() -> f64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0)
+}
+
+static COROUTINE_TYPE: GILOnceCell<Py<PyType>> = GILOnceCell::new();
+
+/// Calls an async handler and takes its coroutine's first step: None when it finished
+/// there (or returned something that is not a coroutine: done, as `HandlerRunner.run_here`
+/// has it), else (coroutine, what it yielded) for the caller's task to resume; Err with
+/// what the call or the step raised.
+fn first_step<'py>(
+    py: Python<'py>,
+    fn_: &Bound<'py, PyAny>,
+    ev: &Bound<'py, PyAny>,
+) -> PyResult<Option<Bound<'py, PyTuple>>> {
+    let coro = fn_.call1((ev,))?;
+    let coro_type = COROUTINE_TYPE.get_or_try_init(py, || -> PyResult<Py<PyType>> {
+        Ok(py
+            .import("types")?
+            .getattr("CoroutineType")?
+            .downcast_into::<PyType>()?
+            .unbind())
+    })?;
+    if !coro.get_type().is(coro_type.bind(py)) {
+        return Ok(None);
+    }
+    let mut out: *mut ffi::PyObject = std::ptr::null_mut();
+    // SAFETY: coro is a live coroutine; PyIter_Send (stable ABI since 3.10) leaves a new
+    // reference in `out` for NEXT and RETURN, and sets an exception for ERROR.
+    let sent = unsafe { ffi::PyIter_Send(coro.as_ptr(), ffi::Py_None(), &mut out) };
+    match sent {
+        ffi::PySendResult::PYGEN_RETURN => {
+            // SAFETY: a new reference (the return value), dropped right away.
+            drop(unsafe { Bound::from_owned_ptr(py, out) });
+            Ok(None)
+        }
+        ffi::PySendResult::PYGEN_NEXT => {
+            // SAFETY: a new reference to what the coroutine yielded.
+            let yielded = unsafe { Bound::from_owned_ptr(py, out) };
+            Ok(Some(PyTuple::new(py, [coro, yielded])?))
+        }
+        _ => Err(PyErr::fetch(py)),
+    }
 }
 
 /// An in-process event: what `LocalEventBus` handlers receive.
@@ -220,11 +262,14 @@ impl RingBuffer {
     /// The bus's emit -> handler path: pops up to `max` events, one at a time (so strict
     /// priority holds even against events emitted meanwhile), and runs each through
     /// `table[event.type]` = (sync handlers, async handlers, thread handlers). Sync handlers
-    /// run inline; each async one goes to `start_async(event, handler)`, which runs it in a
-    /// task of its own started eagerly and returns None when it already finished (having
-    /// counted it), else what finishes it. Those (and thread handlers) are handed back; it
+    /// run inline. An event with exactly one async handler and no thread handler has that
+    /// handler's first step taken here, in the calling task (`first_step`): finished, it
+    /// counts as processed (or failed); suspended, it is handed back as (handler,
+    /// (coroutine, what it yielded)) for the calling task to resume. Otherwise each async
+    /// handler goes to `start_async(event, handler)`, which returns None when it already
+    /// finished, else what finishes it. Those (and thread handlers) are handed back; it
     /// stops once `budget` events are left in progress. Returns (events fully processed,
-    /// failed sync runs, [(event, [(handler, what finishes it, or None for a thread
+    /// failed runs, [(event, [(handler, what finishes it, or None for a thread
     /// handler)])] or None, events popped). Pure twin: `RingBuffer.dispatch` in
     /// `_pure/ring.py`.
     fn dispatch<'py>(
@@ -267,14 +312,38 @@ impl RingBuffer {
                 }
             }
             let mut runs: Option<Bound<'py, PyList>> = None;
-            for fn_ in entry.get_item(1)?.downcast_into::<PyTuple>()?.iter() {
-                let rest = start_async.call1((&ev, &fn_))?;
-                if !rest.is_none() {
-                    let run = PyTuple::new(py, [fn_, rest])?;
-                    runs.get_or_insert_with(|| PyList::empty(py)).append(run)?;
+            let asyncs = entry.get_item(1)?.downcast_into::<PyTuple>()?;
+            let threads = entry.get_item(2)?.downcast_into::<PyTuple>()?;
+            if asyncs.len() == 1 && threads.is_empty() {
+                // The common case, one async handler: its first step runs here, in the
+                // task that called dispatch (the bus's worker, which then runs nothing
+                // else until this handler is done), so a handler that never suspends
+                // costs no Python frame of ours at all.
+                let fn_ = asyncs.get_item(0)?;
+                match first_step(py, &fn_, &ev) {
+                    Ok(None) => {}
+                    Ok(Some(rest)) => {
+                        let run = PyTuple::new(py, [fn_.into_any(), rest.into_any()])?;
+                        runs = Some(PyList::new(py, [run])?);
+                    }
+                    Err(err) => {
+                        if !is_failure(py, &err)? {
+                            return Err(err);
+                        }
+                        failed += 1;
+                        on_error.call1((&ev, &fn_, err.into_value(py)))?;
+                    }
+                }
+            } else {
+                for fn_ in asyncs.iter() {
+                    let rest = start_async.call1((&ev, &fn_))?;
+                    if !rest.is_none() {
+                        let run = PyTuple::new(py, [fn_, rest])?;
+                        runs.get_or_insert_with(|| PyList::empty(py)).append(run)?;
+                    }
                 }
             }
-            for fn_ in entry.get_item(2)?.downcast_into::<PyTuple>()?.iter() {
+            for fn_ in threads.iter() {
                 let run = PyTuple::new(py, [fn_, py.None().into_bound(py)])?;
                 runs.get_or_insert_with(|| PyList::empty(py)).append(run)?;
             }

@@ -247,6 +247,14 @@ class HandlerRunner:
             return _failed(describe(exc), t0)
         return await self._resume(coro, first, timeout, None, t0)
 
+    async def resume_here(
+        self, coro: Coroutine[Any, Any, Any], first: Any, timeout: float | None
+    ) -> Outcome:
+        """The rest of an async handler whose first step the calling task already took
+        (the bus's native `dispatch` steps it): the rest runs under `timeout`, inside the
+        calling task, as in `run_here`. `duration` counts from here."""
+        return await self._resume(coro, first, timeout, None, time.perf_counter())
+
     async def _guarded(
         self,
         coro: Coroutine[Any, Any, Any],

@@ -14,10 +14,24 @@ import traceback
 from asyncio import CancelledError
 from collections import deque
 from collections.abc import Callable
-from types import SimpleNamespace
+from types import CoroutineType, SimpleNamespace
 from typing import Any
 
 NORMAL = 1
+
+
+def _first_step(fn: Callable[[Any], Any], ev: Any) -> tuple[Any, Any] | None:
+    """`first_step` of `py_event.rs`: calls an async handler and takes its coroutine's first
+    step in the calling task; None when it finished there (or returned something that is
+    not a coroutine), else (coroutine, what it yielded); raises what the call or step raised."""
+    coro = fn(ev)
+    if coro.__class__ is not CoroutineType:
+        return None
+    try:
+        yielded = coro.send(None)
+    except StopIteration:
+        return None
+    return coro, yielded
 
 
 class LocalEvent:
@@ -170,13 +184,25 @@ class RingBuffer:
                     failed += 1
                     on_error(ev, fn, exc)
             runs: list[tuple[Any, Any]] | None = None
-            for fn in entry[1]:
-                rest = start_async(ev, fn)
-                if rest is not None:
-                    if runs is None:
-                        runs = []
-                    runs.append((fn, rest))
-            for fn in entry[2]:
+            asyncs, threads = entry[1], entry[2]
+            if len(asyncs) == 1 and not threads:
+                fn = asyncs[0]
+                try:
+                    rest = _first_step(fn, ev)
+                except (Exception, CancelledError) as exc:
+                    failed += 1
+                    on_error(ev, fn, exc)
+                else:
+                    if rest is not None:
+                        runs = [(fn, rest)]
+            else:
+                for fn in asyncs:
+                    rest = start_async(ev, fn)
+                    if rest is not None:
+                        if runs is None:
+                            runs = []
+                        runs.append((fn, rest))
+            for fn in threads:
                 if runs is None:
                     runs = []
                 runs.append((fn, None))

@@ -4,11 +4,14 @@
 the empty -> non-empty edge, wakes the idle consumers, so a burst of events costs one
 wake-up. Each of `workers` worker tasks is a consumer: it calls the ring's native
 `dispatch`, which pops events one at a time and runs their sync handlers inline (not
-timed). A worker that pops an event with async or `in_thread` handlers runs them
-itself through `meetq._core.runner`: an async handler's whole run inside that worker's task
-(so an `asyncio.timeout()` or `current_task()` in it is the task running it), its first
-step untimed and the rest under `handler_timeout`, with no task made per run; an
-`in_thread` handler holds its worker until the thread returns. While every worker has such
+timed). An event with one async handler has that handler's first step taken by `dispatch`
+too, in the worker's task: a handler that never suspends costs no Python frame of ours;
+one that suspends stops the dispatch and the worker resumes it (`HandlerRunner.
+resume_here`), its rest under `handler_timeout`. Events with several async or `in_thread`
+handlers are run by the worker through `meetq._core.runner`. So an async handler's whole
+run is inside one worker's task that runs nothing else meanwhile (an `asyncio.timeout()` or
+`current_task()` in it is the task running it), with no task made per run; an `in_thread`
+handler holds its worker until the thread returns. While every worker has such
 an event, nothing pops, so the ring's bound applies back-pressure. The runner's rule, with
 the sync hot path native.
 """
@@ -94,11 +97,11 @@ class LocalEventBus:
     def _rebuild_table(self) -> None:
         # Rebuilt whole and swapped in one assignment: a dispatch in progress keeps the
         # table it started with.
-        # (sync fns, async HandlerSpecs, thread fns) per type, as `dispatch` takes them
+        # (sync fns, async fns, thread fns) per type, as `dispatch` takes them
         self._table = {
             t: (
                 tuple(fn for fn, k in entries if k == SYNC),
-                tuple(HandlerSpec(fn, k) for fn, k in entries if k == ASYNC),
+                tuple(fn for fn, k in entries if k == ASYNC),
                 tuple(fn for fn, k in entries if k == THREAD),
             )
             for t, entries in self._handlers.items()
@@ -224,8 +227,10 @@ class LocalEventBus:
                         room.set_result(None)
                 if pending is not None:
                     for ev, runs in pending:  # one event, by the budget
-                        if len(runs) == 1 and runs[0][1] is not None:
-                            await self._run_async(ev, runs[0][1])  # the common case
+                        if len(runs) == 1 and runs[0][1].__class__ is tuple:
+                            # the common case: one async handler, suspended in its first
+                            # step, which dispatch took in this task
+                            await self._resume(ev, runs[0][0], *runs[0][1])
                         else:
                             await self._finish(ev, runs)
                         self._processed += 1
@@ -247,20 +252,21 @@ class LocalEventBus:
                 await idle
 
     @staticmethod
-    def _start_async(_ev: Any, spec: HandlerSpec) -> Any:
-        """Called by `dispatch` for each async handler of an event: nothing runs now (the
-        worker that popped it awaits the run); the spec marks the run as async."""
-        return spec
+    def _start_async(_ev: Any, fn: Handler) -> Any:
+        """Called by `dispatch` for each async handler of an event with several handlers:
+        nothing runs now (the worker that popped it awaits the runs, each in a task of its
+        own); the spec marks the run as async."""
+        return HandlerSpec(fn, ASYNC)
 
-    async def _run_async(self, ev: Any, spec: HandlerSpec) -> None:
+    async def _resume(self, ev: Any, fn: Handler, coro: Any, first: Any) -> None:
         try:
-            outcome = await self._runner.run_here(spec, ev, self.handler_timeout)
+            outcome = await self._runner.resume_here(coro, first, self.handler_timeout)
         except asyncio.CancelledError:
             self._failed += 1
             raise  # stop() gave up waiting
         if not outcome.ok:
             self._failed += 1
-            self._on_error(ev, spec.fn, outcome.error)
+            self._on_error(ev, fn, outcome.error)
 
     async def _finish(self, ev: Any, runs: list[tuple[Any, Any]]) -> None:
         if len(runs) == 1:
@@ -272,7 +278,7 @@ class LocalEventBus:
         # A thread handler (rest None): the runner runs it; its worker is held until the
         # thread returns, even after a timeout. Else an async handler (a HandlerSpec), its
         # whole run in this worker's task.
-        fn = handler.fn if isinstance(handler, HandlerSpec) else handler
+        fn = handler
         try:
             if rest is None:
                 outcome = await self._runner.run(HandlerSpec(fn, THREAD), ev, self.handler_timeout)
