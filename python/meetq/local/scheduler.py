@@ -4,7 +4,11 @@ Ready tasks wait in four FIFO lanes, one per priority, and a pump started with `
 starts them highest lane first while fewer than `workers` are running: strict priority,
 FIFO within a priority. Plain `def` handlers run inline in the pump (they cannot be
 interrupted, so no timeout applies to them); `in_thread=True` runs them in a thread pool;
-a handler that returns an awaitable (any `async def`) runs as an asyncio task.
+an `async def` handler runs in one of the scheduler's long-lived runner tasks
+(`meetq._core.runners`), which runs nothing else until it ends: its first step at once, in
+the pump, with that runner as the current task (a handler that never suspends costs no
+task), the rest in the runner's own steps. Any other awaitable a handler returns runs as an
+asyncio task.
 
 Everything time-based goes through ONE `TimerWheel`: delayed tasks (`delay`,
 `scheduled_at`), retry backoffs and the timeouts of running tasks. One loop timer is armed
@@ -33,8 +37,8 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from meetq import _native
-from meetq._core.eager import start_eager
 from meetq._core.runner import describe
+from meetq._core.runners import RunnerPool
 from meetq._native import SchedulerCore, register_task_enums
 from meetq._pure import sched as _pure_sched
 from meetq._pure.sched import (
@@ -159,6 +163,7 @@ class TaskScheduler:
         self._executor: ThreadPoolExecutor | None = None
         self._threads: dict[str, Future[Any]] = {}  # thread runs in progress, by task id
         self._idle: asyncio.Future[None] | None = None
+        self._runners: RunnerPool | None = None
 
     # -- public API -------------------------------------------------------------------
 
@@ -228,6 +233,7 @@ class TaskScheduler:
         if self._core.closed:
             raise MeetqError("a stopped scheduler cannot be restarted")
         self._loop = asyncio.get_running_loop()
+        self._runners = RunnerPool(self._loop, self._ran, "meetq-task")
         self._core.start()
 
     async def stop(self, *, discard: bool = False, timeout: float | None = None) -> list[Task]:
@@ -271,6 +277,8 @@ class TaskScheduler:
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
+        if self._runners is not None:
+            await self._runners.close()
         return dropped
 
     async def __aenter__(self) -> TaskScheduler:
@@ -304,22 +312,23 @@ class TaskScheduler:
 
     def _start_async(self, task: Task, result: Any) -> None:
         if type(result) is _Coroutine:
-            # A task of its own, started eagerly: the first step runs now, inside it (the
-            # pump runs in a loop callback, where there is no task at all); a handler that
-            # never suspends finishes here with no timeout timer.
+            # The first step runs now, inside an idle runner task (the pump runs in a loop
+            # callback, where there is no task at all); a handler that never suspends
+            # finishes here with no timeout timer. One that suspends holds that runner,
+            # which stands for the run (cancel, timeout) until `_ran`.
             try:
-                running, value = start_eager(result, self._loop)
+                runner, value = self._runners.first_step(result, task)  # type: ignore[union-attr]
             except (Exception, asyncio.CancelledError) as exc:
                 self._failed_attempt(task, exc)  # a handler's own CancelledError fails it
                 return
-            if running is None:
+            if runner is None:
                 if task._why == BY_CANCEL:
                     self._core.finish(task, CANCELLED, "cancelled")
                 else:
                     task.result = value
                     self._core.finish(task, COMPLETED, None)
             else:
-                self._track(task, running)
+                self._core.track(task, runner)
         else:
             self._track(task, asyncio.ensure_future(result))
 
@@ -347,25 +356,40 @@ class TaskScheduler:
         self._record(task, why, fut)
         self._core.after_settle()
 
+    def _ran(self, task: Task, cancelled: bool, error: BaseException | None, result: Any) -> None:
+        """A runner's run (one that suspended) ended: called inside that runner's task."""
+        why = self._core.settle(task)
+        self._conclude(task, why, cancelled, error, result)
+        self._core.after_settle()
+
     def _record(self, task: Task, why: int, fut: asyncio.Future[Any]) -> None:
         thread_running = fut.cancelled() and task.in_thread and why != NO_REASON
+        if why == BY_TIMEOUT and thread_running and self._will_retry(task):
+            self._thread_finally(task, fut, retry=True)
+            return
+        if why != NO_REASON or fut.cancelled():
+            self._conclude(task, why, fut.cancelled(), None, None)
+        else:
+            error = fut.exception()
+            self._conclude(task, why, False, error, None if error is not None else fut.result())
+        if thread_running:
+            self._thread_finally(task, fut, retry=False)
+
+    def _conclude(
+        self, task: Task, why: int, cancelled: bool, error: BaseException | None, result: Any
+    ) -> None:
         if why == BY_TIMEOUT:
-            if thread_running and self._will_retry(task):
-                self._thread_finally(task, fut, retry=True)
-                return
             self._failed_attempt(task, None)
         elif why != NO_REASON:
             self._core.finish(task, CANCELLED, "stopped" if why == BY_STOP else "cancelled")
-        elif fut.cancelled():
+        elif cancelled:
             # CancelledError raised by the handler itself: a failure, not a cancellation.
             self._failed_attempt(task, asyncio.CancelledError())
-        elif (exc := fut.exception()) is not None:
-            self._failed_attempt(task, exc)
+        elif error is not None:
+            self._failed_attempt(task, error)
         else:
-            task.result = fut.result()
+            task.result = result
             self._core.finish(task, COMPLETED, None)
-        if thread_running:
-            self._thread_finally(task, fut, retry=False)
 
     def _thread_finally(self, task: Task, fut: asyncio.Future[Any], *, retry: bool) -> None:
         """Frees the worker of a thread run once its thread really returns."""
