@@ -5,6 +5,8 @@ and the runner then serves the next run with its cancel count reset."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from typing import Any
 
 import pytest
@@ -79,3 +81,34 @@ async def test_many_suspending_runs_hold_at_most_workers_runners() -> None:
             assert res.status == TaskStatus.COMPLETED, res.error
     assert peak == 3
     assert 1 <= len(tasks) <= 4  # runners are reused (one more at most: the pump's borrow)
+
+
+async def test_a_finished_task_in_a_cycle_is_collected() -> None:
+    """The native core keeps the tasks in its books out of the cycle collector's sight
+    (a burst of submits made every collection walk them) and hands them back to it when
+    they finish: a task whose handler refers back to it is still collected."""
+
+    class Marker:
+        pass
+
+    async with TaskScheduler() as s:
+        refs = []
+        for delay in (0.0, 30.0):
+            box: list[Any] = []
+
+            def handler(_t: Any, box: list[Any] = box) -> None:
+                box.append(None)
+
+            task = Task(type="c", handler=handler, delay=delay)
+            marker = Marker()
+            box.extend([task, marker])
+            refs.append(weakref.ref(marker))
+            tid = s.submit(task)
+            if delay:
+                assert s.cancel(tid)
+            res = await asyncio.wait_for(s.wait(tid), 30)
+            assert res.status == (TaskStatus.CANCELLED if delay else TaskStatus.COMPLETED)
+            assert gc.is_tracked(task)
+            del task, marker, box, handler
+        gc.collect()
+        assert [r() for r in refs] == [None, None]
