@@ -12,6 +12,11 @@ Per-hop breakdown from timestamps on one clock (same machine): `in` = client sen
 StackFlow round trip including the 5 ms model, `back` = handler end -> final frame at the
 client (ack + reply script, dispatcher BLPOP, gateway push, WebSocket out).
 
+Beside each rate, the CPU each process spent per completed task (from /proc, over the
+whole offer): a figure the machine's other load does not inflate the way it inflates
+latencies, and the share of a core each process got (on a loaded machine the path is
+bound by that share, not by its own CPU).
+
     .venv/bin/python benchmarks/bench_ai_path.py --rates 1000,5000,10000 --seconds 5
 """
 
@@ -36,7 +41,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests" / "support"))
 sys.path.insert(0, str(HERE))
 
-from bench_ai import pct, private_dir  # noqa: E402
+from bench_ai import cpu_seconds, pct, private_dir  # noqa: E402
 from helpers import free_port, running_redis  # noqa: E402
 
 SECRET = "bench-secret-0123456789abcdef"
@@ -178,7 +183,7 @@ def main() -> None:
         with (
             spawn(node_argv) as node,
             spawn(worker_argv) as worker,
-            spawn(gw_argv, {"MEETQ_GATEWAY_SECRET": SECRET}),
+            spawn(gw_argv, {"MEETQ_GATEWAY_SECRET": SECRET}) as gateway,
         ):
             wait_ready(node)
             wait_ready(worker)
@@ -194,8 +199,18 @@ def main() -> None:
                 "| in | pickup | zmq (5 ms model) | back |"
             )
             print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+            procs = {"node": node.pid, "ai worker": worker.pid, "gateway": gateway.pid}
+            if redis.proc is not None:
+                procs["redis"] = redis.proc.pid
+            procs["load generator"] = os.getpid()
+            cpu_rows = []
             for rate in (int(r) for r in args.rates.split(",")):
+                before = {k: cpu_seconds(pid) for k, pid in procs.items()}
+                began = time.perf_counter()
                 r = uvloop.run(offer(url, rate, args.seconds, args.conns))
+                span = time.perf_counter() - began
+                used = {k: cpu_seconds(pid) - before[k] for k, pid in procs.items()}
+                cpu_rows.append((rate, r["completed"], span, used))
                 h, h99 = r["hops"], r["hops_p99"]
                 cells = " | ".join(
                     f"{h[k]:.1f} / {h99[k]:.1f}" for k in ("in", "pickup", "zmq", "back")
@@ -207,6 +222,16 @@ def main() -> None:
                     flush=True,
                 )
             print("hop cells: p50 / p99 ms")
+            print()
+            print("| offered/s | " + " | ".join(f"{k} µs/task (core %)" for k in procs) + " |")
+            print("|---|" + "---|" * len(procs))
+            for rate, completed, span, used in cpu_rows:
+                cells = " | ".join(
+                    f"{used[k] * 1e6 / max(1, completed):,.0f} ({100 * used[k] / span:.0f}%)"
+                    for k in procs
+                )
+                print(f"| {rate:,} | {cells} |")
+            print("CPU cells: CPU per completed task (share of one core over the offer)")
 
 
 if __name__ == "__main__":

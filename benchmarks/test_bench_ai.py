@@ -26,7 +26,7 @@ pytest.importorskip("zmq")
         (
             "bench_ai_path.py",
             ["--rates", "50", "--seconds", "0.3", "--conns", "2", "--workers", "16"],
-            ["| offered/s |", "hop cells"],
+            ["| offered/s |", "hop cells", "CPU cells"],
         ),
     ],
 )
