@@ -6,11 +6,14 @@ import asyncio
 import random
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
+import orjson
 import pytest
 import zmq
 
 from meetq.ai import StackFlowClient, StackFlowNode, UnitNotFoundError
+from meetq.ai import protocol as p
 from meetq.ai.models import builtin
 
 
@@ -126,6 +129,46 @@ async def test_requests_of_one_loop_turn_are_batched_in_order(base_dir: Path) ->
         outputs = await asyncio.gather(*futures)
         assert outputs == ["".join(c).upper() for c in inputs]
         assert client._calls == {} and client._outbox == []
+
+
+async def test_published_requests_are_the_documented_bytes(base_dir: Path) -> None:
+    # A second subscriber on the work_id's inference XPUB sees exactly what the node gets:
+    # the frames built by concatenation must equal `inference_frame` byte for byte.
+    async with (
+        StackFlowClient(base_dir, call_timeout=30) as client,
+        StackFlowNode("llm", lambda s: s, base_dir),
+    ):
+        work_id = await client.setup("llm", "echo")
+        slot = client._registry.slots[work_id]  # type: ignore[union-attr]
+        sub = zmq.Context.instance().socket(zmq.SUB)
+        sub.setsockopt(zmq.LINGER, 0)
+        sub.setsockopt(zmq.SUBSCRIBE, b"")
+        sub.connect(slot.inference_url)
+        try:
+            while True:  # a SUB joins asynchronously: repeat until it sees a request
+                await client.infer(work_id, "warm")
+                if sub.poll(10):
+                    break
+            while sub.poll(100):
+                sub.recv()
+            stream, plain = "llm.utf-8.stream", "llm.utf-8"
+            cases: list[tuple[str | list[str], str | None, str, list[Any]]] = [
+                ('grüß "x"\n', None, stream, [p.chunk('grüß "x"\n', 0, True)]),
+                ("plain", plain, plain, ["plain"]),
+                (["a", "b"], None, stream, [p.chunk("a", 0, False), p.chunk("b", 1, True)]),
+                (["a", "b"], plain, plain, ["ab"]),
+            ]
+            for data, obj, fmt, bodies in cases:
+                await client.infer(work_id, data, object=obj)
+                frames = []
+                for _ in bodies:
+                    assert sub.poll(10_000), data
+                    frames.append(sub.recv())
+                rid = orjson.loads(frames[0])["request_id"]
+                want = [p.inference_frame(client.reply_url, rid, work_id, fmt, b) for b in bodies]
+                assert frames == want, data
+        finally:
+            sub.close()
 
 
 async def test_two_work_ids_and_two_units(base_dir: Path) -> None:

@@ -48,6 +48,7 @@ from meetq.ai.rpc import RpcCaller
 log = logging.getLogger(__name__)
 
 DEFAULT_FORMAT = "llm.utf-8.stream"
+_LONE_CHUNK_END = b',"index":0,"finish":true}}'  # ends a one-chunk stream request
 
 
 class StackFlowClient:
@@ -80,7 +81,7 @@ class StackFlowClient:
         self._callers: dict[str, RpcCaller] = {}
         self._inflight = InFlight()
         self._calls = self._inflight.calls  # request_id -> Call (the same dict, never rebound)
-        self._frame_parts: dict[tuple[str, str], tuple[bytes, bytes]] = {}
+        self._frame_parts: dict[tuple[str, str | None], tuple[bytes, bytes, bool]] = {}
         self._outbox: list[tuple[Slot, bytes, Call]] = []  # requests batched this turn
         self._flush_pending = False
         self._setups: dict[str, SetupRecord] = {}  # handle -> record
@@ -364,35 +365,33 @@ class StackFlowClient:
     ) -> None:
         """Registers the call under a new request_id, arms its deadline, publishes it."""
         live = slot.work_id
-        if obj is None:
-            record = self._by_live.get(live)
-            obj = record.request.get("input", DEFAULT_FORMAT) if record else DEFAULT_FORMAT
-        parts = self._frame_parts.get((live, obj))
+        parts = self._frame_parts.get((live, obj))  # obj None: the setup's input format
         if parts is None:
-            parts = self._frame_parts[(live, obj)] = p.inference_parts(self.reply_url, live, obj)
-        head, mid = parts
+            parts = self._parts(live, obj)
+        head, mid, stream = parts
         rid = self._new_id()
         call.work_id = live
         call.rid = rid
         self._calls[rid] = call
         self._inflight.arm(rid, deadline)
-        rid_b = rid.encode()
-        if p.is_stream(obj):
-            if isinstance(data, str):
-                frames = [head + rid_b + mid + orjson.dumps(p.chunk(data, 0, True)) + b"}"]
-            else:
-                chunks = list(data) or [""]
-                last = len(chunks) - 1
-                frames = [
-                    head + rid_b + mid + orjson.dumps(p.chunk(delta, i, i == last)) + b"}"
-                    for i, delta in enumerate(chunks)
-                ]
+        start = head + rid.encode() + mid
+        if isinstance(data, str):
+            # One frame; a lone stream chunk is `{"delta":...,"index":0,"finish":true}`.
+            body = orjson.dumps(data)
+            frames = [start + (b'{"delta":' + body + _LONE_CHUNK_END if stream else body + b"}")]
+        elif stream:
+            chunks = list(data) or [""]
+            last = len(chunks) - 1
+            frames = [
+                start + orjson.dumps(p.chunk(delta, i, i == last)) + b"}"
+                for i, delta in enumerate(chunks)
+            ]
         else:
-            text = data if isinstance(data, str) else "".join(data)
-            frames = [head + rid_b + mid + orjson.dumps(text) + b"}"]
+            frames = [start + orjson.dumps("".join(data)) + b"}"]
         if self._flush_pending:
             # More requests in this loop turn: they go out together at its end.
-            self._outbox.extend((slot, frame, call) for frame in frames)
+            for frame in frames:
+                self._outbox.append((slot, frame, call))
             return
         # The first request of a turn goes out at once (no latency added); the ones
         # that follow in the same turn are batched (one wake-up of libzmq's I/O thread).
@@ -407,6 +406,20 @@ class StackFlowClient:
         except zmq.ZMQError as exc:
             self._inflight.finish(call, None)
             raise NodeUnavailableError(f"{live}: {exc}") from exc
+
+    def _parts(self, live: str, obj: str | None) -> tuple[bytes, bytes, bool]:
+        """A work_id's request frame around its request_id and data (`obj` None: the
+        input format its setup asked for), and whether that format is streamed. Cached
+        per (work_id, obj), except a default not backed by a known setup."""
+        fmt = obj
+        if fmt is None:
+            record = self._by_live.get(live)
+            fmt = record.request.get("input", DEFAULT_FORMAT) if record else DEFAULT_FORMAT
+        head, mid = p.inference_parts(self.reply_url, live, fmt)
+        parts = (head, mid, p.is_stream(fmt))
+        if obj is not None or live in self._by_live:
+            self._frame_parts[(live, obj)] = parts
+        return parts
 
     def _flush(self) -> None:
         """Sends the requests batched in the last loop turn; a refused one fails its call."""
