@@ -101,6 +101,7 @@ async def offer(url: str, rate: int, seconds: float, conns: int) -> dict[str, An
     rows: list[tuple[float, float, dict[str, Any] | None, str]] = []
     total = int(rate * seconds)
     closed = 0  # requests not sent: their session had been closed by the gateway
+    first_error: list[str] = []
     done = asyncio.Event()
 
     async def reader(ws: Any) -> None:
@@ -116,6 +117,8 @@ async def offer(url: str, rate: int, seconds: float, conns: int) -> dict[str, An
                 continue
             data = frame.get("data") if isinstance(frame.get("data"), dict) else None
             rows.append((sent_at.pop(rid), now, data, frame.get("status", "")))
+            if frame.get("status") != "success" and not first_error:
+                first_error.append(str(frame)[:300])
             if len(rows) + closed >= total:
                 done.set()
 
@@ -165,6 +168,7 @@ async def offer(url: str, rate: int, seconds: float, conns: int) -> dict[str, An
         "errors": len(rows) - len(ok),
         "lost": total - len(rows),
         "not_sent": closed,
+        "first_error": first_error[0] if first_error else "",
         "statuses": dict(collections.Counter(r[3] for r in rows if r[3] != "success")),
         "achieved": len(ok) / elapsed,
         "p50": statistics.median(e2e) if e2e else float("nan"),
@@ -234,6 +238,7 @@ def main() -> None:
                 notes.append(
                     f"{rate:,}/s: errors by status {r['statuses'] or 'none'}; "
                     f"not sent (session closed by the gateway) {r['not_sent']}"
+                    + (f"; first error frame: {r['first_error']}" if r["first_error"] else "")
                 )
                 h, h99 = r["hops"], r["hops_p99"]
                 cells = " | ".join(
