@@ -39,7 +39,10 @@ pub fn is_awaitable(obj: &Bound<'_, PyAny>) -> bool {
     // SAFETY: ptr is a live object and its type outlives it; Py_am_await names a slot.
     unsafe {
         let tp = ffi::Py_TYPE(obj.as_ptr());
-        if coroutine.as_ref().map_or(false, |c| c.as_ptr().cast() == tp) {
+        if coroutine
+            .as_ref()
+            .map_or(false, |c| c.as_ptr().cast() == tp)
+        {
             return true;
         }
         !ffi::PyType_GetSlot(tp, ffi::Py_am_await).is_null()

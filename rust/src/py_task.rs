@@ -54,7 +54,9 @@ pub fn register_task_enums(
     statuses: &Bound<'_, PyTuple>,
 ) -> PyResult<()> {
     if statuses.len() != 6 {
-        return Err(pyo3::exceptions::PyValueError::new_err("six statuses expected"));
+        return Err(pyo3::exceptions::PyValueError::new_err(
+            "six statuses expected",
+        ));
     }
     let enums = Enums {
         normal,
@@ -234,7 +236,11 @@ unsafe fn vectorcall_new(
         }
         let call = ffi::PyType_Type.tp_call.expect("type has tp_call");
         let out = call(callable, tuple.as_ptr(), kwargs.as_ptr());
-        return if out.is_null() { Err(PyErr::fetch(py)) } else { Ok(out) };
+        return if out.is_null() {
+            Err(PyErr::fetch(py))
+        } else {
+            Ok(out)
+        };
     }
     if nargs > PARAMS.len() {
         return Err(PyTypeError::new_err(format!(

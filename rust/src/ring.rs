@@ -372,7 +372,10 @@ mod tests {
         for p in producers {
             p.join().unwrap();
         }
-        let mut all: Vec<u64> = consumers.into_iter().flat_map(|c| c.join().unwrap()).collect();
+        let mut all: Vec<u64> = consumers
+            .into_iter()
+            .flat_map(|c| c.join().unwrap())
+            .collect();
         all.sort_unstable();
         let mut expected: Vec<u64> = (0..4)
             .flat_map(|p| (0..10_000).map(move |i| p * 1_000_000 + i))
