@@ -28,10 +28,6 @@ from meetq._redis.keys import StreamKeys
 from meetq._redis.router import ClusterRouter
 
 
-def cluster_url(cluster: Cluster) -> str:
-    return "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in cluster.ports)
-
-
 def on_every_shard(cluster: Cluster, stem: str, slot_of: Any = key_slot) -> list[str]:
     """One name per master (`stem0`, `stem1`, ...), each hashing to a different shard."""
     found: dict[int, str] = {}
@@ -107,7 +103,7 @@ async def stop_all(*buses: RedisPubSubQueue | RedisStreamEventBus) -> None:
 
 async def test_router_groups_per_master_and_follows_ask_and_moved(cluster: Cluster) -> None:
     keys = on_every_shard(cluster, "meetq:router-")
-    router = ClusterRouter(cluster_url(cluster))
+    router = ClusterRouter(cluster.cluster_url)
     try:
         replies = await router.execute_many(
             [*(("SET", k, str(i)) for i, k in enumerate(keys)), *(("GET", k) for k in keys)]
@@ -136,7 +132,7 @@ async def test_router_groups_per_master_and_follows_ask_and_moved(cluster: Clust
 
 async def test_shard_channels_on_three_shards_are_delivered(cluster: Cluster) -> None:
     channels = on_every_shard(cluster, "room-")
-    ps = RedisPubSubQueue(cluster_url(cluster))
+    ps = RedisPubSubQueue(cluster.cluster_url)
     got: dict[str, list[int]] = {c: [] for c in channels}
     for channel in channels:
         ps.subscribe(channel, lambda m: got[m.channel].append(m.payload["i"]))
@@ -188,7 +184,7 @@ async def test_a_given_redis_cluster_client_for_pubsub(cluster: Cluster) -> None
 async def test_a_moved_slot_is_followed_by_its_shard_channel(cluster: Cluster) -> None:
     channel = "moving-room"
     slot = key_slot(channel)
-    ps = RedisPubSubQueue(cluster_url(cluster), retry_budget=60.0)
+    ps = RedisPubSubQueue(cluster.cluster_url, retry_budget=60.0)
     got: list[PubSubMessage] = []
     reconnected: list[PubSubMessage] = []
     ps.subscribe(channel, got.append)
@@ -209,7 +205,7 @@ async def test_a_silent_shard_is_caught_by_its_own_probe(cluster: Cluster) -> No
     """One master stops answering (CLIENT PAUSE): that shard's probe is not echoed, the
     subscription is dropped and re-subscribed once the shard answers again."""
     channels = on_every_shard(cluster, "quiet-room-")
-    ps = RedisPubSubQueue(cluster_url(cluster), probe_interval=0.3, probe_timeout=0.5)
+    ps = RedisPubSubQueue(cluster.cluster_url, probe_interval=0.3, probe_timeout=0.5)
     got: list[str] = []
     reconnected: list[PubSubMessage] = []
     for channel in channels:
@@ -226,7 +222,7 @@ async def test_a_silent_shard_is_caught_by_its_own_probe(cluster: Cluster) -> No
 async def test_pubsub_resumes_after_a_failover(cluster: Cluster) -> None:
     channels = on_every_shard(cluster, "fo-room-")
     victim = channels[0]
-    ps = RedisPubSubQueue(cluster_url(cluster), probe_interval=0.5, retry_budget=60.0)
+    ps = RedisPubSubQueue(cluster.cluster_url, probe_interval=0.5, retry_budget=60.0)
     got: dict[str, list[int]] = {c: [] for c in channels}
     reconnected: list[PubSubMessage] = []
     for channel in channels:
@@ -266,7 +262,7 @@ async def _consume_two_topics(
 
 async def test_streams_on_two_shards_two_consumers_one_group(cluster: Cluster) -> None:
     topics = on_every_shard(cluster, "topic-", topic_slot)[:2]
-    url = cluster_url(cluster)
+    url = cluster.cluster_url
     handled: dict[str, set[int]] = {t: set() for t in topics}
     publisher = RedisStreamEventBus(url, "publisher")
     buses = await _consume_two_topics(url, topics, "svc", handled)
@@ -294,7 +290,7 @@ async def test_streams_on_two_shards_two_consumers_one_group(cluster: Cluster) -
 async def test_streams_resume_after_a_failover(cluster: Cluster) -> None:
     topics = on_every_shard(cluster, "fo-topic-", topic_slot)[:2]
     victim = topics[0]
-    url = cluster_url(cluster)
+    url = cluster.cluster_url
     handled: dict[str, set[int]] = {t: set() for t in topics}
     publisher = RedisStreamEventBus(url, "publisher", retry_budget=60.0)
     buses = await _consume_two_topics(url, topics, "fo-svc", handled)
@@ -325,7 +321,7 @@ async def test_claims_and_dead_letters_are_routed_per_shard(cluster: Cluster) ->
     on each topic's master), and an event that keeps failing is dead-lettered beside its
     stream, on both shards."""
     topics = on_every_shard(cluster, "claim-topic-", topic_slot)[:2]
-    url = cluster_url(cluster)
+    url = cluster.cluster_url
     release = asyncio.Event()
     handled: set[tuple[str, int]] = set()
     started: list[StreamEvent] = []

@@ -32,10 +32,6 @@ from meetq._redis.keys import QueueKeys
 from meetq.gateway import ClientTaskManager, ClientTaskRequest
 
 
-def cluster_url(cluster: Cluster) -> str:
-    return "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in cluster.ports)
-
-
 def slot_of(queue: str) -> int:
     return key_slot(QueueKeys(queue).prefix)
 
@@ -79,7 +75,7 @@ def cluster() -> Iterator[Cluster]:
 
 
 async def test_results_come_back_from_services_on_three_shards(cluster: Cluster) -> None:
-    url = cluster_url(cluster)
+    url = cluster.cluster_url
     names = queues_on_every_shard(cluster, "svc-q")
     assert len({cluster.master_of(slot_of(q)) for q in names}) == 3
     workers = [worker(url, q) for q in names]
@@ -166,7 +162,7 @@ async def test_a_multi_whose_reply_is_lost_is_not_sent_again(cluster: Cluster) -
     """The dispatcher publishes with a MULTI of plain commands (RPUSH of the task ids): if
     the slot's connection resent it after a lost reply, an EXEC that did run would run
     twice. SlotConnection raises instead, and the dispatcher probes before resending."""
-    url = cluster_url(cluster)
+    url = cluster.cluster_url
     key = "meetq:{multi-q}:probe-list"
     conn = await SlotConnection.connect(url, key_slot(key), timeout=5.0, reply_timeout=0.2)
     check = await SlotConnection.connect(url, key_slot(key), timeout=5.0)
@@ -185,7 +181,7 @@ async def test_a_multi_whose_reply_is_lost_is_not_sent_again(cluster: Cluster) -
 
 async def test_timeout_when_no_worker(cluster: Cluster) -> None:
     queue = "unserved-q"
-    async with TaskDispatcher(cluster_url(cluster), routes=[route(queue)]) as d:
+    async with TaskDispatcher(cluster.cluster_url, routes=[route(queue)]) as d:
         final = await d.dispatch_and_wait(TaskRequest(type=f"echo-{queue}", timeout=0.5))
         assert final.status is TaskStatus.TIMEOUT
         _, status = await d.get_task_status(final.task_id)
@@ -194,7 +190,7 @@ async def test_timeout_when_no_worker(cluster: Cluster) -> None:
 
 
 async def test_failure_retries_then_goes_to_the_dlq(cluster: Cluster) -> None:
-    url = cluster_url(cluster)
+    url = cluster.cluster_url
     queue = queues_on_every_shard(cluster, "dlq-q")[1]
     w = worker(url, queue)
     await w.start()
@@ -218,7 +214,7 @@ async def test_failure_retries_then_goes_to_the_dlq(cluster: Cluster) -> None:
 async def test_cancel_of_a_running_task_reaches_its_worker(cluster: Cluster) -> None:
     """The cancel poke (PUBLISH from task_cancel.lua) reaches a worker on a cluster: the
     sweep is set far beyond the wait, so only the poke can stop the handler in time."""
-    url = cluster_url(cluster)
+    url = cluster.cluster_url
     queue = queues_on_every_shard(cluster, "cancel-q")[2]
     w = worker(url, queue, cancel_check_interval=60.0)
     await w.start()
@@ -248,7 +244,7 @@ async def test_cancel_of_a_running_task_reaches_its_worker(cluster: Cluster) -> 
 
 async def test_client_task_manager_session(cluster: Cluster) -> None:
     """The seed's default routes on a cluster: an ai.* client request through a session."""
-    url = cluster_url(cluster)
+    url = cluster.cluster_url
     ai = ServiceWorker(url, "ai-service", retry_backoff=0.01)
     ai.register_handler(
         TaskType.SPEECH_RECOGNITION, lambda req: {"text": req.payload["audio"], "u": req.user_id}
@@ -291,7 +287,7 @@ async def test_failover_of_a_busy_services_master() -> None:
     dispatching resumes without a restart, and every task resolves exactly once (completed,
     or failed/timeout with a reason)."""
     with running_cluster("--appendonly", "yes", "--appendfsync", "always") as cluster:
-        url = cluster_url(cluster)
+        url = cluster.cluster_url
         queue = "busy-q"
         slot = slot_of(queue)
         outcomes: collections.Counter[str] = collections.Counter()

@@ -18,10 +18,6 @@ from meetq._redis.cluster import key_slot
 from meetq._redis.keys import QueueKeys
 
 
-def cluster_url(cluster: Cluster) -> str:
-    return "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in cluster.ports)
-
-
 def names_on_every_shard(cluster: Cluster) -> list[str]:
     """One queue name per master, each owning a slot on a different shard."""
     found: dict[int, str] = {}
@@ -54,7 +50,7 @@ async def _serve(q: RedisMessageQueue, n: int) -> list[int]:
 async def test_queues_on_three_shards_each_serve_their_messages(cluster: Cluster) -> None:
     names = names_on_every_shard(cluster)
     results = await asyncio.gather(
-        *(_serve(RedisMessageQueue(cluster_url(cluster), name, workers=2), 300) for name in names)
+        *(_serve(RedisMessageQueue(cluster.cluster_url, name, workers=2), 300) for name in names)
     )
     for seen in results:
         assert sorted(seen) == list(range(300))
@@ -85,7 +81,7 @@ async def test_failover_of_a_busy_queue_loses_no_published_message() -> None:
     with running_cluster("--appendonly", "yes", "--appendfsync", "always") as cluster:
         name = "failover-q"
         slot = key_slot(QueueKeys(name).prefix)
-        url = cluster_url(cluster)
+        url = cluster.cluster_url
         seen: set[str] = set()
         worker = RedisMessageQueue(url, name, workers=2, visibility_timeout=5.0)
         worker.register_handler("t", lambda m: seen.add(m.id))

@@ -76,6 +76,11 @@ class Cluster:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.nodes[0].port}/0"
 
+    @property
+    def cluster_url(self) -> str:
+        """The `redis+cluster://` URL with every node as a seed."""
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in self.ports)
+
     def node_at(self, port: int) -> RedisServer:
         return next(n for n in self.nodes if n.port == port)
 

@@ -244,7 +244,7 @@ def await_ready(proc: subprocess.Popen[bytes], timeout: float = 60.0) -> list[st
     script's first line, asserts it is "ready ...", and returns the words after "ready"."""
     assert proc.stdout is not None
     readable, _, _ = select.select([proc.stdout], [], [], timeout)
-    assert readable, f"{proc.args} did not start within {timeout} s"
+    assert readable, f"{proc.args!r} did not start within {timeout} s"
     words = proc.stdout.readline().decode().split()
     assert words[:1] == ["ready"], (proc.args, words)
     return words[1:]
