@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import os
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -16,7 +15,15 @@ from typing import Any
 
 import pytest
 
-from helpers import async_wait_until, await_ready, reaped, redis_client, spawn_script
+from helpers import (
+    async_wait_until,
+    await_ready,
+    reaped,
+    redis_client,
+    spawn_script,
+    tcp_addrs,
+    until_disconnected,
+)
 from meetq import RedisStreamEventBus, StreamEvent
 from meetq._redis.keys import StreamKeys
 
@@ -64,12 +71,10 @@ async def test_sigkill_one_process_every_service_gets_everything(redis_url: str)
             producing = asyncio.ensure_future(produce())
             victim, victim_name = procs["media"][0]
             await async_wait_until(lambda: _count_by(r, "media", victim_name, 100), timeout=60)
-            victim_addrs = _tcp_addrs(victim.pid)
+            victim_addrs = tcp_addrs(victim.pid)
             victim.send_signal(signal.SIGKILL)
             await loop.run_in_executor(None, victim.wait, 10)
-            # an XACK the victim wrote just before dying is still executed by Redis, which
-            # drains a closed socket before dropping the client: snapshot after that
-            await async_wait_until(lambda: _clients_gone(r, victim_addrs), timeout=30)
+            await until_disconnected(r, victim_addrs)  # an XACK it wrote last may still run
             held = await r.xpending_range(stream, "media", "-", "+", 10_000, victim_name)
             held_at_kill = {h["message_id"].decode() for h in held}
             await asyncio.wait_for(producing, 120)
@@ -96,30 +101,6 @@ async def test_sigkill_one_process_every_service_gets_everything(redis_url: str)
             await async_wait_until(lambda: _consumer_gone(r, stream, victim_name), timeout=30)
             for service in SERVICES:
                 await async_wait_until(lambda s=service: _nothing_pending(r, stream, s), timeout=30)
-
-
-def _tcp_addrs(pid: int) -> set[str]:
-    """The local "ip:port" of every TCP socket of process `pid`, as CLIENT LIST's addr."""
-    fd_dir = Path(f"/proc/{pid}/fd")
-    inodes = set()
-    for fd in fd_dir.iterdir():
-        with contextlib.suppress(OSError):
-            target = os.readlink(fd)
-            if target.startswith("socket:["):
-                inodes.add(target[len("socket:[") : -1])
-    addrs = set()
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        if fields[9] in inodes:
-            ip_hex, port_hex = fields[1].split(":")
-            ip = ".".join(str(int(ip_hex[i : i + 2], 16)) for i in (6, 4, 2, 0))
-            addrs.add(f"{ip}:{int(port_hex, 16)}")
-    assert addrs, f"process {pid} has no TCP sockets"
-    return addrs
-
-
-async def _clients_gone(r: Any, addrs: set[str]) -> bool:
-    return not addrs & {c["addr"] for c in await r.client_list()}
 
 
 async def _count_by(r: Any, service: str, consumer: str, n: int) -> bool:

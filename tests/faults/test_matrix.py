@@ -37,7 +37,7 @@ import redis.asyncio
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from fault_workers import QueueCheck, RunLog, WorkerProcess, check_queue, read_log, worker_processes
-from helpers import RedisServer, async_wait_until, redis_client
+from helpers import RedisServer, async_wait_until, redis_client, tcp_addrs, until_disconnected
 from meetq import Message, RedisMessageQueue, ServiceRoute, TaskDispatcher, TaskRequest
 from meetq._redis.keys import QueueKeys
 from proxy import Proxy
@@ -254,8 +254,10 @@ async def _done(r: redis.asyncio.Redis, log_key: str, ids: list[str]) -> bool:
 
 async def _sigkill(ctx: Fault, r: redis.asyncio.Redis, name: str, log_key: str) -> None:
     victim = ctx.procs[0]
+    addrs = tcp_addrs(victim.pid)
     victim.signal(signal.SIGKILL)
     await asyncio.get_running_loop().run_in_executor(None, victim.kill)
+    await until_disconnected(r, addrs)  # its last log line or ack may still be executed
     ctx.may_rerun = await _finished_unacked(r, name, log_key, victim.pid)
 
 

@@ -13,7 +13,14 @@ from typing import Any
 import pytest
 import redis.asyncio
 
-from helpers import RedisServer, async_wait_until, redis_client, script_process
+from helpers import (
+    RedisServer,
+    async_wait_until,
+    redis_client,
+    script_process,
+    tcp_addrs,
+    until_disconnected,
+)
 from meetq import Message, RedisMessageQueue
 from meetq._redis.keys import QueueKeys
 from proxy import Proxy
@@ -43,8 +50,10 @@ async def test_sigkill_worker_loses_nothing(redis_url: str) -> None:
         loop = asyncio.get_running_loop()
         with worker_process(redis_url, name, done_key, 1.0) as proc:
             await async_wait_until(lambda: _llen_at_least(r, done_key, 100), timeout=30)
+            addrs = tcp_addrs(proc.pid)
             proc.send_signal(signal.SIGKILL)
             await loop.run_in_executor(None, proc.wait, 10)
+            await until_disconnected(r, addrs)  # what it wrote last may still be executed
         # what the dead worker held: its leases stay in `inflight` until they expire
         in_flight = {x.decode() for x in await r.zrange(QueueKeys(name).named("inflight"), 0, -1)}
         done_a = [x.decode() for x in await r.lrange(done_key, 0, -1)]

@@ -275,6 +275,37 @@ def script_process(script: Path, *args: str) -> Iterator[subprocess.Popen[bytes]
         yield proc
 
 
+def tcp_addrs(pid: int) -> set[str]:
+    """The local "ip:port" of every TCP socket of process `pid`, as CLIENT LIST's addr."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:[") : -1])
+    addrs = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[9] in inodes:
+            ip_hex, port_hex = fields[1].split(":")
+            ip = ".".join(str(int(ip_hex[i : i + 2], 16)) for i in (6, 4, 2, 0))
+            addrs.add(f"{ip}:{int(port_hex, 16)}")
+    assert addrs, f"process {pid} has no TCP sockets"
+    return addrs
+
+
+async def until_disconnected(r: Any, addrs: set[str], timeout: float = 30.0) -> None:
+    """Returns once the Redis server of client `r` has dropped every client at `addrs`
+    (`tcp_addrs` of a process, taken before killing it). Redis still executes what a
+    killed process wrote last (it drains a closed socket before dropping the client), so
+    a test that reads what the dead process left must wait for this first."""
+
+    async def gone() -> bool:
+        return not addrs & {c["addr"] for c in await r.client_list()}
+
+    await async_wait_until(gone, timeout=timeout)
+
+
 @contextlib.asynccontextmanager
 async def redis_client(url: str) -> AsyncIterator[Any]:
     """A redis-py asyncio client for inspecting Redis from a test, closed on exit."""
