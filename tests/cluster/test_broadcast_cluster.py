@@ -29,14 +29,7 @@ from meetq._redis.router import ClusterRouter
 
 
 def on_every_shard(cluster: Cluster, stem: str, slot_of: Any = key_slot) -> list[str]:
-    """One name per master (`stem0`, `stem1`, ...), each hashing to a different shard."""
-    found: dict[int, str] = {}
-    i = 0
-    while len(found) < 3:
-        name = f"{stem}{i}"
-        found.setdefault(cluster.master_of(slot_of(name)), name)
-        i += 1
-    return list(found.values())
+    return cluster.names_on_every_shard(stem, slot_of)
 
 
 def topic_slot(topic: str) -> int:

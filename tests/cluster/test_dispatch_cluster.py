@@ -37,14 +37,7 @@ def slot_of(queue: str) -> int:
 
 
 def queues_on_every_shard(cluster: Cluster, stem: str) -> list[str]:
-    """One queue name per master, each owning a slot on a different shard."""
-    found: dict[int, str] = {}
-    i = 0
-    while len(found) < 3:
-        name = f"{stem}{i}"
-        found.setdefault(cluster.master_of(slot_of(name)), name)
-        i += 1
-    return list(found.values())
+    return cluster.names_on_every_shard(stem, slot_of)
 
 
 def route(queue: str) -> ServiceRoute:

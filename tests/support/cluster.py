@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,6 +80,17 @@ class Cluster:
     def cluster_url(self) -> str:
         """The `redis+cluster://` URL with every node as a seed."""
         return "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in self.ports)
+
+    def names_on_every_shard(self, stem: str, slot_of: Callable[[str], int]) -> list[str]:
+        """One name per master (`stem0`, `stem1`, ...) whose slot (`slot_of(name)`) each
+        master owns: the test's queues, channels or topics spread over every shard."""
+        found: dict[int, str] = {}
+        i = 0
+        while len(found) < 3:  # the fixture's three masters
+            name = f"{stem}{i}"
+            found.setdefault(self.master_of(slot_of(name)), name)
+            i += 1
+        return list(found.values())
 
     def node_at(self, port: int) -> RedisServer:
         return next(n for n in self.nodes if n.port == port)
