@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -155,6 +155,34 @@ def _failure(outcome: str, exc: BaseException) -> str:
     return f"raised {type(exc).__name__}" if outcome in ("ok", "did not finish") else outcome
 
 
+@dataclass
+class Verdict:
+    outcome: str = "did not finish"
+    note: str = ""
+
+
+@contextlib.contextmanager
+def recorded(record: Record, component: str, case: str) -> Iterator[Verdict]:
+    """The case's row of the table, written whatever happens; the case passes only as "ok"."""
+    verdict = Verdict()
+    try:
+        yield verdict
+    except BaseException as exc:
+        verdict.outcome = _failure(verdict.outcome, exc)
+        raise
+    finally:
+        record(component, case, verdict.outcome, verdict.note)
+    assert verdict.outcome == "ok", verdict.outcome
+
+
+async def _stop_live(ctx: Fault) -> None:
+    """Every worker still alive stops cleanly (SIGTERM, exit code 0)."""
+    loop = asyncio.get_running_loop()
+    for p in ctx.live:
+        code = await loop.run_in_executor(None, p.stop)
+        assert code == 0, p.stderr()
+
+
 async def _quiet(call: Callable[[], Awaitable[Any]]) -> Any:
     """A poll that tolerates the test's own client meeting the fault (restart, promotion)."""
     try:
@@ -201,44 +229,32 @@ async def run_process_case(
     workers log what they ran to `log_url` (default `direct`, out of the fault's reach)."""
     name, log_key = f"m-{case}", f"m-{case}:log"
     cfg = {**WORKER_CONFIG, **config}
-    outcome = "did not finish"
-    note = ""
-    loop = asyncio.get_running_loop()
-    try:
-        with worker_processes(
-            worker_url, name, log_key, n=2, log_url=log_url or direct, **cfg
-        ) as procs:
-            ctx = Fault(procs, direct, **(fault_ctx or {}))
-            publisher = RedisMessageQueue(direct, name, retry_budget=30.0)
-            async with redis_client(direct) as r:
-                backlog = [Message(type="ok", payload={"sleep": 0.02}) for _ in range(BACKLOG)]
-                ids = await publisher.publish_batch(backlog)
-                await async_wait_until(lambda: _done_at_least(r, log_key, 40), timeout=30)
-                await fault(ctx, r, name, log_key)
-            await publisher.stop()
-            note = ctx.note
-            publisher = RedisMessageQueue(ctx.direct, name, retry_budget=30.0)
-            async with redis_client(ctx.direct) as r:
-                await async_wait_until(
-                    lambda: _quiet(lambda: _settled(r, name, ids, log_key)), timeout=40
-                )
-                probes = await publisher.publish_batch(
-                    [Message(type="ok", payload={"sleep": 0.05}) for _ in range(PROBES)]
-                )
-                await async_wait_until(lambda: _done(r, log_key, probes), timeout=60)
-                await async_wait_until(lambda: _settled(r, name, ids + probes, log_key), timeout=30)
-                outcome, judged = await _judge(r, name, ids, probes, log_key, ctx)
-                note = f"{note} {judged}".strip()
-            await publisher.stop()
-            for p in ctx.live:
-                code = await loop.run_in_executor(None, p.stop)
-                assert code == 0, p.stderr()
-    except BaseException as exc:
-        outcome = _failure(outcome, exc)
-        raise
-    finally:
-        record(COMPONENT, case, outcome, note)
-    assert outcome == "ok", outcome
+    with (
+        recorded(record, COMPONENT, case) as verdict,
+        worker_processes(worker_url, name, log_key, n=2, log_url=log_url or direct, **cfg) as procs,
+    ):
+        ctx = Fault(procs, direct, **(fault_ctx or {}))
+        publisher = RedisMessageQueue(direct, name, retry_budget=30.0)
+        async with redis_client(direct) as r:
+            backlog = [Message(type="ok", payload={"sleep": 0.02}) for _ in range(BACKLOG)]
+            ids = await publisher.publish_batch(backlog)
+            await async_wait_until(lambda: _done_at_least(r, log_key, 40), timeout=30)
+            await fault(ctx, r, name, log_key)
+        await publisher.stop()
+        publisher = RedisMessageQueue(ctx.direct, name, retry_budget=30.0)
+        async with redis_client(ctx.direct) as r:
+            await async_wait_until(
+                lambda: _quiet(lambda: _settled(r, name, ids, log_key)), timeout=40
+            )
+            probes = await publisher.publish_batch(
+                [Message(type="ok", payload={"sleep": 0.05}) for _ in range(PROBES)]
+            )
+            await async_wait_until(lambda: _done(r, log_key, probes), timeout=60)
+            await async_wait_until(lambda: _settled(r, name, ids + probes, log_key), timeout=30)
+            verdict.outcome, judged = await _judge(r, name, ids, probes, log_key, ctx)
+            verdict.note = f"{ctx.note} {judged}".strip()
+        await publisher.stop()
+        await _stop_live(ctx)
 
 
 async def _done_at_least(r: redis.asyncio.Redis, log_key: str, n: int) -> bool:
@@ -423,14 +439,12 @@ async def run_input_case(
     instances serve a burst of probes afterwards."""
     name, log_key = f"in-{case}", f"in-{case}:log"
     k = QueueKeys(name)
-    outcome = "did not finish"
-    async with redis_client(redis_url) as r:
-        queues = [
-            RedisMessageQueue(redis_url, name, **{**WORKER_CONFIG, **config}) for _ in range(2)
-        ]
-        for number, q in enumerate(queues, 1):
-            _register(q, r, log_key, number)
-        try:
+    queues = [RedisMessageQueue(redis_url, name, **{**WORKER_CONFIG, **config}) for _ in range(2)]
+    with recorded(record, COMPONENT, case) as verdict:
+        async with redis_client(redis_url) as r, contextlib.AsyncExitStack() as stopping:
+            for number, q in enumerate(queues, 1):
+                _register(q, r, log_key, number)
+                stopping.push_async_callback(q.stop)
             if spoil is not None:
                 await spoil(r, k)
             # DLQ entries a foreign client wrote carry no reason of ours
@@ -460,14 +474,7 @@ async def run_input_case(
             dead = {e.id: e.reason for e in await queues[0].dead_letters(100)}
             if len(dead) != expect_dead or not all(w for i, w in dead.items() if i not in foreign):
                 outcome = f"{outcome}; DLQ {dead}" if outcome != "ok" else f"DLQ {dead}"
-        except BaseException as exc:
-            outcome = _failure(outcome, exc)
-            raise
-        finally:
-            record(COMPONENT, case, outcome, "")
-            for q in queues:
-                await q.stop()
-    assert outcome == "ok", outcome
+            verdict.outcome = outcome
 
 
 async def _dlq_at_least(r: redis.asyncio.Redis, k: QueueKeys, n: int) -> bool:
@@ -633,54 +640,45 @@ async def run_dispatch_case(
     """A TaskDispatcher in this process, two ServiceWorker processes; `fault` strikes once
     40 tasks are done. Every task must end COMPLETED (its final response reaching the
     dispatcher once), besides the queue's own checks."""
-    component = "TaskDispatcher + ServiceWorker"
     queue, log_key = f"d-{case}", f"d-{case}:log"
     route = ServiceRoute(service_name="fault-service", queue_name=queue, task_types=["job"])
     cfg = {**WORKER_CONFIG, "service": "fault-service"}
     cfg.pop("retry_backoff")
-    outcome, note = "did not finish", ""
-    try:
-        with worker_processes(url, queue, log_key, n=2, log_url=url, **cfg) as procs:
-            ctx = Fault(procs, url)
-            finals: dict[str, Any] = {}
-            async with TaskDispatcher(url, routes=[route]) as d, redis_client(url) as r:
+    with (
+        recorded(record, "TaskDispatcher + ServiceWorker", case) as verdict,
+        worker_processes(url, queue, log_key, n=2, log_url=url, **cfg) as procs,
+    ):
+        ctx = Fault(procs, url)
+        finals: dict[str, Any] = {}
+        async with TaskDispatcher(url, routes=[route]) as d, redis_client(url) as r:
 
-                def final(resp: Any) -> None:
-                    finals.setdefault(resp.task_id, []).append(resp)
+            def final(resp: Any) -> None:
+                finals.setdefault(resp.task_id, []).append(resp)
 
-                async def dispatch(n: int, pause: float) -> list[str]:
-                    reqs = [
-                        TaskRequest(type="job", payload={"sleep": pause}, timeout=60)
-                        for _ in range(n)
-                    ]
-                    return [x.task_id for x in await d.dispatch_batch(reqs, final)]
+            async def dispatch(n: int, pause: float) -> list[str]:
+                reqs = [
+                    TaskRequest(type="job", payload={"sleep": pause}, timeout=60) for _ in range(n)
+                ]
+                return [x.task_id for x in await d.dispatch_batch(reqs, final)]
 
-                ids = await dispatch(DISPATCHED, 0.02)
-                await async_wait_until(lambda: _done_at_least(r, log_key, 40), timeout=30)
-                await fault(ctx, r, queue, log_key)
-                await async_wait_until(lambda: set(finals) >= set(ids), timeout=60)
-                probes = await dispatch(PROBES, 0.05)
-                await async_wait_until(lambda: set(finals) >= set(ids + probes), timeout=60)
-                await async_wait_until(lambda: _settled(r, queue, ids + probes, log_key), 30)
-                outcome, note = await _judge(r, queue, ids, probes, log_key, ctx)
-                bad = {
-                    t: [str(x.status) for x in v]
-                    for t, v in finals.items()
-                    if len(v) != 1 or str(v[0].status) != "completed"
-                }
-                if bad:
-                    extra = f"{len(bad)} tasks not completed once: {list(bad.items())[:3]}"
-                    outcome = extra if outcome == "ok" else f"{outcome}; {extra}"
-            loop = asyncio.get_running_loop()
-            for p in ctx.live:
-                code = await loop.run_in_executor(None, p.stop)
-                assert code == 0, p.stderr()
-    except BaseException as exc:
-        outcome = _failure(outcome, exc)
-        raise
-    finally:
-        record(component, case, outcome, note)
-    assert outcome == "ok", outcome
+            ids = await dispatch(DISPATCHED, 0.02)
+            await async_wait_until(lambda: _done_at_least(r, log_key, 40), timeout=30)
+            await fault(ctx, r, queue, log_key)
+            await async_wait_until(lambda: set(finals) >= set(ids), timeout=60)
+            probes = await dispatch(PROBES, 0.05)
+            await async_wait_until(lambda: set(finals) >= set(ids + probes), timeout=60)
+            await async_wait_until(lambda: _settled(r, queue, ids + probes, log_key), 30)
+            outcome, verdict.note = await _judge(r, queue, ids, probes, log_key, ctx)
+            bad = {
+                t: [str(x.status) for x in v]
+                for t, v in finals.items()
+                if len(v) != 1 or str(v[0].status) != "completed"
+            }
+            if bad:
+                extra = f"{len(bad)} tasks not completed once: {list(bad.items())[:3]}"
+                outcome = extra if outcome == "ok" else f"{outcome}; {extra}"
+            verdict.outcome = outcome
+        await _stop_live(ctx)
 
 
 @pytest.mark.slow
