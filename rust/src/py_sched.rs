@@ -23,9 +23,11 @@ use crate::wheel::Wheel;
 
 mod books;
 mod clock;
+mod first_step;
 
 use books::*;
 use clock::*;
+use first_step::{Runners, RunnersSlot};
 
 static CANCELLED_ERROR: GILOnceCell<Py<PyType>> = GILOnceCell::new();
 
@@ -62,6 +64,7 @@ pub struct SchedulerCore {
     books: Mutex<Books>,
     tasks: Py<PyDict>,
     shell: Shell,
+    runners: RunnersSlot,
     prefix: String,
     buffer_size: usize,
     workers: usize,
@@ -135,6 +138,7 @@ impl SchedulerCore {
                 start_thread,
                 failed,
             },
+            runners: Mutex::new(None),
             prefix,
             buffer_size,
             workers,
@@ -426,6 +430,26 @@ impl SchedulerCore {
         self.to_wheel(py, task, ms_ceil(py, backoff)?)
     }
 
+    /// The shell's runner pool (its loop, `idle` list and `hand_over`): from now on the
+    /// core takes async first steps itself where it can (`first_step.rs`).
+    fn use_runners(
+        &self,
+        loop_: PyObject,
+        idle: Py<PyList>,
+        hand_over: PyObject,
+    ) -> PyResult<()> {
+        let mut slot = self
+            .runners
+            .try_lock()
+            .map_err(|_| PyRuntimeError::new_err("runners busy"))?;
+        *slot = Some(Runners {
+            loop_,
+            idle,
+            hand_over,
+        });
+        Ok(())
+    }
+
     /// The scheduler starts running: arm the loop timer and start ready tasks.
     fn start(&self, py: Python<'_>) -> PyResult<()> {
         set(&self.running, true);
@@ -532,6 +556,13 @@ impl SchedulerCore {
             &s.failed,
         ] {
             visit.call(cb)?;
+        }
+        if let Ok(slot) = self.runners.try_lock() {
+            if let Some(r) = slot.as_ref() {
+                visit.call(&r.loop_)?;
+                visit.call(&r.idle)?;
+                visit.call(&r.hand_over)?;
+            }
         }
         if let Ok(b) = self.books.try_lock() {
             for t in b.wheel.items() {

@@ -117,12 +117,25 @@ class RunnerPool:
         except BaseException:
             idle.append(runner)
             raise
+        self.hand_over(runner, key, coro, yielded)
+        return runner, None
+
+    def hand_over(
+        self, runner: Runner, key: Any, coro: Coroutine[Any, Any, Any], yielded: Any
+    ) -> None:
+        """`runner` (taken from `idle`) took `coro`'s first step, which suspended with
+        `yielded`: it now runs the rest. (The native scheduler core takes first steps
+        itself, with `idle`, `runner.task` and `runner.context`, then calls this.)"""
         runner.job = (key, coro, yielded)
         wake = runner.wake
         if wake is not None:
             runner.wake = None
             wake.set_result(None)
-        return runner, None
+
+    @property
+    def idle(self) -> list[Runner]:
+        """The idle runners (the last one is borrowed next)."""
+        return self._idle
 
     def _new_runner(self) -> Runner:
         runner = Runner()

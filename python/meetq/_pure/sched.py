@@ -376,6 +376,10 @@ class SchedulerCore:
         self._retried += 1
         self._to_wheel(task, _ms_ceil(backoff))
 
+    def use_runners(self, loop: Any, idle: list[Any], hand_over: Callable[..., None]) -> None:
+        """The native core takes async first steps in the shell's runners itself; the pure
+        core leaves every first step to the shell's `start_async` (the same behaviour)."""
+
     def start(self) -> None:
         self.running = True
         self._arm_if_earlier(self._wheel.next_deadline())

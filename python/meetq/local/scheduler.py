@@ -233,7 +233,8 @@ class TaskScheduler:
         if self._core.closed:
             raise MeetqError("a stopped scheduler cannot be restarted")
         self._loop = asyncio.get_running_loop()
-        self._runners = RunnerPool(self._loop, self._ran, "meetq-task")
+        self._runners = runners = RunnerPool(self._loop, self._ran, "meetq-task")
+        self._core.use_runners(self._loop, runners.idle, runners.hand_over)
         self._core.start()
 
     async def stop(self, *, discard: bool = False, timeout: float | None = None) -> list[Task]:

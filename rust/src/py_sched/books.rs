@@ -14,6 +14,7 @@ use pyo3::sync::GILOnceCell;
 use pyo3::types::PyString;
 
 use super::clock::*;
+use super::first_step::{take_first_step, Step};
 use super::{get, is_failure, set, SchedulerCore};
 use crate::capi::is_awaitable;
 use crate::py_task::*;
@@ -323,12 +324,37 @@ impl SchedulerCore {
             }
             Ok(result) => {
                 if !result.is_none() && is_awaitable(&result) {
-                    self.shell.start_async.call1(py, (task, result))?;
-                    Ok(())
+                    self.start_async(py, task, result)
                 } else {
                     self.complete(py, task, result.unbind())
                 }
             }
+        }
+    }
+
+    /// A handler returned an awaitable: its first step runs natively where it can
+    /// (`first_step.rs`), else in the shell.
+    fn start_async(
+        &self,
+        py: Python<'_>,
+        task: &Bound<'_, Task>,
+        result: Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        match take_first_step(py, &self.runners, task.as_any(), &result)? {
+            Step::Declined => {
+                self.shell.start_async.call1(py, (task, result))?;
+                Ok(())
+            }
+            Step::Returned(value) => self.complete(py, task, value),
+            Step::Raised(err) => {
+                if !is_failure(py, &err)? {
+                    return Err(err);
+                }
+                // A handler's own CancelledError fails it too.
+                self.shell.failed.call1(py, (task, err.into_value(py)))?;
+                Ok(())
+            }
+            Step::Suspended(runner) => self.track(py, task, runner),
         }
     }
 
