@@ -15,7 +15,7 @@ use std::sync::Mutex;
 use pyo3::exceptions::{PyException, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
-use pyo3::types::{PyDict, PyList, PyString, PyType};
+use pyo3::types::{PyDict, PyList, PyType};
 use pyo3::{PyTraverseError, PyVisit};
 
 use crate::py_task::*;
@@ -24,10 +24,12 @@ use crate::wheel::Wheel;
 mod books;
 mod clock;
 mod first_step;
+mod ids;
 
 use books::*;
 use clock::*;
 use first_step::{Runners, RunnersSlot};
+use ids::Ids;
 
 static CANCELLED_ERROR: GILOnceCell<Py<PyType>> = GILOnceCell::new();
 
@@ -62,7 +64,7 @@ struct Shell {
 #[pyclass(frozen, module = "meetq._meetq_rs")]
 pub struct SchedulerCore {
     books: Mutex<Books>,
-    tasks: Py<PyDict>,
+    ids: Ids,
     shell: Shell,
     runners: RunnersSlot,
     prefix: String,
@@ -127,7 +129,7 @@ impl SchedulerCore {
                 retried: 0,
                 timer_at: NO_TIMER,
             }),
-            tasks: PyDict::new(py).unbind(),
+            ids: Ids::new(py),
             shell: Shell {
                 arm,
                 kick,
@@ -154,9 +156,8 @@ impl SchedulerCore {
 
     /// Queues `task` and returns its id (see `TaskScheduler.submit`).
     fn submit(&self, py: Python<'_>, task: &Bound<'_, Task>) -> PyResult<PyObject> {
-        let tasks = self.tasks.bind(py);
         let mut replacing: Option<Bound<'_, Finished>> = None;
-        let (tid, delay) = {
+        let (tid, seq, delay) = {
             let mut t = task.borrow_mut();
             let lane = t
                 .priority
@@ -171,12 +172,12 @@ impl SchedulerCore {
                 return Err(PyRuntimeError::new_err("task rejected"));
             }
             t.lane = lane.unwrap_or(1) as u8;
+            let mut seq = None;
             if !t.id.bind(py).is_truthy()? {
                 let n = self.next_id.fetch_add(1, Ordering::Relaxed);
-                t.id = PyString::new(py, &format!("{}{}", self.prefix, n))
-                    .into_any()
-                    .unbind();
-            } else if let Some(old) = tasks.get_item(&t.id)? {
+                t.id = self.id_of(py, n).into_any().unbind();
+                seq = Some(n);
+            } else if let Some(old) = self.table_get(py, t.id.bind(py))? {
                 let live = match old.downcast::<Task>() {
                     Ok(old) => old.borrow().where_ != DONE,
                     Err(_) => {
@@ -203,7 +204,11 @@ impl SchedulerCore {
                     delay = Some(d);
                 }
             }
-            (t.id.clone_ref(py), delay)
+            (t.id.clone_ref(py), seq, delay)
+        };
+        let put = |tid: &PyObject| match seq {
+            Some(n) => self.seq_set(n, task.as_any()),
+            None => self.table_set(py, tid.bind(py), task.as_any()),
         };
         let mark = |r: Option<Bound<'_, Finished>>| {
             if let Some(r) = r {
@@ -212,7 +217,7 @@ impl SchedulerCore {
         };
         if let Some(d) = delay {
             mark(replacing);
-            tasks.set_item(&tid, task)?;
+            put(&tid)?;
             self.to_wheel_counted(py, task, ms_ceil(py, d)?, true)?;
             untrack(task);
             return Ok(tid);
@@ -233,7 +238,7 @@ impl SchedulerCore {
             b.lanes[lane].push_back(task.clone().unbind());
         }
         mark(replacing);
-        tasks.set_item(&tid, task)?;
+        put(&tid)?;
         untrack(task);
         self.kick_inner(py)?;
         Ok(tid)
@@ -241,7 +246,7 @@ impl SchedulerCore {
 
     /// Cancels a waiting or running task; see `TaskScheduler.cancel`.
     fn cancel(&self, py: Python<'_>, task_id: &Bound<'_, PyAny>) -> PyResult<bool> {
-        let obj = match self.tasks.bind(py).get_item(task_id)? {
+        let obj = match self.table_get(py, task_id)? {
             Some(obj) => obj,
             None => return Ok(false),
         };
@@ -487,10 +492,31 @@ impl SchedulerCore {
         Ok(d)
     }
 
-    /// Every task by id: live ones, and finished ones until evicted.
+    /// The task (or finished task's record) of an id; None when unknown or forgotten.
+    fn lookup<'py>(
+        &self,
+        py: Python<'py>,
+        task_id: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        self.table_get(py, task_id)
+    }
+
+    /// Every task and finished record, in the order of `tasks`.
+    fn entries<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let values: Vec<Bound<'py, PyAny>> =
+            self.table_items(py)?.into_iter().map(|(_, v)| v).collect();
+        PyList::new(py, values)
+    }
+
+    /// A snapshot of the id table as a dict (the core's ids in number order, then the
+    /// others in insertion order), for tests and introspection.
     #[getter]
-    fn tasks(&self, py: Python<'_>) -> Py<PyDict> {
-        self.tasks.clone_ref(py)
+    fn tasks<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        for (k, v) in self.table_items(py)? {
+            d.set_item(k, v)?;
+        }
+        Ok(d)
     }
 
     /// The wheel ms the loop timer is armed for (inf when none).
@@ -543,7 +569,7 @@ impl SchedulerCore {
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        visit.call(&self.tasks)?;
+        self.ids.traverse(&visit)?;
         let s = &self.shell;
         for cb in [
             &s.arm,

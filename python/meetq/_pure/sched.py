@@ -376,6 +376,25 @@ class SchedulerCore:
         self._retried += 1
         self._to_wheel(task, _ms_ceil(backoff))
 
+    def lookup(self, task_id: Any) -> Task | FinishedTask | None:
+        """The task (or finished task's record) of an id; None when unknown or forgotten."""
+        return self.tasks.get(task_id)
+
+    def entries(self) -> list[Task | FinishedTask]:
+        """Every task and finished record in the native table's order: the ids this core
+        makes (prefix + number) by number, then the others in insertion order."""
+        numbered: list[tuple[int, Task | FinishedTask]] = []
+        others: list[Task | FinishedTask] = []
+        prefix = self._prefix
+        for tid, v in self.tasks.items():
+            digits = tid[len(prefix) :] if type(tid) is str and tid.startswith(prefix) else ""
+            if digits.isascii() and digits.isdigit() and digits[0] != "0" and len(digits) < 20:
+                numbered.append((int(digits), v))
+            else:
+                others.append(v)
+        numbered.sort(key=lambda nv: nv[0])
+        return [v for _, v in numbered] + others
+
     def use_runners(self, loop: Any, idle: list[Any], hand_over: Callable[..., None]) -> None:
         """The native core takes async first steps in the shell's runners itself; the pure
         core leaves every first step to the shell's `start_async` (the same behaviour)."""

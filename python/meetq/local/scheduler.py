@@ -153,8 +153,8 @@ class TaskScheduler:
             failed=self._failed_attempt,
         )
         # Every task by id: live ones, and finished ones until evicted (oldest first, by
-        # count and age); results are built from the finished Task on demand.
-        self._tasks: dict[str, Task | FinishedTask] = core.tasks
+        # count and age), in the core's id table; results are built from them on demand.
+        self._lookup: Callable[[str], Task | FinishedTask | None] = core.lookup
         # The hot paths are the core's own methods: no Python frame in between.
         self.submit: Callable[[Task], str] = core.submit  # type: ignore[method-assign]
         self.cancel: Callable[[str], bool] = core.cancel  # type: ignore[method-assign]
@@ -191,14 +191,14 @@ class TaskScheduler:
 
     def status(self, task_id: str) -> TaskStatus:
         """The task's current status; `TaskNotFoundError` for an unknown or forgotten id."""
-        task = self._tasks.get(task_id)
+        task = self._lookup(task_id)
         if task is None:
             raise TaskNotFoundError(task_id)
         return TaskStatus(task.status)
 
     async def wait(self, task_id: str) -> TaskResult:
         """Waits for the task to finish; `TaskNotFoundError` for an unknown id."""
-        task = self._tasks.get(task_id)
+        task = self._lookup(task_id)
         if task is None:
             raise TaskNotFoundError(task_id)
         if not isinstance(task, Task) or task._where == DONE:
@@ -249,7 +249,7 @@ class TaskScheduler:
         if core.closed:
             return []
         core.close()
-        dropped = [t for t in self._tasks.values() if isinstance(t, Task) and t._where == DELAYED]
+        dropped = [t for t in core.entries() if isinstance(t, Task) and t._where == DELAYED]
         for task in dropped:
             core.unqueue(task)
             core.finish(task, CANCELLED, "dropped by stop()")
@@ -292,7 +292,7 @@ class TaskScheduler:
     def _cancel_all_waiting(self) -> None:
         core = self._core
         waiting = [
-            t for t in self._tasks.values() if isinstance(t, Task) and t._where in (READY, OVERDUE)
+            t for t in core.entries() if isinstance(t, Task) and t._where in (READY, OVERDUE)
         ]
         for task in waiting:
             core.unqueue(task)
@@ -300,7 +300,7 @@ class TaskScheduler:
         core.clear_waiting()
 
     def _cancel_running(self) -> None:
-        for task in list(self._tasks.values()):
+        for task in self._core.entries():
             if isinstance(task, Task) and task._where == RUNNING and task._why == NO_REASON:
                 task._why = BY_STOP
                 if task._future is not None:

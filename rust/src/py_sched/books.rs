@@ -234,9 +234,8 @@ impl SchedulerCore {
             (record, t.waiters.is_some())
         };
         let record = Py::new(py, record)?;
-        let tasks = self.tasks.bind(py);
         // From now on the table holds the record, not the task.
-        tasks.set_item(&record.get().id, &record)?;
+        self.table_set(py, record.get().id.bind(py), record.bind(py).as_any())?;
         let mut evicted: Vec<Py<Finished>> = Vec::new();
         {
             let mut b = self.books()?;
@@ -268,7 +267,7 @@ impl SchedulerCore {
             let old = old.get();
             // Unless a newer task reused the id, the table still holds this record.
             if !old.replaced.load(Ordering::Relaxed) {
-                tasks.del_item(&old.id)?;
+                self.table_del(py, old.id.bind(py))?;
             }
         }
         if has_waiters || get(&self.watch_idle) {
