@@ -125,10 +125,11 @@ async def test_requests_of_one_loop_turn_are_batched_in_order(base_dir: Path) ->
         work_id = await client.setup("llm", "upper")
         inputs = [[f"{i}-a", f"{i}-b", f"{i}-c"] for i in range(300)]
         futures = [client.infer(work_id, chunks) for chunks in inputs]
-        assert len(client._outbox) == 3 * 299  # all but the first call wait for the flush
+        assert client._sender is not None
+        assert len(client._sender.outbox) == 3 * 299  # all but the first call wait for the flush
         outputs = await asyncio.gather(*futures)
         assert outputs == ["".join(c).upper() for c in inputs]
-        assert client._calls == {} and client._outbox == []
+        assert client._calls == {} and client._sender.outbox == []
 
 
 async def test_published_requests_are_the_documented_bytes(base_dir: Path) -> None:

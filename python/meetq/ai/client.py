@@ -24,7 +24,6 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import orjson
 import zmq
 
 from meetq._core.backoff import backoff
@@ -33,7 +32,6 @@ from meetq.ai import sockfiles
 from meetq.ai.calls import Call, InFlight, SetupRecord, ack_error
 from meetq.ai.errors import (
     ClientClosedError,
-    InferencePushError,
     NodeUnavailableError,
     ProtocolError,
     StackFlowError,
@@ -44,11 +42,9 @@ from meetq.ai.errors import (
 from meetq.ai.reactor import Reader, configure
 from meetq.ai.registry import Registry, Slot
 from meetq.ai.rpc import RpcCaller
+from meetq.ai.sender import DEFAULT_FORMAT, RequestSender
 
 log = logging.getLogger(__name__)
-
-DEFAULT_FORMAT = "llm.utf-8.stream"
-_LONE_CHUNK_END = b',"index":0,"finish":true}}'  # ends a one-chunk stream request
 
 
 class StackFlowClient:
@@ -81,9 +77,7 @@ class StackFlowClient:
         self._callers: dict[str, RpcCaller] = {}
         self._inflight = InFlight()
         self._calls = self._inflight.calls  # request_id -> Call (the same dict, never rebound)
-        self._frame_parts: dict[tuple[str, str | None], tuple[bytes, bytes, bool]] = {}
-        self._outbox: list[tuple[Slot, bytes, Call]] = []  # requests batched this turn
-        self._flush_pending = False
+        self._sender: RequestSender | None = None  # made when the client starts
         self._setups: dict[str, SetupRecord] = {}  # handle -> record
         self._by_live: dict[str, SetupRecord] = {}  # live work_id -> record
         self._ids = itertools.count()
@@ -115,6 +109,9 @@ class StackFlowClient:
                 self._ctx = None
             raise
         self._pull = Reader(pull, self._inflight.on_reply)
+        self._sender = RequestSender(
+            self._inflight, self.reply_url, self._by_live, self._new_id, self._loop
+        )
         self._started = True
 
     async def stop(self) -> None:
@@ -139,8 +136,8 @@ class StackFlowClient:
                     await record.resetup
         self._started = False
         self._inflight.close(ClientClosedError("client stopped"))
-        self._outbox.clear()
-        self._frame_parts.clear()
+        if self._sender is not None:
+            self._sender.clear()
         for caller in self._callers.values():
             caller.close()
         self._callers.clear()
@@ -303,7 +300,7 @@ class StackFlowClient:
         try:
             slot = self._slot(work_id)
             if slot.subscribed.is_set():
-                self._publish(call, slot, data, object, deadline)
+                self._request_sender().publish(call, slot, data, object, deadline)
                 return fut
         except StackFlowError as exc:
             fut.set_exception(exc)
@@ -316,7 +313,7 @@ class StackFlowClient:
         self, call: Call, slot: Slot, data: str | Iterable[str], obj: str | None, deadline: float
     ) -> str:
         await self._subscribed(slot, deadline)
-        self._publish(call, slot, data, obj, deadline)
+        self._request_sender().publish(call, slot, data, obj, deadline)
         assert call.fut is not None
         result: str = await call.fut
         return result
@@ -336,7 +333,7 @@ class StackFlowClient:
         slot = self._slot(work_id)
         if not slot.subscribed.is_set():
             await self._subscribed(slot, deadline)
-        self._publish(call, slot, data, object, deadline)
+        self._request_sender().publish(call, slot, data, object, deadline)
         try:
             while True:
                 while call.queue:
@@ -359,84 +356,6 @@ class StackFlowClient:
                 raise NodeUnavailableError(f"{work_id}: node gone, setting it up again")
             raise UnitNotFoundError(f"{work_id}: not set up by this client")
         return slot
-
-    def _publish(
-        self, call: Call, slot: Slot, data: str | Iterable[str], obj: str | None, deadline: float
-    ) -> None:
-        """Registers the call under a new request_id, arms its deadline, publishes it."""
-        live = slot.work_id
-        parts = self._frame_parts.get((live, obj))  # obj None: the setup's input format
-        if parts is None:
-            parts = self._parts(live, obj)
-        head, mid, stream = parts
-        rid = self._new_id()
-        call.work_id = live
-        call.rid = rid
-        self._calls[rid] = call
-        self._inflight.arm(rid, deadline)
-        start = head + rid.encode() + mid
-        if isinstance(data, str):
-            # One frame; a lone stream chunk is `{"delta":...,"index":0,"finish":true}`.
-            body = orjson.dumps(data)
-            frames = [start + (b'{"delta":' + body + _LONE_CHUNK_END if stream else body + b"}")]
-        elif stream:
-            chunks = list(data) or [""]
-            last = len(chunks) - 1
-            frames = [
-                start + orjson.dumps(p.chunk(delta, i, i == last)) + b"}"
-                for i, delta in enumerate(chunks)
-            ]
-        else:
-            frames = [start + orjson.dumps("".join(data)) + b"}"]
-        if self._flush_pending:
-            # More requests in this loop turn: they go out together at its end.
-            for frame in frames:
-                self._outbox.append((slot, frame, call))
-            return
-        # The first request of a turn goes out at once (no latency added); the ones
-        # that follow in the same turn are batched (one wake-up of libzmq's I/O thread).
-        self._flush_pending = True
-        self._running().call_soon(self._flush)
-        try:
-            for frame in frames:
-                slot.publish(frame)
-        except zmq.Again:
-            self._inflight.finish(call, None)
-            raise InferencePushError(f"{live}: request queue towards the node is full") from None
-        except zmq.ZMQError as exc:
-            self._inflight.finish(call, None)
-            raise NodeUnavailableError(f"{live}: {exc}") from exc
-
-    def _parts(self, live: str, obj: str | None) -> tuple[bytes, bytes, bool]:
-        """A work_id's request frame around its request_id and data (`obj` None: the
-        input format its setup asked for), and whether that format is streamed. Cached
-        per (work_id, obj), except a default not backed by a known setup."""
-        fmt = obj
-        if fmt is None:
-            record = self._by_live.get(live)
-            fmt = record.request.get("input", DEFAULT_FORMAT) if record else DEFAULT_FORMAT
-        head, mid = p.inference_parts(self.reply_url, live, fmt)
-        parts = (head, mid, p.is_stream(fmt))
-        if obj is not None or live in self._by_live:
-            self._frame_parts[(live, obj)] = parts
-        return parts
-
-    def _flush(self) -> None:
-        """Sends the requests batched in the last loop turn; a refused one fails its call."""
-        self._flush_pending = False
-        out, self._outbox = self._outbox, []
-        calls = self._calls
-        for slot, frame, call in out:
-            if calls.get(call.rid) is not call:
-                continue  # already failed, timed out or abandoned
-            try:
-                slot.publish(frame)
-            except zmq.Again:
-                self._inflight.finish(
-                    call, InferencePushError(f"{slot.work_id}: request queue is full")
-                )
-            except zmq.ZMQError as exc:
-                self._inflight.finish(call, NodeUnavailableError(f"{slot.work_id}: {exc}"))
 
     # --- node loss and re-setup ------------------------------------------------------
 
@@ -509,6 +428,11 @@ class StackFlowClient:
             url = sockfiles.ipc_url(self.base_dir / f"rpc.{unit}")
             caller = self._callers[unit] = RpcCaller(self._ctx, url)
         return caller
+
+    def _request_sender(self) -> RequestSender:
+        if not self._started or self._sender is None:
+            raise ClientClosedError("client is not started")
+        return self._sender
 
     def _running(self) -> asyncio.AbstractEventLoop:
         if not self._started or self._loop is None:
