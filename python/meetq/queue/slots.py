@@ -70,7 +70,8 @@ class Slots:
         self.buffers: tuple[deque[tuple[Message, str, Pending]], ...] = tuple(
             deque() for _ in range(4)
         )
-        self._work_fut: asyncio.Future[None] | None = None
+        self._idle: deque[asyncio.Future[None]] = deque()
+        """One future per idle worker: a delivery wakes as many as it queued, not all."""
 
     @property
     def queued(self) -> int:
@@ -78,9 +79,15 @@ class Slots:
         return sum(len(b) for b in self.buffers)
 
     def wake(self) -> None:
-        fut = self._work_fut
-        if fut is not None and not fut.done():
-            fut.set_result(None)
+        """Wakes one idle worker per queued message (every one once stopping): waking all
+        of them per delivery cost each idle worker a loop round per message."""
+        idle = self._idle
+        n = len(idle) if self.stopping else self.queued
+        while idle and n > 0:
+            fut = idle.pop()  # the most recently idle: its frames are still warm
+            if not fut.done():  # a worker cancelled while idle left its future behind
+                fut.set_result(None)
+                n -= 1
 
     def take_unstarted(self) -> list[tuple[str, str]]:
         """Empties the buffers (stop): the (id, token) pairs to hand back. They leave the
@@ -229,9 +236,8 @@ class Slots:
                     msg, token, pending = buffer.popleft()
                     break
             else:
-                fut = self._work_fut
-                if fut is None or fut.done():
-                    fut = self._work_fut = loop.create_future()
+                fut = loop.create_future()
+                self._idle.append(fut)
                 await fut
                 turn_ends = time.monotonic() + INLINE_BUDGET
                 continue
