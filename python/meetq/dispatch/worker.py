@@ -25,7 +25,7 @@ from typing import Any
 import redis.asyncio
 
 from meetq._core.backoff import backoff
-from meetq._core.eager import ASYNC, handler_kind, start_eager
+from meetq._core.eager import ASYNC, handler_kind
 from meetq._redis.cluster import key_slot, master_url
 from meetq._redis.keys import QueueKeys
 from meetq.dispatch.types import TaskRequest, default_routes
@@ -92,17 +92,19 @@ class ServiceWorker:
 
         async def run(msg: Message) -> Any:
             req = _request(msg)
-            # its own task (cancel_task cancels it, not the queue's run), its first step
-            # inside it, so an asyncio.timeout() there is the handler's
-            task, result = start_eager(fn(req))
-            if task is None:
-                return result
+            # The queue's runner already runs this in a task of its own per run (started
+            # eagerly, so an asyncio.timeout() in the handler is the handler's):
+            # cancel_task cancels that task, and the cancellation it asked for is taken
+            # back here (uncancel), so only a stop's cancellation propagates. No second
+            # task per run.
+            task = asyncio.current_task()
+            if task is None:  # not under the runner (never on the queue's path)
+                return await fn(req)
             running[req.id] = task
             try:
-                return await task
+                return await fn(req)
             except asyncio.CancelledError:
-                current = asyncio.current_task()
-                if req.id in cancelling and not (current and current.cancelling()):
+                if req.id in cancelling and task.uncancel() == 0:
                     return None  # cancel_task: the status is already CANCELLED
                 raise
             finally:
