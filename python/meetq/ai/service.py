@@ -126,14 +126,14 @@ class AIService:
         self.worker = ServiceWorker(
             redis_or_url, service_name, queue_name=queue_name, workers=workers, **worker_options
         )
-        for task_type in self.routes:
-            self.worker.register_handler(task_type, self._handler(task_type))
         self._targets: dict[tuple[Any, ...], list[_Target]] = {}
         self._own_clients: list[StackFlowClient] = []
         self.completed = 0
         self.failed = 0
         # the last LATENCY_WINDOW successful runs per task type, node round trip included
         self._latency: dict[str, collections.deque[float]] = {}
+        for task_type in self.routes:
+            self.worker.register_handler(task_type, self._handler(task_type))
 
     async def start(self) -> None:
         """Starts the worker, and the clients not started yet (those it also stops)."""
@@ -169,8 +169,8 @@ class AIService:
                 for key, targets in self._targets.items()
             },
             # per task type over its last LATENCY_WINDOW runs (gauges on /metrics)
-            "latency_p50_seconds": {t: _quantile(w, 0.5) for t, w in self._latency.items()},
-            "latency_p99_seconds": {t: _quantile(w, 0.99) for t, w in self._latency.items()},
+            "latency_p50_seconds": {t: _quantile(w, 0.5) for t, w in self._latency.items() if w},
+            "latency_p99_seconds": {t: _quantile(w, 0.99) for t, w in self._latency.items() if w},
             # node health, per set-up model and host (the dashboard's AI card shows it)
             "nodes": {
                 f"{'/'.join(map(str, key[:2]))} #{i}": (
@@ -188,85 +188,116 @@ class AIService:
     # --- the task handler ---------------------------------------------------------
 
     def _handler(self, task_type: str) -> Callable[[TaskRequest], Awaitable[dict[str, Any]]]:
+        """The task type's handler: one coroutine per task, no other task, future or
+        timer of its own (the node call is a future; the work_id pick is synchronous once
+        a node is ready)."""
         route = self.routes[task_type]
+        inputs, setup_keys, json_output = route.inputs, route.setup_keys, route.json_output
+        plain_key = self._key(route, {})  # the targets of a task without setup options
+        window = self._latency[task_type] = collections.deque(maxlen=LATENCY_WINDOW)
+        monotonic = time.monotonic
 
         async def run(request: TaskRequest) -> dict[str, Any]:
-            started = time.monotonic()
+            started = monotonic()
+            payload = request.payload
             try:
-                result = await self._run(route, request)
+                data: Any = None
+                for name in inputs:
+                    if name in payload:
+                        data = payload[name]
+                        break
+                if isinstance(data, list):
+                    data = [str(x) for x in data]
+                elif not isinstance(data, str):
+                    raise StackFlowError(f"payload needs one of {', '.join(inputs)}", -24)
+                if setup_keys:
+                    options = {k: payload[k] for k in setup_keys if k in payload}
+                    key = self._key(route, options) if options else plain_key
+                else:
+                    options, key = {}, plain_key
+                timeout = request.timeout if request.timeout and request.timeout > 0 else None
+                picked_up = time.time() if self.timing else 0.0
+                target = self._ready(key)
+                if target is None:
+                    target = await self._pick(key, route, options, timeout)
+                work_id = target.work_id
+                assert work_id is not None
+                target.inflight += 1
+                sent = time.perf_counter()
+                try:
+                    output = await target.client.infer(work_id, data, timeout=timeout)
+                except UnitNotFoundError:
+                    target.work_id = None  # the client forgot it: set up again next task
+                    raise
+                finally:
+                    target.inflight -= 1
+                result: dict[str, Any]
+                if json_output:
+                    value = orjson.loads(output)
+                    result = value if isinstance(value, dict) else {"value": value}
+                else:
+                    result = {"text": output}
             except Exception as exc:
                 self.failed += 1
-                await self._emit(
-                    events.AI_TASK_FAILED,
-                    {"task_id": request.id, "type": task_type, "error": str(exc)},
-                )
+                if self.on_event is not None:
+                    await self._emit(
+                        events.AI_TASK_FAILED,
+                        {"task_id": request.id, "type": task_type, "error": str(exc)},
+                    )
                 raise
             self.completed += 1
-            took = time.monotonic() - started
-            window = self._latency.get(task_type)
-            if window is None:
-                window = self._latency[task_type] = collections.deque(maxlen=LATENCY_WINDOW)
+            took = monotonic() - started
             window.append(took)
-            await self._emit(
-                events.AI_TASK_COMPLETED,
-                {
-                    "task_id": request.id,
-                    "type": task_type,
-                    "duration": took,
-                },
-            )
+            if self.timing:
+                result["timing"] = {
+                    "created_at": request.created_at,
+                    "picked_up": picked_up,
+                    "infer_s": time.perf_counter() - sent,
+                    "done": time.time(),
+                }
+            if self.on_event is not None:
+                await self._emit(
+                    events.AI_TASK_COMPLETED,
+                    {"task_id": request.id, "type": task_type, "duration": took},
+                )
             return result
 
         return run
 
-    async def _run(self, route: ModelRoute, request: TaskRequest) -> dict[str, Any]:
-        payload = request.payload
-        data = next((payload[k] for k in route.inputs if k in payload), None)
-        if isinstance(data, list):
-            data = [str(x) for x in data]
-        elif not isinstance(data, str):
-            raise StackFlowError(f"payload needs one of {', '.join(route.inputs)}", -24)
-        options = {k: payload[k] for k in route.setup_keys if k in payload}
-        timeout = request.timeout if request.timeout and request.timeout > 0 else None
-        picked_up = time.time()
-        target = await self._pick(route, options, timeout)
-        assert target.work_id is not None
-        target.inflight += 1
-        sent = time.perf_counter()
-        try:
-            output = await target.client.infer(target.work_id, data, timeout=timeout)
-        except UnitNotFoundError:
-            target.work_id = None  # the client forgot it: set up again on the next task
-            raise
-        finally:
-            target.inflight -= 1
-        result: dict[str, Any]
-        if route.json_output:
-            value = orjson.loads(output)
-            result = value if isinstance(value, dict) else {"value": value}
-        else:
-            result = {"text": output}
-        if self.timing:
-            result["timing"] = {
-                "created_at": request.created_at,
-                "picked_up": picked_up,
-                "infer_s": time.perf_counter() - sent,
-                "done": time.time(),
-            }
-        return result
-
     # --- work_ids -------------------------------------------------------------------
 
+    @staticmethod
+    def _key(route: ModelRoute, options: dict[str, Any]) -> tuple[Any, ...]:
+        return (route.unit, route.model, orjson.dumps(options, option=orjson.OPT_SORT_KEYS))
+
+    def _ready(self, key: tuple[Any, ...]) -> _Target | None:
+        """The ready target with the fewest requests in flight, if any (the hot path)."""
+        best: _Target | None = None
+        for target in self._targets.get(key, ()):
+            work_id = target.work_id
+            if (
+                (best is None or target.inflight < best.inflight)
+                and work_id is not None
+                and target.client.available(work_id)
+            ):
+                best = target
+        return best
+
     async def _pick(
-        self, route: ModelRoute, options: dict[str, Any], timeout: float | None
+        self,
+        key: tuple[Any, ...],
+        route: ModelRoute,
+        options: dict[str, Any],
+        timeout: float | None,
     ) -> _Target:
-        key = (route.unit, route.model, orjson.dumps(options, option=orjson.OPT_SORT_KEYS))
+        """A target once one is ready: sets the (unit, model, options) up where needed,
+        waits for a node coming back."""
         targets = self._targets.get(key)
         if targets is None:
             targets = self._targets[key] = [_Target(c) for c in self.clients]
-        ready = [t for t in targets if t.work_id is not None and t.client.available(t.work_id)]
-        if ready:
-            return min(ready, key=lambda t: t.inflight)
+        ready = self._ready(key)
+        if ready is not None:
+            return ready
         now = time.monotonic()
         waits: list[asyncio.Future[Any]] = []
         for target in targets:
@@ -285,9 +316,9 @@ class AIService:
         done, _ = await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         for fut in waits:
             fut.cancel()  # availability waits end here; set-ups go on for the next task
-        ready = [t for t in targets if t.work_id is not None and t.client.available(t.work_id)]
-        if ready:
-            return min(ready, key=lambda t: t.inflight)
+        ready = self._ready(key)
+        if ready is not None:
+            return ready
         errors = [f.exception() for f in done if not f.cancelled()]
         raise next((e for e in errors if e is not None), None) or NodeUnavailableError(
             f"no node could set up {route.unit}/{route.model}"
