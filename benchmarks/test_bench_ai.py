@@ -28,6 +28,11 @@ pytest.importorskip("zmq")
             ["--rates", "50", "--seconds", "0.3", "--conns", "2", "--workers", "16"],
             ["| offered/s |", "hop cells", "CPU cells"],
         ),
+        (
+            "bench_ai_worker.py",
+            ["--rates", "50", "--seconds", "0.3", "--workers", "16"],
+            ["| offered/s |", "CPU cells"],
+        ),
     ],
 )
 def test_script_runs(script: str, args: list[str], expect: list[str]) -> None:

@@ -8,11 +8,11 @@ each to a plain callback. A burst of N replies thus costs one wake-up and N recv
 libzmq's FD is edge-triggered: it signals a change of the socket's event state, and any
 call that processes the socket's commands (a send, `getsockopt(EVENTS)`) may consume that
 edge. So after sending on a socket that also receives, `after_send()` checks `EVENTS` and
-schedules a drain if input is already waiting; and each drain runs until `zmq.Again`,
-which re-arms the edge. A drain stops after `batch` messages and reschedules itself, so
-one busy socket cannot starve the loop. `on_drained` runs after each drain: the node
-sends the replies of a whole batch there, back to back, so libzmq's I/O thread is woken
-once per batch instead of once per frame.
+schedules a drain if input is already waiting; and each drain runs until `EVENTS` shows
+no input or `recv` raises `zmq.Again`, either of which re-arms the edge. A drain stops
+after `batch` messages and reschedules itself, so one busy socket cannot starve the loop.
+`on_drained` runs after each drain: the node sends the replies of a whole batch there,
+back to back, so libzmq's I/O thread is woken once per batch instead of once per frame.
 """
 
 from __future__ import annotations
@@ -27,6 +27,11 @@ import zmq
 log = logging.getLogger(__name__)
 
 BATCH = 256
+
+send_frame = zmq.backend.Socket.send
+"""`send_frame(sock, frame, zmq.NOBLOCK)`: libzmq's send without pyzmq's Python-level
+`Socket.send` wrapper (routing_id/group/track handling) in front of it, for the per-message
+paths."""
 
 
 class Reader:
@@ -92,11 +97,18 @@ class Reader:
                     log.exception("drain callback failed on %s", self.sock)
 
     def _drain_batch(self) -> bool:
-        """Receives up to `batch` messages; True if the batch was full (more may wait)."""
+        """Receives up to `batch` messages; True if the batch was full (more may wait).
+
+        After the first message, one `EVENTS` read says whether a second is waiting: a
+        lone message (a sequential round trip) then ends its drain without the failed
+        `recv`, whose `zmq.Again` costs twice that read; a burst goes on with `recv`
+        until `Again`. Either way the FD's edge is re-armed."""
         sock = self.sock
         recv = sock.recv_multipart if self._multipart else sock.recv
         on_message = self._on_message
-        for _ in range(self._batch):
+        for i in range(self._batch):
+            if i == 1 and not int(sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+                return False
             try:
                 msg = recv(zmq.NOBLOCK)
             except zmq.Again:

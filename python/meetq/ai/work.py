@@ -27,7 +27,7 @@ import zmq
 from meetq.ai import protocol as p
 from meetq.ai import sockfiles
 from meetq.ai.models.base import ModelFn
-from meetq.ai.reactor import Reader, configure
+from meetq.ai.reactor import Reader, configure, send_frame
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class Replier:
                 return False
             self._socks[url] = sock
         try:
-            sock.send(frame, zmq.NOBLOCK)
+            send_frame(sock, frame, zmq.NOBLOCK)
         except zmq.Again:
             log.warning("reply queue to %s full (peer gone?); reply dropped", url)
             return False
@@ -118,6 +118,7 @@ class Work:
             raise
         # Replies made while a batch of requests is drained go out together at its end.
         self._draining = False
+        self._first = True  # the next request is the first of its batch
         self._out: list[tuple[str, bytes]] = []
         self._reader = Reader(sub, self._on_request, on_drained=self._flush)
 
@@ -140,7 +141,16 @@ class Work:
         self._send(url, p.error_frame(rid, self.work_id, code, message))
 
     def _on_request(self, frame: bytes) -> None:
+        """One request of a drained batch. The replies of the batch's first request go
+        out at once (a lone request waits for nothing: not for the drain's last, empty
+        recv); those of the requests after it wait for the end of the batch."""
         self._draining = True
+        self._handle_request(frame)
+        if self._first:
+            self._first = False
+            self._send_out()
+
+    def _handle_request(self, frame: bytes) -> None:
         try:
             msg = orjson.loads(frame)
         except orjson.JSONDecodeError:
@@ -280,16 +290,21 @@ class Work:
         self.replier.send(url, frame)
         if self.enoutput and self.listeners:
             try:
-                self.pub.send(frame, zmq.NOBLOCK)
+                send_frame(self.pub, frame, zmq.NOBLOCK)
             except zmq.ZMQError as exc:
                 log.debug("output mirror of %s: %s", self.work_id, exc)
 
     def _flush(self) -> None:
         """End of a drained batch: its replies, in order, back to back."""
         self._draining = False
-        out, self._out = self._out, []
-        for url, frame in out:
-            self._send_now(url, frame)
+        self._first = True
+        self._send_out()
+
+    def _send_out(self) -> None:
+        if self._out:
+            out, self._out = self._out, []
+            for url, frame in out:
+                self._send_now(url, frame)
 
 
 async def _drive(work: Work, url: str, rid: str, out: Any) -> None:
