@@ -6,6 +6,7 @@ finishes and prints its result lines is checked, never a number.
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 HERE = Path(__file__).resolve().parent
+AI = pytest.mark.skipif(importlib.util.find_spec("zmq") is None, reason="needs meetq[ai]")
 
 
 @pytest.mark.parametrize(
@@ -48,6 +50,30 @@ HERE = Path(__file__).resolve().parent
             "bench_cluster.py",
             ["--broadcast", "--messages", "600", "--rounds", "1"],
             ["Pub/Sub publish + fan-out", "Streams publish + consume", "cluster / single"],
+        ),
+        pytest.param(
+            "bench_ai.py",
+            ["--only", "a", "--n", "50", "--burst", "200", "--window", "50"],
+            ["raw pyzmq floor", "meetq client+node", "ratio p50 ours/raw"],
+            marks=AI,
+        ),
+        pytest.param(
+            "bench_ai.py",
+            ["--only", "c", "--model-n", "1"],
+            ["asr (PocketSphinx", "sentiment"],
+            marks=AI,
+        ),
+        pytest.param(
+            "bench_ai_path.py",
+            ["--rates", "50", "--seconds", "0.3", "--conns", "2", "--workers", "16"],
+            ["| offered/s |", "hop cells", "CPU cells"],
+            marks=AI,
+        ),
+        pytest.param(
+            "bench_ai_worker.py",
+            ["--rates", "50", "--seconds", "0.3", "--workers", "16"],
+            ["| offered/s |", "CPU cells"],
+            marks=AI,
         ),
     ],
 )
