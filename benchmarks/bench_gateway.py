@@ -88,6 +88,7 @@ def measure(
     ttype: str,
     secret: str | None,
     others: dict[str, int] | None = None,
+    gc_probe: bool = False,
 ) -> dict[str, Any]:
     time.sleep(1.0)  # the server's own start-up allocations settle
     before = rss_kb(server.pid)
@@ -112,6 +113,7 @@ def measure(
         }
         pids = {"server": server.pid, "load": load.pid, **(others or {})}
         for rate in rates:
+            gc0 = gc_stats(server) if gc_probe else None
             cpu0 = {k: cpu_seconds(p) for k, p in pids.items()}
             load.stdin.write(f"rate {rate} {seconds} {ttype}\n".encode())
             load.stdin.flush()
@@ -119,7 +121,22 @@ def measure(
             cpu1 = {k: cpu_seconds(p) for k, p in pids.items()}
             n = max(1, int(run["done"]))
             run["cpu_us_per_request"] = {k: round((cpu1[k] - cpu0[k]) / n * 1e6, 1) for k in pids}
+            if gc0 is not None:
+                gc1 = gc_stats(server)
+                run["server_gc_us_per_request"] = round(
+                    (gc1["seconds"] - gc0["seconds"]) / n * 1e6, 1
+                )
+                run["server_gc_collections"] = [
+                    b - a for a, b in zip(gc0["collections"], gc1["collections"], strict=True)
+                ]
+                run["server_gc_ms_by_generation"] = [
+                    round((b - a) * 1000, 1)
+                    for a, b in zip(gc0["by_generation"], gc1["by_generation"], strict=True)
+                ]
+                run["server_tracked_objects"] = gc1["tracked_objects"]
+                run["server_gc_collected"] = gc1["collected"] - gc0["collected"]
             run["loadavg"] = os.getloadavg()[0]
+            run["uptime_load_1_5_15"] = [round(x, 2) for x in os.getloadavg()]
             out["runs"].append(run)
         out["rss_after_load_kb"] = rss_kb(server.pid)
         load.stdin.write(b"quit\n")
@@ -132,7 +149,51 @@ def measure(
             load.wait()
 
 
+def gc_stats(server: subprocess.Popen[bytes]) -> dict[str, Any]:
+    """The gateway child's garbage-collector time so far (it answers SIGUSR1 on stdout)."""
+    assert server.stdout is not None
+    server.send_signal(signal.SIGUSR1)
+    stats: dict[str, Any] = json.loads(server.stdout.readline())
+    return stats
+
+
 # ---------------------------------------------------------------------- child modes
+
+
+class GcClock:
+    """Times the collector's runs in this process (gc.callbacks), per generation."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.by_generation = [0.0, 0.0, 0.0]
+        self.collections = [0, 0, 0]
+        self.collected = 0
+        """Objects the collector freed: garbage in reference cycles."""
+        self._t0 = 0.0
+        gc.callbacks.append(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._t0 = time.perf_counter()
+        else:
+            spent = time.perf_counter() - self._t0
+            self.seconds += spent
+            self.by_generation[info["generation"]] += spent
+            self.collections[info["generation"]] += 1
+            self.collected += info["collected"]
+
+    def report(self) -> None:
+        line = json.dumps(
+            {
+                "seconds": self.seconds,
+                "by_generation": self.by_generation,
+                "collections": self.collections,
+                "collected": self.collected,
+                "tracked_objects": len(gc.get_objects()),
+            }
+        )
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
 
 
 async def serve_gateway(redis_url: str, port: int, connections: int) -> None:
@@ -147,7 +208,9 @@ async def serve_gateway(redis_url: str, port: int, connections: int) -> None:
     )
     ready = asyncio.Event()
     stop_event = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop_event.set)
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop_event.set)
+    loop.add_signal_handler(signal.SIGUSR1, GcClock().report)
     task = asyncio.ensure_future(serve(redis_url, SECRET, config, stop=stop_event, ready=ready))
     await ready.wait()
     gc.collect()
@@ -233,6 +296,7 @@ def main() -> None:
                     "ai.speech_recognition",
                     SECRET,
                     {"worker": worker.pid, "redis": redis_server.proc.pid},
+                    gc_probe=True,
                 )
             finally:
                 stop(gateway)

@@ -7,9 +7,15 @@ given), prints "connected <n> <seconds>", then obeys stdin lines:
   rate R SECONDS TYPE   paced requests at R/s spread round-robin over the connections;
                         prints one JSON line: sent, done, errors, p50/p90/p99/max (ms),
                         measured from each request's scheduled send time (no
-                        coordinated omission)
+                        coordinated omission); and this process's own lag, so a
+                        figure says whether the generator or the server was late:
+                        send lag (actual - scheduled send time, p99/max) and loop
+                        lag (how late a 5 ms ticker fired, p99/max)
   quit                  closes everything and exits
-A final frame is any frame with the request's id whose status is not "accepted".
+A final frame is any frame with the request's id whose status is not "accepted"; an
+`accepted` frame is recognised by its bytes (the gateway's encoding ends with
+`"status":"accepted"}`), not decoded, so the generator spends its CPU where the server
+makes it.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 PENDING: dict[str, float] = {}
 LATENCIES: list[float] = []
 ERRORS = [0]
+SEND_LAG: list[float] = []
+ACCEPTED_TAIL = b'"status":"accepted"}'
 
 
 class Client(WSListener):  # type: ignore[misc]
@@ -41,7 +49,10 @@ class Client(WSListener):  # type: ignore[misc]
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         if frame.msg_type != WSMsgType.TEXT:
             return
-        msg = orjson.loads(frame.get_payload_as_bytes())
+        payload = frame.get_payload_as_bytes()
+        if payload.endswith(ACCEPTED_TAIL):
+            return
+        msg = orjson.loads(payload)
         if msg.get("status") == "accepted":
             return
         sent = PENDING.pop(msg.get("request_id", ""), None)
@@ -76,11 +87,45 @@ async def connect_all(url: str, n: int, secret: str | None) -> list[Client]:
     return clients
 
 
+class Ticker:
+    """How late this process's loop runs a 5 ms periodic callback: the generator's own
+    backlog, which would otherwise show up as the server's latency."""
+
+    def __init__(self) -> None:
+        self.lags: list[float] = []
+        self.handle: asyncio.TimerHandle | None = None
+        self.due = 0.0
+
+    def start(self) -> None:
+        self.due = time.perf_counter() + 0.005
+        self.handle = asyncio.get_running_loop().call_later(0.005, self.tick)
+
+    def tick(self) -> None:
+        now = time.perf_counter()
+        self.lags.append(max(0.0, now - self.due))
+        self.due = now + 0.005
+        self.handle = asyncio.get_running_loop().call_later(0.005, self.tick)
+
+    def stop(self) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+
+
+def quantile_ms(values: list[float], p: float) -> float:
+    """The p-quantile of sorted `values` (seconds) in ms; -1 when empty."""
+    if not values:
+        return -1.0
+    return round(values[min(len(values) - 1, int(p * len(values)))] * 1000, 2)
+
+
 async def paced(clients: list[Client], rate: float, seconds: float, ttype: str) -> dict[str, Any]:
     PENDING.clear()
     LATENCIES.clear()
+    SEND_LAG.clear()
     ERRORS[0] = 0
     total = int(rate * seconds)
+    ticker = Ticker()
+    ticker.start()
     start = time.perf_counter()
     sent = 0
     k = 0
@@ -91,20 +136,25 @@ async def paced(clients: list[Client], rate: float, seconds: float, ttype: str) 
             client = clients[k % len(clients)]
             k += 1
             rid = f"r{sent}"
-            PENDING[rid] = start + sent / rate  # scheduled time
+            scheduled = start + sent / rate
+            PENDING[rid] = scheduled
             frame = orjson.dumps({"request_id": rid, "type": ttype, "data": {"n": sent}})
             assert client.transport is not None
             client.transport.send(WSMsgType.TEXT, frame)
+            SEND_LAG.append(time.perf_counter() - scheduled)
             sent += 1
         await asyncio.sleep(0.001)  # pacing tick
     deadline = time.perf_counter() + 30
     while PENDING and time.perf_counter() < deadline:
         await asyncio.sleep(0.01)  # drain the tail (bounded)
     elapsed = time.perf_counter() - start
+    ticker.stop()
     lat = sorted(LATENCIES)
+    send_lag = sorted(SEND_LAG)
+    loop_lag = sorted(ticker.lags)
 
     def q(p: float) -> float:
-        return round(lat[min(len(lat) - 1, int(p * len(lat)))] * 1000, 2) if lat else -1.0
+        return quantile_ms(lat, p)
 
     return {
         "rate": rate,
@@ -117,6 +167,10 @@ async def paced(clients: list[Client], rate: float, seconds: float, ttype: str) 
         "p90_ms": q(0.90),
         "p99_ms": q(0.99),
         "max_ms": round(lat[-1] * 1000, 2) if lat else -1.0,
+        "load_send_lag_p99_ms": quantile_ms(send_lag, 0.99),
+        "load_send_lag_max_ms": quantile_ms(send_lag, 1.0),
+        "load_loop_lag_p99_ms": quantile_ms(loop_lag, 0.99),
+        "load_loop_lag_max_ms": quantile_ms(loop_lag, 1.0),
     }
 
 
