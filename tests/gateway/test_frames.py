@@ -115,3 +115,93 @@ def test_only_frame_errors_come_out(raw: bytes) -> None:
     assert isinstance(frame.request_id, str) and frame.request_id
     assert isinstance(frame.data, dict)
     assert 0 <= frame.timeout <= 300
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ('"low"', Priority.LOW),
+        ('"High"', Priority.HIGH),
+        ('"CRITICAL"', Priority.CRITICAL),
+        ("0", Priority.LOW),
+        ("3", Priority.CRITICAL),
+        ('"urgent"', None),
+        ("1.0", None),
+        ("-1", None),
+        ("false", None),
+        ("[1]", None),
+        ("null", None),
+    ],
+)
+def test_priority_spellings(raw: str, expected: Priority | None) -> None:
+    frame = f'{{"request_id": "r", "type": "chat.x", "priority": {raw}}}'
+    if expected is None:
+        with pytest.raises(FrameError) as info:
+            parse_request(frame, 1024)
+        assert info.value.code is ErrorCode.INVALID_FRAME and info.value.request_id == "r"
+    else:
+        assert parse_request(frame, 1024).priority is expected
+
+
+def reference_parse(raw: bytes, max_size: int, max_timeout: float = 300.0) -> Any:
+    """The frame rules written plainly (isinstance checks, Priority.parse): what the fast
+    parse_request must agree with, outcome for outcome."""
+    if len(raw) > max_size:
+        return ErrorCode.FRAME_TOO_LARGE, None
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return ErrorCode.INVALID_JSON, None
+    if not isinstance(obj, dict):
+        return ErrorCode.INVALID_FRAME, None
+    rid = obj.get("request_id")
+    if not isinstance(rid, str) or not 0 < len(rid) <= 128 or not rid.isprintable():
+        return ErrorCode.INVALID_FRAME, None
+    ftype = obj.get("type")
+    if not isinstance(ftype, str) or not ftype:
+        return ErrorCode.INVALID_FRAME, rid
+    data = obj.get("data", {})
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        return ErrorCode.INVALID_FRAME, rid
+    prio = obj.get("priority", "normal")
+    try:
+        if isinstance(prio, bool) or not isinstance(prio, str | int):
+            raise ValueError(prio)
+        priority = Priority.parse(prio)
+    except ValueError:
+        return ErrorCode.INVALID_FRAME, rid
+    timeout = obj.get("timeout", 0)
+    timeout = 0 if timeout is None else timeout
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+        return ErrorCode.INVALID_FRAME, rid
+    if timeout < 0 or timeout > max_timeout:
+        return ErrorCode.INVALID_FRAME, rid
+    return rid, ftype, data, priority, float(timeout)
+
+
+field_values: Any = st.one_of(
+    json_values,
+    st.sampled_from(["low", "Normal", "HIGH", "critical", "urgent", "", "r1", "ai.x"]),
+    st.integers(-2, 5),
+    st.floats(-1, 400),
+)
+request_frames = st.dictionaries(
+    st.sampled_from(["request_id", "type", "data", "priority", "timeout", "x"]),
+    field_values,
+    max_size=6,
+).map(orjson.dumps)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(request_frames, frames))
+def test_parse_agrees_with_the_plain_rules(raw: bytes) -> None:
+    expected = reference_parse(raw, 1024)
+    try:
+        frame = parse_request(raw, 1024)
+    except FrameError as exc:
+        assert (exc.code, exc.request_id) == expected
+        return
+    got = (frame.request_id, frame.type, frame.data, frame.priority, frame.timeout)
+    assert got == expected
+    assert type(got[3]) is Priority

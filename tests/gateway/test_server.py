@@ -402,3 +402,40 @@ async def test_request_whose_dispatch_fails_gets_unavailable(redis_server: Any) 
         await request(ws, "r2", "ai.speech_recognition", timeout=0.5)
         assert (await final_of(ws, "r2"))["status"] == "timeout"  # no worker: but answered
         await ws.close()
+
+
+async def test_fragmented_text_is_refused_and_closed_1003(
+    stack_factory: Callable[..., Any],
+) -> None:
+    from picows import WSListener, WSMsgType, ws_connect
+
+    got: list[Any] = []
+
+    class Client(WSListener):  # type: ignore[misc]
+        def on_ws_frame(self, transport: Any, frame: Any) -> None:
+            if frame.msg_type == WSMsgType.TEXT:
+                got.append(orjson.loads(frame.get_payload_as_bytes()))
+
+    async with stack_factory() as stack:
+        transport, _ = await ws_connect(Client, stack.url())
+        await async_wait_until(lambda: got)  # welcome
+        transport.send(WSMsgType.TEXT, b'{"request_id": "f", ', fin=False)
+        await asyncio.wait_for(transport.wait_disconnected(), 15)
+        assert got[-1]["code"] == "invalid_frame" and "fragmented" in got[-1]["error"]
+        handshake = transport.close_handshake
+        assert handshake is not None and handshake.recv is not None
+        assert handshake.recv.code.value == 1003
+        assert stack.gateway.stats["bad_frames"] == 1
+
+
+def test_collector_is_tuned_while_serving_and_restored() -> None:
+    import gc
+
+    from meetq.gateway.server import YOUNG_GC_THRESHOLD, collector_for_gateway
+
+    before = gc.get_threshold()
+    with collector_for_gateway():
+        assert gc.get_threshold()[0] == YOUNG_GC_THRESHOLD
+        assert gc.get_freeze_count() > 0
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0

@@ -129,3 +129,29 @@ async def test_idle_sessions_are_cleaned_up(redis_url: str) -> None:
         m.get_session("b").last_activity = time.monotonic() - 1000
         assert m.cleanup(now=time.monotonic() + 1000) == 1
         assert [s for s in ("a", "b") if m._sessions.get(s)] == ["a"]
+
+
+async def test_sessions_are_counted_per_user_and_keep_no_backlog_until_needed(
+    redis_url: str,
+) -> None:
+    async with TaskDispatcher(redis_url) as d, ClientTaskManager(d) as m:
+        for sid, user in (("a", 1), ("b", 1), ("c", 2)):
+            assert m.register_session(sid, user, 9).backlog is None
+        m.register_session("a", 1, 9)  # again: still one session
+        assert (m.sessions_of(1), m.sessions_of(2), m.sessions_of(3)) == (2, 1, 0)
+        assert m.unregister_session("a")
+        assert not m.unregister_session("a")
+        m.get_session("c").last_activity = time.monotonic() - 10_000
+        assert m.cleanup() == 1
+        assert (m.sessions_of(1), m.sessions_of(2)) == (1, 0)
+        assert m._per_user == {1: 1}
+
+
+def test_client_type_mappings_are_remembered_within_a_bound() -> None:
+    m = ClientTaskManager(TaskDispatcher("redis://127.0.0.1:1"))  # never started
+    for i in range(3000):
+        assert m._task_type(f"media.kind{i}") is TaskType.MEDIA_PROCESSING
+        assert len(m._types) <= 1024
+    with pytest.raises(UnknownTaskTypeError):
+        m._task_type("ai.nope")
+    assert "ai.nope" not in m._types

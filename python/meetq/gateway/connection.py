@@ -1,7 +1,12 @@
 """`ClientConnection`: one client's WebSocket connection, the listener picows calls on the
 loop: it checks every frame (flood limit, binary, fragmented, oversize, parse) before
 handing a request to its `GatewayServer`, and sends and closes (a close waits, bounded,
-for the client's close frame). `TokenBucket`: the rate limit of frames and connects.
+for the client's close frame). `TokenBucket`: the rate limit of connects (a connection's
+own frame bucket is two fields of the connection: one object less per connection).
+
+A whole text frame on an open connection, the request path, takes the first branch of
+`on_ws_frame` and one clock read, shared by the frame bucket and the session's last
+activity; everything else (control frames, binary, fragments) goes to `_other_frame`.
 """
 
 from __future__ import annotations
@@ -24,7 +29,12 @@ from meetq.gateway.frames import (
 from meetq.gateway.sessions import ClientTaskResponse, Session
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from meetq.gateway.server import GatewayServer
+
+_TEXT = WSMsgType.TEXT
+_monotonic = time.monotonic
 
 
 class TokenBucket:
@@ -53,12 +63,14 @@ class ClientConnection(WSListener):
 
     __slots__ = (
         "awaiting_pong",
-        "bucket",
         "closed",
+        "dispatch_failed",
         "gw",
         "handle",
         "identity",
         "session",
+        "tokens",
+        "tokens_at",
         "transport",
         "wanted_session",
     )
@@ -69,10 +81,13 @@ class ClientConnection(WSListener):
         self.wanted_session = wanted_session
         self.session: Session | None = None
         self.transport: WSTransport | None = None
-        self.bucket = TokenBucket(gw.config.max_frames_per_second)
+        self.tokens = gw.frame_burst
+        self.tokens_at = _monotonic()
         self.handle = -1
         self.awaiting_pong = False
         self.closed = False
+        # made once: what the dispatcher calls when this connection's request fails
+        self.dispatch_failed: Callable[[str, BaseException], None] = self._dispatch_failed
 
     # -- picows callbacks
 
@@ -92,7 +107,43 @@ class ClientConnection(WSListener):
     def resume_writing(self) -> None:
         pass
 
+    def _take_token(self, now: float) -> bool:
+        """The frame bucket: `max_frames_per_second`, bursts up to that (at least one)."""
+        gw = self.gw
+        tokens = self.tokens + (now - self.tokens_at) * gw.frame_rate
+        if tokens > gw.frame_burst:
+            tokens = gw.frame_burst
+        self.tokens_at = now
+        if tokens < 1.0:
+            self.tokens = tokens
+            return False
+        self.tokens = tokens - 1.0
+        return True
+
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        if frame.msg_type != _TEXT or not frame.fin or self.closed:
+            self._other_frame(transport, frame)
+            return
+        gw = self.gw
+        now = _monotonic()
+        if not self._take_token(now):
+            gw.stats["closed_flood"] += 1
+            self.close(CloseCode.FLOOD, "too many frames per second")
+            return
+        limit = gw.config.max_frame_size
+        if frame.payload_size > limit:
+            self._too_large()
+            return
+        try:
+            req = parse_request(frame.get_payload_as_bytes(), limit, gw.config.max_timeout)
+        except FrameError as exc:
+            gw.stats["bad_frames"] += 1
+            self.send(error_frame(exc.code, exc.message, exc.request_id))
+            return
+        gw._submit(self, req, now)
+
+    def _other_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        """Everything but a whole text frame on an open connection."""
         kind = frame.msg_type
         if kind == WSMsgType.CLOSE:
             if not self.closed:
@@ -109,7 +160,7 @@ class ClientConnection(WSListener):
         if kind == WSMsgType.PING:
             return  # picows answers
         gw = self.gw
-        if not self.bucket.take():
+        if not self._take_token(_monotonic()):
             gw.stats["closed_flood"] += 1
             self.close(CloseCode.FLOOD, "too many frames per second")
             return
@@ -118,25 +169,14 @@ class ClientConnection(WSListener):
             self.send(error_frame(ErrorCode.BINARY_FRAME, "binary frames are not accepted"))
             self.close(CloseCode.UNSUPPORTED_DATA, "binary frames are not accepted")
             return
-        if kind != WSMsgType.TEXT or not frame.fin:
-            gw.stats["bad_frames"] += 1
-            self.send(error_frame(ErrorCode.INVALID_FRAME, "fragmented messages are not accepted"))
-            self.close(CloseCode.UNSUPPORTED_DATA, "fragmented messages are not accepted")
-            return
-        if frame.payload_size > gw.config.max_frame_size:
-            gw.stats["bad_frames"] += 1
-            self.send(error_frame(ErrorCode.FRAME_TOO_LARGE, "frame too large"))
-            self.close(CloseCode.MESSAGE_TOO_BIG, "frame too large")
-            return
-        try:
-            req = parse_request(
-                frame.get_payload_as_bytes(), gw.config.max_frame_size, gw.config.max_timeout
-            )
-        except FrameError as exc:
-            gw.stats["bad_frames"] += 1
-            self.send(error_frame(exc.code, exc.message, exc.request_id))
-            return
-        gw._submit(self, req)
+        gw.stats["bad_frames"] += 1
+        self.send(error_frame(ErrorCode.INVALID_FRAME, "fragmented messages are not accepted"))
+        self.close(CloseCode.UNSUPPORTED_DATA, "fragmented messages are not accepted")
+
+    def _too_large(self) -> None:
+        self.gw.stats["bad_frames"] += 1
+        self.send(error_frame(ErrorCode.FRAME_TOO_LARGE, "frame too large"))
+        self.close(CloseCode.MESSAGE_TOO_BIG, "frame too large")
 
     # -- sending
 
@@ -144,10 +184,18 @@ class ClientConnection(WSListener):
         transport = self.transport
         if transport is None or self.closed:
             return
-        transport.send(WSMsgType.TEXT, data)
+        transport.send(_TEXT, data)
 
     def send_outcome(self, out: ClientTaskResponse) -> None:
-        self.send(final_frame(out.request_id, out.status, out.data, out.error, out.processed_at))
+        transport = self.transport
+        if transport is None or self.closed:
+            return
+        transport.send(
+            _TEXT, final_frame(out.request_id, out.status, out.data, out.error, out.processed_at)
+        )
+
+    def _dispatch_failed(self, request_id: str, exc: BaseException) -> None:
+        self.gw._failed(self, request_id, exc)
 
     def close(self, code: int, reason: str, abort: bool = False) -> None:
         """Sends the close frame and waits (bounded) for the client's: closing the socket

@@ -78,45 +78,67 @@ class RequestFrame:
     """0: the gateway's default."""
 
 
+_PRIORITY_NAMES: dict[str, Priority] = {
+    **{p.name.lower(): p for p in Priority},
+    **{p.name: p for p in Priority},
+}
+"""The usual spellings, looked up before `Priority.parse` (which takes any case)."""
+_PRIORITY_INTS: dict[int, Priority] = {int(p): p for p in Priority}
+
+
+def _priority(raw: Any) -> Priority:
+    """A frame's priority: a name in any case or 0-3; raises ValueError (bools too)."""
+    kind = type(raw)
+    if kind is str:
+        found = _PRIORITY_NAMES.get(raw)
+        return found if found is not None else Priority.parse(raw)
+    if kind is int:  # exactly int: a bool is not a priority
+        found = _PRIORITY_INTS.get(raw)
+        if found is not None:
+            return found
+    raise ValueError(raw)
+
+
 def parse_request(raw: bytes | str, max_size: int, max_timeout: float = 300.0) -> RequestFrame:
-    """Validates one text frame; raises FrameError (with the request id when readable)."""
+    """Validates one text frame; raises FrameError (with the request id when readable).
+    Type checks are exact (`type(x) is str`): orjson only makes the exact built-in types."""
     if len(raw) > max_size:
         raise FrameError(ErrorCode.FRAME_TOO_LARGE, f"frame over {max_size} bytes")
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise FrameError(ErrorCode.INVALID_JSON, f"invalid JSON: {exc}") from None
-    if not isinstance(obj, dict):
+    if type(obj) is not dict:
         raise FrameError(ErrorCode.INVALID_FRAME, "a frame must be a JSON object")
     rid = obj.get("request_id")
-    if not isinstance(rid, str) or not 0 < len(rid) <= MAX_REQUEST_ID or not rid.isprintable():
+    if type(rid) is not str or not 0 < len(rid) <= MAX_REQUEST_ID or not rid.isprintable():
         raise FrameError(
             ErrorCode.INVALID_FRAME, f"request_id must be 1-{MAX_REQUEST_ID} printable characters"
         )
     ftype = obj.get("type")
-    if not isinstance(ftype, str) or not ftype:
+    if type(ftype) is not str or not ftype:
         raise FrameError(ErrorCode.INVALID_FRAME, "type must be a non-empty string", rid)
-    data = obj.get("data", {})
+    data = obj.get("data")
     if data is None:
         data = {}
-    if not isinstance(data, dict):
+    elif type(data) is not dict:
         raise FrameError(ErrorCode.INVALID_FRAME, "data must be an object", rid)
     raw_priority = obj.get("priority", "normal")
     try:
-        if isinstance(raw_priority, bool) or not isinstance(raw_priority, str | int):
-            raise ValueError(raw_priority)
-        priority = Priority.parse(raw_priority)
+        priority = _priority(raw_priority)
     except ValueError:
         raise FrameError(
             ErrorCode.INVALID_FRAME, "priority must be low, normal, high or critical", rid
         ) from None
-    timeout = obj.get("timeout", 0)
+    timeout = obj.get("timeout")
     if timeout is None:
-        timeout = 0
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
-        raise FrameError(ErrorCode.INVALID_FRAME, "timeout must be a number", rid)
-    if timeout < 0 or timeout > max_timeout or timeout != timeout:
-        raise FrameError(ErrorCode.INVALID_FRAME, f"timeout must be in (0, {max_timeout}]", rid)
+        timeout = 0.0
+    else:
+        kind = type(timeout)
+        if kind is not int and kind is not float:  # a bool is not a number here
+            raise FrameError(ErrorCode.INVALID_FRAME, "timeout must be a number", rid)
+        if timeout < 0 or timeout > max_timeout or timeout != timeout:
+            raise FrameError(ErrorCode.INVALID_FRAME, f"timeout must be in (0, {max_timeout}]", rid)
     return RequestFrame(rid, ftype, data, priority, float(timeout))
 
 
@@ -133,7 +155,8 @@ def error_frame(code: ErrorCode, message: str, request_id: str | None = None) ->
 
 
 def accepted_frame(request_id: str) -> bytes:
-    return orjson.dumps({"request_id": request_id, "status": "accepted"})
+    """`{"request_id": ..., "status": "accepted"}`, from a template (the same bytes)."""
+    return b'{"request_id":' + orjson.dumps(request_id) + b',"status":"accepted"}'
 
 
 def final_frame(

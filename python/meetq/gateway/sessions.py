@@ -95,7 +95,8 @@ class Session:
     last_activity: float = 0.0
     detached_at: float = 0.0
     in_flight: int = 0
-    backlog: deque[ClientTaskResponse] = field(default_factory=deque)
+    backlog: deque[ClientTaskResponse] | None = None
+    """Outcomes kept while detached; made on the first one (an idle session has none)."""
 
     @property
     def detached(self) -> bool:
@@ -112,6 +113,44 @@ def _client_response(request_id: str, resp: TaskResponse) -> ClientTaskResponse:
     return ClientTaskResponse(
         request_id, status, resp.result, resp.error, resp.processed_at or time.time()
     )
+
+
+class _Outcome:
+    """The way back of one submitted task: the dispatcher calls `done` with its outcome,
+    or `failed` if its write failed. One small object per task (not a closure each)."""
+
+    __slots__ = ("manager", "on_failed", "request_id", "session")
+
+    def __init__(
+        self,
+        manager: ClientTaskManager,
+        session: Session,
+        request_id: str,
+        on_failed: Callable[[str, BaseException], None],
+    ) -> None:
+        self.manager = manager
+        self.session = session
+        self.request_id = request_id
+        self.on_failed = on_failed
+
+    def done(self, resp: TaskResponse) -> None:
+        manager = self.manager
+        self.session.in_flight -= 1
+        out = _client_response(self.request_id or resp.task_id, resp)
+        if out.status == "success":
+            manager.total_success += 1
+        else:
+            manager.total_failed += 1
+        manager._deliver(self.session, out)
+
+    def failed(self, exc: BaseException) -> None:
+        self.session.in_flight -= 1
+        self.manager.total_failed += 1
+        self.on_failed(self.request_id, exc)
+
+
+_TYPE_CACHE_SIZE = 1024
+"""Client types whose mapping is remembered (a client could send any number of them)."""
 
 
 class ClientTaskManager:
@@ -134,6 +173,8 @@ class ClientTaskManager:
         self.max_backlog = max_backlog
         self.cleanup_interval = cleanup_interval
         self._sessions: dict[str, Session] = {}
+        self._per_user: dict[int, int] = {}
+        self._types: dict[str, TaskType] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self.total_requests = 0
         self.total_success = 0
@@ -171,6 +212,7 @@ class ClientTaskManager:
         if session is None:
             session = Session(session_id, user_id, meeting_id, sender, now)
             self._sessions[session_id] = session
+            self._per_user[user_id] = self._per_user.get(user_id, 0) + 1
             return session
         if session.user_id != user_id:
             raise InvalidSessionError(f"session {session_id!r} belongs to another user")
@@ -184,10 +226,14 @@ class ClientTaskManager:
         """Gives a session its connection back; returns how many kept outcomes it sent."""
         session.sender = sender
         session.detached_at = 0.0
+        backlog = session.backlog
+        if not backlog:
+            return 0
         sent = 0
-        while session.backlog:
-            sender(session.backlog.popleft())
+        while backlog:
+            sender(backlog.popleft())
             sent += 1
+        session.backlog = None
         return sent
 
     def detach(self, session_id: str) -> None:
@@ -201,7 +247,13 @@ class ClientTaskManager:
         session = self._sessions.pop(session_id, None)
         if session is None:
             return False
-        self.dropped_results += len(session.backlog)
+        left = self._per_user[session.user_id] - 1
+        if left:
+            self._per_user[session.user_id] = left
+        else:
+            del self._per_user[session.user_id]
+        if session.backlog:
+            self.dropped_results += len(session.backlog)
         return True
 
     def get_session(self, session_id: str) -> Session:
@@ -211,12 +263,23 @@ class ClientTaskManager:
         return session
 
     def sessions_of(self, user_id: int) -> int:
-        return sum(1 for s in self._sessions.values() if s.user_id == user_id)
+        """How many sessions `user_id` has (kept per user: a connect does not walk them)."""
+        return self._per_user.get(user_id, 0)
 
     # ------------------------------------------------------------------ tasks
 
+    def _task_type(self, client_type: str) -> TaskType:
+        """map_client_type, remembered for the client types seen (bounded)."""
+        ttype = self._types.get(client_type)
+        if ttype is None:
+            ttype = map_client_type(client_type)
+            if len(self._types) >= _TYPE_CACHE_SIZE:
+                self._types.clear()
+            self._types[client_type] = ttype
+        return ttype
+
     def _request(self, session: Session, req: ClientTaskRequest) -> TaskRequest:
-        ttype = map_client_type(req.type)
+        ttype = self._task_type(req.type)
         try:
             priority = Priority.parse(req.priority)
         except ValueError as exc:
@@ -276,24 +339,56 @@ class ClientTaskManager:
         self, req: ClientTaskRequest, on_failed: Callable[[BaseException], None]
     ) -> str:
         """Like submit_task_async without awaiting the dispatch write (no Task per
-        request: the gateway calls it from its frame callbacks); `on_failed(exc)` runs if
-        that write fails. Returns the task id; raises as submit_task_async does."""
-        session = self._take(req)
-        task = self._request(session, req)
-        request_id = req.request_id
+        request); `on_failed(exc)` runs if that write fails. Returns the task id; raises
+        as submit_task_async does."""
+        session = self.get_session(req.session_id)
+        try:
+            priority = Priority.parse(req.priority)
+        except ValueError as exc:
+            raise UnknownTaskTypeError(str(exc)) from None
+        return self.submit_nowait(
+            session,
+            req.request_id,
+            req.type,
+            req.data,
+            priority,
+            req.timeout,
+            lambda _rid, exc: on_failed(exc),
+        )
 
-        def done(resp: TaskResponse) -> None:
-            session.in_flight -= 1
-            out = _client_response(request_id or resp.task_id, resp)
-            self._count(out)
-            self._deliver(session, out)
-
-        def failed(exc: BaseException) -> None:
-            session.in_flight -= 1
-            self.total_failed += 1
-            on_failed(exc)
-
-        tid = self.dispatcher.submit(task, done, failed)
+    def submit_nowait(
+        self,
+        session: Session,
+        request_id: str,
+        client_type: str,
+        data: dict[str, Any],
+        priority: Priority,
+        timeout: float,
+        on_failed: Callable[[str, BaseException], None],
+        now: float | None = None,
+    ) -> str:
+        """The gateway's path: a request already parsed (priority a `Priority`) for a
+        session it holds, staged in the dispatcher's current MULTI with no Task of its
+        own; the outcome goes to the session's sender, `on_failed(request_id, exc)` runs
+        if the write fails. `now` (time.monotonic()) is the caller's clock read, when it
+        has one. Raises UnknownTaskTypeError, SessionLimitError, NoRouteError."""
+        ttype = self._types.get(client_type) or self._task_type(client_type)
+        if session.in_flight >= self.max_in_flight:
+            raise SessionLimitError(
+                f"session {session.session_id!r} has {session.in_flight} tasks in flight"
+            )
+        session.last_activity = time.monotonic() if now is None else now
+        task = TaskRequest(
+            ttype,
+            data,
+            priority,
+            session.user_id,
+            session.meeting_id,
+            session.session_id,
+            timeout,
+        )
+        outcome = _Outcome(self, session, request_id, on_failed)
+        tid = self.dispatcher.submit(task, outcome.done, outcome.failed)
         session.in_flight += 1
         self.total_requests += 1
         return tid
@@ -324,10 +419,13 @@ class ClientTaskManager:
             except Exception:
                 log.exception("session %s: sending an outcome failed", session.session_id)
             return
-        if len(session.backlog) >= self.max_backlog:
-            session.backlog.popleft()
+        backlog = session.backlog
+        if backlog is None:
+            backlog = session.backlog = deque()
+        elif len(backlog) >= self.max_backlog:
+            backlog.popleft()
             self.dropped_results += 1
-        session.backlog.append(out)
+        backlog.append(out)
 
     # ------------------------------------------------------------------ cleanup
 
