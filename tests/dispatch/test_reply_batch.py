@@ -19,6 +19,16 @@ def reply_key(queue: str, name: str) -> str:
     return QueueKeys(queue).reply(name)
 
 
+def replies_in(elements: list[bytes]) -> list[Any]:
+    """The reply objects of a reply list's elements: a batched ack writes one element per
+    call, the JSON array of its members' replies."""
+    out: list[Any] = []
+    for raw in elements:
+        got = orjson.loads(raw)
+        out += got if isinstance(got, list) else [got]
+    return out
+
+
 async def lease_all(r: Any, queue: str, n: int) -> dict[str, str]:
     """Leases `n` messages with the dequeue script: id -> token."""
     reply = await scripts.dequeue(r, QueueKeys(queue).all, [n, 60000, 10, 1000, 0, 0])
@@ -45,15 +55,17 @@ async def test_one_call_acks_many_and_a_bad_member_changes_nothing_of_its_own(
             ("m3", tokens["m3"], "meetq:{other}:reply:x", b'{"n":3}'),  # not this queue's
             ("m4", tokens["m4"], good, b'{"n":4}'),
         ]
-        args: list[Any] = [60000, len(members)]
-        for m in members:
-            args += m
+        args: list[Any] = [60000, len(members), "1700000000.5"]
+        for mid, token, key, result in members:
+            reply = b'{"id":"%s","status":"completed","result":%s}' % (mid.encode(), result)
+            args += (mid, token, key, "completed", result, "", reply)
         res = await scripts.ack_reply(r, keys.all, args)
         assert res[0] == 1 and res[4] == 1
         assert b"WRONGTYPE" in res[1]
         assert res[2] == -1
         assert res[3] == b"invalid reply_to"
-        replies = [orjson.loads(x) for x in await r.lrange(good, 0, -1)]
+        assert await r.llen(good) == 1  # one element for the whole call
+        replies = replies_in(await r.lrange(good, 0, -1))
         assert [(x["id"], x["status"], x["result"]) for x in replies] == [
             ("m0", "completed", {"n": 0}),
             ("m4", "completed", {"n": 4}),
@@ -63,6 +75,7 @@ async def test_one_call_acks_many_and_a_bad_member_changes_nothing_of_its_own(
         inflight = {x.decode() for x in await r.zrange(keys.named("inflight"), 0, -1)}
         assert inflight == {"m1", "m2", "m3"}
         assert await r.hget(keys.status("m0"), "status") == b"completed"
+        assert await r.hget(keys.status("m0"), "processed_at") == b"1700000000.5"
         assert await r.hget(keys.status("m1"), "status") == b"processing"
         assert await r.hget(keys.status("m3"), "status") == b"processing"
         assert await r.get(blocked) == b"not a list"
@@ -93,7 +106,7 @@ async def test_a_worker_batch_with_a_member_that_cannot_reply_dead_letters_it_al
                 return bool(stats["total_processed"] == 20 and stats["dead_letter_count"] == 1)
 
             await async_wait_until(settled, timeout=20)
-        replies = [orjson.loads(x) for x in await r.lrange(good, 0, -1)]
+        replies = replies_in(await r.lrange(good, 0, -1))
         assert sorted(x["result"]["n"] for x in replies) == list(range(20))
         assert all(x["status"] == "completed" for x in replies)
         dead = await q.dead_letters(10)
@@ -113,4 +126,4 @@ async def test_replies_are_written_again_after_a_restart_of_the_queue(redis_url:
             await q.publish(Message(type="t", id=f"r{n}", payload={"n": n}, reply_to=good))
             async with q:
                 _, raw = await r.blpop([good], timeout=20)  # type: ignore[misc]
-            assert orjson.loads(raw)["result"] == {"n": n}
+            assert replies_in([raw])[0]["result"] == {"n": n}

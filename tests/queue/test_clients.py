@@ -12,11 +12,10 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 import redis.asyncio
 
-from helpers import RedisServer, async_wait_until, outlive_first_lease
+from helpers import RedisServer, async_wait_until, outlive_first_lease, reply_objects
 from meetq import Message, RedisMessageQueue
 from meetq._redis.keys import QueueKeys
 
@@ -79,7 +78,7 @@ async def test_queue_cycle_on_every_connection(
             await async_wait_until(lambda: runs.get(slow) == 1 and len(runs) == 3, timeout=20)
             async with redis_client_of(url) as r:
                 _, raw = await r.blpop([reply_key], timeout=10)  # type: ignore[misc]
-            reply = orjson.loads(raw)
+            [reply] = reply_objects(raw)
             assert (reply["id"], reply["status"], reply["result"]) == (good, "completed", {"ok": 7})
 
             async def settled() -> bool:

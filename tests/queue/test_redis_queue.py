@@ -23,6 +23,7 @@ from helpers import (
     free_port,
     outlive_first_lease,
     redis_client,
+    reply_objects,
     wait_until,
 )
 from meetq import (
@@ -435,7 +436,7 @@ async def test_reply_to_receives_result_and_failure(redis_url: str) -> None:
         mid = await q.publish(Message(type="r", payload={"v": 7}, reply_to=a))
         bad = await q.publish(Message(type="r", payload={"fail": 1}, reply_to=b))
         _, raw = await r.blpop([a], timeout=5)  # type: ignore[misc]
-        reply = orjson.loads(raw)
+        [reply] = reply_objects(raw)
         assert reply["id"] == mid and reply["status"] == "completed"
         assert reply["result"] == {"echo": 7} and reply["error"] is None
         _, raw = await r.blpop([b], timeout=5)  # type: ignore[misc]

@@ -14,10 +14,11 @@ import pytest
 import redis
 import redis.asyncio
 
-from helpers import async_wait_until, redis_client
+from helpers import async_wait_until, redis_client, reply_objects
 from meetq import MeetqError, Message, RedisMessageQueue
 from meetq._redis import scripts as _scripts
 from meetq._redis.keys import QueueKeys
+from meetq.dispatch.status import task_cancel
 
 
 def reply_key(queue: str, name: str) -> str:
@@ -99,7 +100,8 @@ async def test_reply_to_a_key_meetq_did_not_create_is_refused_and_writes_nothing
 async def test_reply_and_status_are_written_with_the_ack(redis_url: str) -> None:
     """CONTRACTS.md §4: the final outcome writes the reply list (with its TTL) and, when the
     dispatcher made one, the status hash, in the script that acks; while the handler runs
-    the status says `processing` with a `started_at`."""
+    the hash still says `pending` and the message is leased (in `inflight`): that is what
+    get_task_status reports as PROCESSING, with no status write per delivery."""
     name = "replyok"
     q = RedisMessageQueue(redis_url, name, workers=2, result_ttl=30)
     seen: dict[str, Any] = {}
@@ -109,6 +111,7 @@ async def test_reply_and_status_are_written_with_the_ack(redis_url: str) -> None
         seen.update(
             {k.decode(): v.decode() for k, v in sync.hgetall(status_key(name, msg.id)).items()}
         )
+        seen["leased"] = sync.zscore(QueueKeys(name).named("inflight"), msg.id) is not None
         if msg.payload.get("fail"):
             raise RuntimeError("nope")
         return {"echo": msg.payload["v"]}
@@ -122,12 +125,12 @@ async def test_reply_and_status_are_written_with_the_ack(redis_url: str) -> None
             async with q:
                 await q.publish(Message(type="r", id="t1", payload={"v": 7}, reply_to=rk))
                 await async_wait_until(lambda: settled(q, 1), timeout=10)
-                assert seen["status"] == "processing" and float(seen["started_at"]) > 0
+                assert seen["status"] == "pending" and seen["leased"]
                 await q.publish(Message(type="r", id="t2", payload={"fail": 1}, reply_to=rk))
                 await async_wait_until(lambda: settled(q, 2), timeout=10)
             assert 0 < await r.ttl(rk) <= 30
             _, raw = await r.blpop([rk], timeout=10)  # type: ignore[misc]
-            first = orjson.loads(raw)
+            [first] = reply_objects(raw)
             _, raw = await r.blpop([rk], timeout=10)  # type: ignore[misc]
             second = orjson.loads(raw)
             assert first["id"] == "t1" and first["status"] == "completed"
@@ -150,14 +153,16 @@ async def test_reply_and_status_are_written_with_the_ack(redis_url: str) -> None
         sync.close()
 
 
-async def test_cancelled_or_expired_status_is_finished_at_dequeue(redis_url: str) -> None:
-    """CONTRACTS.md §4: a message whose status hash says `cancelled`, or whose `deadline_ms`
-    (server time) has passed, is not delivered; it is finished in the dequeue script with
-    its reply; a final status set while it runs is not overwritten."""
+async def test_cancelled_or_expired_messages_are_finished_unstarted(redis_url: str) -> None:
+    """A message whose body task_cancel.lua marked is dropped at dequeue (its status and
+    reply are the cancel's); one past its `expires_at` (server time) is dropped unstarted by
+    the worker, with a `timeout` reply and status; a final status set while one runs is not
+    overwritten. No status hash is read at dequeue."""
     name = "status"
     q = RedisMessageQueue(redis_url, name, workers=1, result_ttl=30)
     runs: list[str] = []
     sync = redis.Redis.from_url(redis_url)
+    keys = QueueKeys(name)
 
     def handler(msg: Message) -> str:
         runs.append(msg.id)
@@ -170,27 +175,25 @@ async def test_cancelled_or_expired_status_is_finished_at_dequeue(redis_url: str
     try:
         async with redis_client(redis_url) as r:
             sec, _ = await r.time()
-            await r.hset(status_key(name, "cancelled"), mapping={"status": "cancelled"})
-            await r.hset(
-                status_key(name, "expired"),
-                mapping={"status": "pending", "deadline_ms": (sec - 10) * 1000},
-            )
-            await r.hset(
-                status_key(name, "in-time"),
-                mapping={"status": "pending", "deadline_ms": (sec + 600) * 1000},
-            )
-            await r.hset(status_key(name, "late-cancel"), mapping={"status": "pending"})
             for mid in ("cancelled", "expired", "in-time", "late-cancel"):
-                await q.publish(Message(type="r", id=mid, reply_to=rk))
+                await r.hset(status_key(name, mid), mapping={"status": "pending", "reply_to": rk})
+            await q.publish(Message(type="r", id="cancelled", reply_to=rk))
+            await q.publish(Message(type="r", id="expired", reply_to=rk, expires_at=sec - 10))
+            await q.publish(Message(type="r", id="in-time", reply_to=rk, expires_at=sec + 600))
+            await q.publish(Message(type="r", id="late-cancel", reply_to=rk))
+            script_keys = [status_key(name, "cancelled"), keys.named("msg"), rk]
+            args = ["cancelled", 30000, keys.cancel_channel]
+            assert await task_cancel.run(r.execute_command, script_keys, args) == 1
+            replies: dict[str, Any] = {}
             async with q:
-                replies = {}
-                for _ in range(4):
+                while len(replies) < 4:
                     _, raw = await r.blpop([rk], timeout=10)  # type: ignore[misc]
-                    reply = orjson.loads(raw)
-                    replies[reply["id"]] = reply
+                    replies.update((x["id"], x) for x in reply_objects(raw))
+                await async_wait_until(lambda: settled(q, 2), timeout=10)
             assert sorted(runs) == ["in-time", "late-cancel"]
             assert replies["cancelled"]["status"] == "cancelled"
             assert replies["expired"]["status"] == "timeout"
+            assert replies["expired"]["error"] == "deadline passed before it started"
             assert replies["in-time"]["status"] == "completed"
             assert replies["in-time"]["result"] == "done"
 
@@ -205,7 +208,8 @@ async def test_cancelled_or_expired_status_is_finished_at_dequeue(redis_url: str
             stats = await q.get_stats()
             assert stats["queue_length"]["total"] == stats["processing_count"] == 0
             assert stats["dead_letter_count"] == 0
-            assert await r.hlen(QueueKeys(name).named("msg")) == 0
+            assert stats["total_processed"] == 2
+            assert await r.hlen(keys.named("msg")) == 0
     finally:
         sync.close()
 
@@ -367,7 +371,7 @@ async def test_a_sync_handler_that_overran_its_timeout_but_succeeded_is_not_retr
         await async_wait_until(lambda: settled(q, 1), timeout=10)
         stats = await q.get_stats()
     assert charges == [mid]
-    assert orjson.loads(raw)["status"] == "completed"
+    assert reply_objects(raw)[0]["status"] == "completed"
     assert stats["total_processed"] == 1
     assert stats["total_failed"] == stats["total_retried"] == stats["dead_letter_count"] == 0
 

@@ -318,6 +318,15 @@ async def redis_client(url: str) -> AsyncIterator[Any]:
         await r.aclose()
 
 
+def reply_objects(raw: bytes) -> list[Any]:
+    """The reply objects in one element of a reply list: a worker's batched ack writes one
+    element per call, the JSON array of its members' replies; other outcomes one object."""
+    import orjson
+
+    got = orjson.loads(raw)
+    return got if isinstance(got, list) else [got]
+
+
 def native_module(name: str) -> Any:
     """The compiled extension `meetq.<name>`, or None when this build has none."""
     import importlib

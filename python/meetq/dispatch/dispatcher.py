@@ -40,7 +40,7 @@ from meetq.dispatch.outbox import Outbox, encode_task, publish
 from meetq.dispatch.outstanding import (
     Callback,
     PendingTask,
-    decode_reply,
+    decode_replies,
     response_of_reply,
     response_of_timeout,
 )
@@ -332,20 +332,21 @@ class TaskDispatcher:
     # ------------------------------------------------------------------ outcomes
 
     def _on_replies(self, raws: list[bytes]) -> None:
+        pending = self._pending
         for raw in raws:
-            reply = decode_reply(raw)
-            if reply is None:
+            replies = decode_replies(raw)
+            if replies is None:
                 log.warning("dispatcher %s: undecodable reply %r", self.name, raw[:200])
                 continue
-            tid = reply[0]
-            entry = self._pending.get(tid)
-            if entry is None:
-                self.late_replies += 1
-                continue
-            if entry.timing_out:
-                entry.late = reply[1]  # the timeout script's answer decides
-                continue
-            self._resolve(tid, response_of_reply(tid, reply[1]))
+            for tid, reply in replies:
+                entry = pending.get(tid)
+                if entry is None:
+                    self.late_replies += 1
+                    continue
+                if entry.timing_out:
+                    entry.late = reply  # the timeout script's answer decides
+                    continue
+                self._resolve(tid, response_of_reply(tid, reply))
 
     def _resolve(self, tid: str, response: TaskResponse) -> None:
         entry = self._pending.pop(tid, None)

@@ -98,9 +98,11 @@ def encode_task(
     result_ttl: float,
 ) -> tuple[bytes, list[tuple[Any, ...]]]:
     """A request (id, created_at and priority set) as the queue's stored body and the
-    commands that create its status hash; its deadline in Redis server time. The request
-    is encoded once: the body embeds the status hash's JSON as a fragment."""
+    commands that create its status hash; its deadline in Redis server time, in both (the
+    worker drops a delivery past the message's `expires_at`). The request is encoded
+    once: the body embeds the status hash's JSON as a fragment."""
     request_json = codec.dump(req.to_dict(), f"task {req.id}")
+    deadline_ms = int((server_now + req.timeout) * 1000)
     msg = Message(
         type=str(req.type),
         payload={},
@@ -111,11 +113,11 @@ def encode_task(
         timeout=req.timeout,
         source=source,
         reply_to=reply_to,
+        expires_at=deadline_ms / 1000,
     )
     fields = msg.to_dict()
     fields["payload"] = orjson.Fragment(request_json)
     body = PRIORITY_DIGITS[int(msg.priority)] + codec.dump(fields, f"message {req.id}")
-    deadline_ms = int((server_now + req.timeout) * 1000)
     ttl_ms = int((req.timeout + result_ttl) * 1000)
     status = create_commands(
         keys.status(req.id),

@@ -2,7 +2,7 @@
 
 `PendingTask` is what the dispatcher keeps per task until its first outcome; the two
 ways an outcome arrives are decoded here into a `TaskResponse`: a reply written by the
-worker's final script (`decode_reply`, `response_of_reply`), or the answer of
+worker's final script (`decode_replies`, `response_of_reply`), or the answer of
 `task_timeout.lua` when the deadline passed first (`response_of_timeout`: the status
 Redis decided, or TIMEOUT when Redis could not be asked).
 """
@@ -52,11 +52,15 @@ class PendingTask:
         self.late: dict[str, Any] | None = None
 
 
-def decode_reply(raw: bytes) -> tuple[str, dict[str, Any]] | None:
-    """A raw reply -> (task id, reply), or None when it is not a reply."""
+def decode_replies(raw: bytes) -> list[tuple[str, dict[str, Any]]] | None:
+    """A reply list element -> its (task id, reply) pairs, or None when it is not one.
+    An element is one reply object, or (what a worker's batched ack writes) the JSON
+    array of the replies of one call."""
     try:
-        reply = orjson.loads(raw)
-        return str(reply["id"]), reply
+        got = orjson.loads(raw)
+        if isinstance(got, dict):
+            return [(str(got["id"]), got)]
+        return [(str(reply["id"]), reply) for reply in got]
     except (orjson.JSONDecodeError, KeyError, TypeError):
         return None
 
@@ -94,7 +98,7 @@ def response_of_timeout(tid: str, reply: Any) -> TaskResponse:
 __all__ = [
     "Callback",
     "PendingTask",
-    "decode_reply",
+    "decode_replies",
     "response_of_reply",
     "response_of_timeout",
 ]

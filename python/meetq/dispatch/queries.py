@@ -39,12 +39,17 @@ async def read_task_status(
     """The request and status of `task_id`. A task past its deadline that nothing ended
     is ended TIMEOUT now (atomically, by task_timeout.lua)."""
     key = status_key(task_id)
+    inflight = QueueKeys(queue_of(task_id) or "").named("inflight")
 
-    async def read() -> dict[bytes, bytes]:
-        fields: dict[bytes, bytes] = await client.hgetall(key)  # type: ignore[misc]
-        return fields
+    async def read() -> list[Any]:
+        # one round trip, one slot: the hash, and whether a worker holds the task now
+        pipe = client.pipeline(transaction=False)
+        pipe.hgetall(key)
+        pipe.zscore(inflight, task_id)
+        got: list[Any] = await pipe.execute()
+        return got
 
-    fields = await retrying(read)
+    fields, leased = await retrying(read)
     if not fields:
         raise TaskNotFoundError(f"no task {task_id!r}")
     state = decode_state(fields)
@@ -52,6 +57,9 @@ async def read_task_status(
         reply = await task_timeout.run(cmd.execute, [key], ["timed out"])
         if reply and reply[0] != b"missing":
             state.status = parse_status(reply[0])
+    elif state.status is TaskStatus.PENDING and leased is not None:
+        # PROCESSING is not written per task: a pending task a worker has leased is it
+        state.status = TaskStatus.PROCESSING
     return state.request, state.status
 
 
@@ -75,7 +83,9 @@ async def cancel_in_redis(
         return value
 
     reply_to = await retrying(read)
-    script_keys = [key] if reply_to is None else [key, reply_to.decode()]
+    script_keys = [key, keys.named("msg")]
+    if reply_to is not None:
+        script_keys.append(reply_to.decode())
     args = [task_id, int(result_ttl * 1000), keys.cancel_channel]
     outcome = await retrying(lambda: task_cancel.run(cmd.execute, script_keys, args))
     return bool(outcome == 1)

@@ -2,17 +2,20 @@
 
 The dispatcher creates the hash in the same MULTI as the publish (`create_commands`):
 
-    status        pending -> processing -> completed | failed | timeout | cancelled
-    deadline_ms   absolute deadline, Redis server time (ms); the queue's dequeue drops a
-                  task past it, the owning dispatcher's timer wheel ends it TIMEOUT
+    status        pending -> completed | failed | timeout | cancelled
+    deadline_ms   absolute deadline, Redis server time (ms); the message carries it too
+                  (`expires_at`): a worker drops a delivery past it unstarted, the owning
+                  dispatcher's timer wheel ends the task TIMEOUT
     request       the TaskRequest as JSON (get_task_status answers from any process)
     reply_to      the owning dispatcher's reply list (same hash slot)
-    dispatched_at, started_at, processed_at   epoch seconds
+    dispatched_at, processed_at   epoch seconds
     result, error the outcome (result as JSON)
 
-The queue's worker side writes `processing` at dequeue and the outcome in its final
-script; the two transitions owned here are `task_timeout.lua`
-and `task_cancel.lua`, both "only if not final", so the first final outcome wins.
+PROCESSING is not written per delivery: get_task_status reports a `pending` task that a
+worker has leased (its id in the queue's `inflight` zset) as PROCESSING. The queue's
+worker side writes the outcome in its final script; the two transitions owned here are
+`task_timeout.lua` and `task_cancel.lua`, both "only if not final", so the first final
+outcome wins (the cancel also marks the queued body, so the dequeue drops it).
 """
 
 from __future__ import annotations

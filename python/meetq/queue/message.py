@@ -60,11 +60,14 @@ class Message:
     """Epoch seconds before which the queue does not deliver the message (0: at once)."""
     reply_to: str = ""
     """A Redis list key; when set, the queue RPUSHes the outcome there (see `Reply`)."""
+    expires_at: float = 0.0
+    """Epoch seconds, Redis server time (0: never): a delivery past it is dropped unstarted
+    and ends with status "timeout" (a dispatched task's deadline travels here)."""
     deliveries: int = field(default=0, compare=False)
     """How many times the queue has handed this message out (set on delivery, not stored)."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "id": self.id,
             "type": self.type,
             "priority": int(self.priority),
@@ -78,6 +81,9 @@ class Message:
             "deliver_at": self.deliver_at,
             "reply_to": self.reply_to,
         }
+        if self.expires_at:
+            out["expires_at"] = self.expires_at
+        return out
 
     @classmethod
     def from_dict(cls, data: Any) -> Message:
@@ -107,6 +113,7 @@ class Message:
                 str(get("destination", "")),
                 float(get("deliver_at", 0.0)),
                 str(get("reply_to", "")),
+                float(get("expires_at", 0.0)),
             )
         except MalformedMessageError:
             raise

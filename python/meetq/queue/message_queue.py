@@ -20,7 +20,9 @@ connection errors are retried with backoff and jitter; publishers and admin call
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, Unpack
@@ -43,7 +45,24 @@ from meetq.queue.outcomes import Outcomes
 from meetq.queue.publisher import Publisher
 from meetq.queue.slots import Slots
 
+log = logging.getLogger("meetq.queue")
+
 Handler = Callable[[Message], Any]
+
+
+async def _server_clock_offset(client: redis.asyncio.Redis) -> float:
+    """Redis server time - local time.time(), seconds (`Message.expires_at` is server
+    time). Best effort: an unreachable server leaves the local clock (0.0), which is the
+    server's whenever both run on one machine."""
+    try:
+        async with asyncio.timeout(2.0):
+            t0 = time.time()
+            sec, usec = await client.time()
+            t1 = time.time()
+    except Exception as exc:
+        log.debug("could not read the server clock: %r", exc)
+        return 0.0
+    return int(sec) + int(usec) / 1e6 - (t0 + t1) / 2
 
 
 def check_queue_name(name: str) -> str:
@@ -125,6 +144,8 @@ class RedisMessageQueue(Component):
 
     async def _on_start(self) -> None:
         await warn_if_evicting(self.endpoint.client, f"queue {self.queue_name!r}")
+        offset = await _server_clock_offset(self.endpoint.client)
+        self.slots.clock_offset = self.outcomes.clock_offset = offset
         self.slots.stopping = self.outcomes.stopping = False
         self.fetcher.open()
         self.leases.start()

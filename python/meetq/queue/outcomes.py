@@ -20,8 +20,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
+
+import orjson
 
 from meetq._core.backoff import backoff
 from meetq._redis import scripts
@@ -65,8 +68,9 @@ class Outcomes:
         self._hot_link = hot_link
         self._what = f"queue {queue_name!r}"
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._replies: list[tuple[Message, str, Any]] = []
-        """Successful runs with a reply, waiting for the next `ack_reply` call."""
+        self._replies: list[tuple[Message, str, str, bytes, str]] = []
+        """Finished runs for the next `ack_reply` call: (message, token, status, result
+        JSON, error): successes with a reply, and deliveries dropped unstarted."""
         self._writer: asyncio.Task[Any] | None = None
         """The task writing `_replies` (one at a time per process)."""
         self.stopping = False
@@ -74,6 +78,8 @@ class Outcomes:
         """Runs of this process that succeeded (the shared totals are in Redis)."""
         self.failed = 0
         """Runs of this process that failed."""
+        self.clock_offset = 0.0
+        """Redis server time - local time.time(), seconds (processed_at is server time)."""
 
     @property
     def in_progress(self) -> int:
@@ -85,27 +91,47 @@ class Outcomes:
     def ok(self, msg: Message, token: str, encoded: Any) -> None:
         """A successful run; `encoded`: its result as JSON when the message has a reply."""
         if msg.reply_to:
-            self._replies.append((msg, token, encoded))
-            writer = self._writer
-            if writer is None or writer.done():
-                # runs from the next loop turn: every run ending in this one joins its call
-                # (done() also covers a writer cancelled before it began, e.g. by stop())
-                self._writer = self._spawn(self._write_replies())
+            self._queue_reply((msg, token, "completed", encoded, ""))
             return
         self.processed += 1
         self.acks.add(msg.id, token)
 
+    def drop(self, msg: Message, token: str, status: str, reason: str) -> None:
+        """A delivery finished unstarted (`status` "timeout": past its `expires_at`): acked
+        with its reply and status, like a success, never run and never retried."""
+        self._queue_reply((msg, token, status, b"null", reason))
+
+    def _queue_reply(self, member: tuple[Message, str, str, bytes, str]) -> None:
+        self._replies.append(member)
+        writer = self._writer
+        if writer is None or writer.done():
+            # runs from the next loop turn: every run ending in this one joins its call
+            # (done() also covers a writer cancelled before it began, e.g. by stop())
+            self._writer = self._spawn(self._write_replies())
+
     async def _write_replies(self) -> None:
         """Writes the waiting replies, up to `REPLY_CHUNK` per `ack_reply` call; runs made
-        while a call is in flight join the next one (one call at a time per process)."""
+        while a call is in flight join the next one (one call at a time per process). Each
+        member's reply object is encoded here (the script only joins them)."""
         keys, ttl = self._keys, self.config.result_ttl_ms
         replies = self._replies
+        dumps, fragment = orjson.dumps, orjson.Fragment
         while replies:
             batch = replies[:REPLY_CHUNK]
             del replies[:REPLY_CHUNK]
-            args: list[Any] = [ttl, len(batch)]
-            for msg, token, encoded in batch:
-                args += (msg.id, token, msg.reply_to, encoded)
+            at = time.time() + self.clock_offset
+            args: list[Any] = [ttl, len(batch), repr(at)]
+            for msg, token, status, encoded, error in batch:
+                reply = dumps(
+                    {
+                        "id": msg.id,
+                        "status": status,
+                        "result": fragment(encoded),
+                        "error": error or None,
+                        "processed_at": at,
+                    }
+                )
+                args += (msg.id, token, msg.reply_to, status, encoded, error, reply)
             try:
                 res = await self._until_recorded(
                     lambda: self._ack_reply(keys, args)  # noqa: B023
@@ -114,7 +140,7 @@ class Outcomes:
                 log.warning(
                     "queue %s: could not ack %d runs (%r)", self.queue_name, len(batch), exc
                 )
-                for msg, token, _ in batch:
+                for msg, token, *_ in batch:
                     self.leases.forget(msg.id, token)  # its lease expires, it comes back
                 continue
             self._settle_replies(batch, res)
@@ -126,10 +152,12 @@ class Outcomes:
             return await scripts.ack_reply(self.endpoint.client, keys, args)
         return await scripts.ack_reply.run(link.execute, keys, args)
 
-    def _settle_replies(self, batch: list[tuple[Message, str, Any]], res: list[Any]) -> None:
-        for (msg, token, _), code in zip(batch, res, strict=True):
+    def _settle_replies(
+        self, batch: list[tuple[Message, str, str, bytes, str]], res: list[Any]
+    ) -> None:
+        for (msg, token, status, *_), code in zip(batch, res, strict=True):
             if code == 1 or code == -1:  # acked, or a stale lease (another delivery's now)
-                self.processed += int(code == 1)
+                self.processed += int(code == 1 and status == "completed")
                 self.leases.forget(msg.id, token)
             else:
                 err = code.decode(errors="replace") if isinstance(code, bytes) else str(code)

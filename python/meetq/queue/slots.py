@@ -67,6 +67,9 @@ class Slots:
         self.leases = leases
         self.outcomes = outcomes
         self.stopping = False
+        self.clock_offset = 0.0
+        """Redis server time - local time.time(), seconds (the queue measures it at start):
+        `Message.expires_at` is server time."""
         self.buffers: tuple[deque[tuple[Message, str, Pending]], ...] = tuple(
             deque() for _ in range(4)
         )
@@ -149,6 +152,11 @@ class Slots:
             # only a reply key of this queue: nothing is written elsewhere
             msg.reply_to = ""
             fail(mid, token, msg, "invalid reply_to", dead=True)
+            return False
+        if msg.expires_at and time.time() + self.clock_offset >= msg.expires_at:
+            # its deadline passed while it waited: dropped unstarted, never run
+            self.leases.finished(mid)
+            self.outcomes.drop(msg, token, "timeout", "deadline passed before it started")
             return False
         spec = self.handlers.get(msg.type)
         if spec is None:

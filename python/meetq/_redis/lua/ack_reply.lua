@@ -1,32 +1,40 @@
--- ack_reply.lua: Successful runs of messages with a reply, any number in one call: for each,
--- the reply (RPUSH + PEXPIRE), the dispatcher's status hash and the ack, in one
--- transition. Members are independent: one that cannot be written changes nothing of its
--- own and the others still complete.
+-- ack_reply.lua: Finished runs, any number in one call: for each, its reply, the
+-- dispatcher's status hash and the ack, in one transition. A member is a run that
+-- succeeded (status "completed") or a delivery dropped unstarted because its deadline had
+-- passed ("timeout"). The worker encodes each member's reply object; the members for one
+-- reply list go out as ONE list element, the JSON array of their replies, so a batch
+-- costs one RPUSH element and no JSON work in Lua. Members are independent: one that
+-- cannot be written changes nothing of its own and the others still complete.
 --
 -- KEYS (every queue script gets all eleven, one hash tag, so it is Cluster-safe):
 --   1..4 ready:3 .. ready:0   5 msg   6 inflight   7 delayed   8 dlq   9 dlqinfo
 --   10 stats   11 wake
 -- ARGV:
---   1 result_ttl_ms  2 n
---   then (id, token, reply_key, result (JSON)) * n
+--   1 result_ttl_ms  2 n  3 processed_at (epoch seconds, text: the status hashes' field)
+--   then (id, token, reply_key ('' = none), status, result (JSON), error ('' = none),
+--   reply (the JSON object pushed to reply_key)) * n
 -- Returns one entry per member, in order: 1 acked, -1 stale token (nothing changed), or
 -- the error (a string) that kept its reply from being written (nothing changed; the caller
 -- fails that member like any other failure).
-local ttl, n = tonumber(ARGV[1]), tonumber(ARGV[2])
-local now = now_ms()
+local ttl, n, at = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 local out = {}
 local fields = {}
-for i = 1, n do fields[i] = fl(ARGV[4 * i - 1]) end
+for i = 1, n do fields[i] = fl(ARGV[7 * i - 3]) end
 local cur = {}
 if n > 0 then cur = redis.call('HMGET', K_MSG, unpack(fields)) end
--- the members whose lease is current, grouped by reply list (one RPUSH per list)
-local lists, order = {}, {}
+-- the members whose lease is current, grouped by reply list (one element per list)
+local lists, order, valid = {}, {}, {['']=true}
 for i = 1, n do
-  local j = 4 * i - 1
+  local j = 7 * i - 3
   local reply_key = ARGV[j + 2]
+  local ok = valid[reply_key]
+  if ok == nil then
+    ok = valid_reply(reply_key)
+    valid[reply_key] = ok
+  end
   if cur[i] ~= ARGV[j + 1] then
     out[i] = -1
-  elseif reply_key ~= '' and not valid_reply(reply_key) then
+  elseif not ok then
     out[i] = 'invalid reply_to'
   else
     local group = lists[reply_key]
@@ -38,17 +46,14 @@ for i = 1, n do
     group[#group + 1] = i
   end
 end
-local done = {}
+local done, counts = {}, {}
 for _, reply_key in ipairs(order) do
   local group = lists[reply_key]
   local err = nil
   if reply_key ~= '' then
     local bodies = {}
-    for k, i in ipairs(group) do
-      local j = 4 * i - 1
-      bodies[k] = reply_body(ARGV[j], 'completed', ARGV[j + 3], '', now)
-    end
-    local pushed = redis.pcall('RPUSH', reply_key, unpack(bodies))
+    for k, i in ipairs(group) do bodies[k] = ARGV[7 * i + 3] end
+    local pushed = redis.pcall('RPUSH', reply_key, '[' .. table.concat(bodies, ',') .. ']')
     if type(pushed) == 'table' then
       err = pushed.err or 'reply not written'
     else
@@ -59,16 +64,20 @@ for _, reply_key in ipairs(order) do
     if err then
       out[i] = err
     else
-      local j = 4 * i - 1
-      write_status(ARGV[j], 'completed', ARGV[j + 3], '', now)
+      local j = 7 * i - 3
+      local status = ARGV[j + 3]
+      record_status(ARGV[j], status, ARGV[j + 4], ARGV[j + 5], at)
       out[i] = 1
       done[#done + 1] = ARGV[j]
+      counts[status] = (counts[status] or 0) + 1
     end
   end
 end
 if #done > 0 then
   chunked('ZREM', K_INF, done)
   forget(done)
-  bump('processed', #done)
+  for status, c in pairs(counts) do
+    if status == 'completed' then bump('processed', c) else bump(status, c) end
+  end
 end
 return out

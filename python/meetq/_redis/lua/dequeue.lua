@@ -1,7 +1,9 @@
 -- dequeue.lua: Leases up to n ready ids in strict priority after applying the acks of finished
 -- handlers, promoting due delayed messages and expired leases (back to the front of their
--- lists in the order they were first handed out). Ids a dispatcher marked cancelled, or
--- whose deadline_ms has passed, are finished here instead of delivered.
+-- lists in the order they were first handed out). An id whose body task_cancel.lua
+-- marked cancelled (first byte "c" instead of the priority digit) is finished here instead
+-- of delivered; it costs nothing per task otherwise: no status hash is read here (a
+-- deadline travels in the message, and the worker drops a delivery past it unstarted).
 --
 -- KEYS (every queue script gets all eleven, one hash tag, so it is Cluster-safe):
 --   1..4 ready:3 .. ready:0   5 msg   6 inflight   7 delayed   8 dlq   9 dlqinfo
@@ -9,8 +11,7 @@
 -- ARGV:
 --   1 n (ids to lease; 0 = only apply the acks)  2 lease_ms  3 max_deliveries
 --   4 dlq_max  5 dlq_age_ms  6 n_acks  7.. (id, token) * n_acks
---   then, optional: result_ttl_ms (how long the reply of a message finished here is kept;
---   default 1 h)
+--   then, optional: result_ttl_ms (unused; kept so callers of either version agree)
 -- Returns {acked, wait_ms (-1: nothing scheduled), more, (id, token, deliveries, retries, body) *}
 local n, lease_ms, max_del = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local dlq_max, dlq_age = tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -131,45 +132,14 @@ if #ids > 0 then
     fields[#fields + 1] = fl(id)
   end
   local got = redis.call('HMGET', K_MSG, unpack(fields))
-  -- Task status: one EXISTS for the whole batch; only when a dispatcher
-  -- tracks some of these ids are they looked at one by one.
-  local skip = {}
-  local skeys = {}
-  for _, id in ipairs(ids) do skeys[#skeys + 1] = status_key(id) end
-  if redis.call('EXISTS', unpack(skeys)) > 0 then
-    local ttl_ms = tonumber(ARGV[7 + 2 * n_acks]) or 3600000
-    for i, id in ipairs(ids) do
-      local body = got[2 * i - 1]
-      local st = body and redis.pcall('HMGET', skeys[i], 'status', 'deadline_ms')
-      if type(st) == 'table' and not st.err and (st[1] or st[2]) then
-        local due = tonumber(st[2])
-        local drop = nil
-        if st[1] == 'cancelled' then drop = 'cancelled'
-        elseif due and due <= now then drop = 'timeout' end
-        if drop then
-          -- finished here, never delivered: its reply goes out with the status
-          local m = decoded(body)
-          local rk = ''
-          if m and valid_reply(m.reply_to) then rk = m.reply_to end
-          local why = 'cancelled before it started'
-          if drop == 'timeout' then why = 'deadline passed before it started' end
-          write_outcome(id, rk, drop, 'null', why, now, ttl_ms)
-          forget({id})
-          bump(drop, 1)
-          skip[i] = true
-        elseif not FINAL[st[1]] then
-          redis.pcall('HSET', skeys[i], 'status', 'processing', 'started_at', secs(now))
-        end
-      end
-    end
-  end
   local seq = bump('seq', #ids) - #ids
-  local deadline = now + lease_ms
-  local zargs, hargs = {}, {}
+  local deadline = string.format('%d', now + lease_ms)
+  local zargs, hargs, cancelled = {}, {}, {}
   for i, id in ipairs(ids) do
     local body = got[2 * i - 1]
-    if skip[i] then
-      -- cancelled or past its deadline: finished above
+    if body and string.byte(body, 1) == 99 then
+      -- "c": cancelled before it started (the status and the reply are task_cancel's)
+      cancelled[#cancelled + 1] = id
     elseif body then
       local att, ret = counters(got[2 * i])
       att = att + 1
@@ -191,6 +161,10 @@ if #ids > 0 then
   if #zargs > 0 then
     chunked('ZADD', K_INF, zargs)
     chunked('HSET', K_MSG, hargs)
+  end
+  if #cancelled > 0 then
+    forget(cancelled)
+    bump('cancelled', #cancelled)
   end
 end
 if died then trim_dlq(now, dlq_max, dlq_age) end

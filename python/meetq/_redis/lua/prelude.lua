@@ -73,18 +73,23 @@ local function reply_body(id, status, result_json, err, now)
 end
 
 -- the outcome in `id`'s status hash, when a dispatcher made one (a final status is kept);
--- one HGET tells both (no hash: false; a hash always holds `status`; not a hash: error)
-local function write_status(id, status, result_json, err, now)
+-- one HGET tells both (no hash: false; a hash always holds `status`; not a hash: error).
+-- `at`: processed_at as text (epoch seconds)
+local function record_status(id, status, result_json, err, at)
   local sk = status_key(id)
   local cur = redis.pcall('HGET', sk, 'status')
   if cur and type(cur) ~= 'table' then
-    local fields = {'result', result_json, 'error', err, 'processed_at', secs(now)}
-    if not FINAL[cur] then
-      fields[#fields + 1] = 'status'
-      fields[#fields + 1] = status
+    if FINAL[cur] then
+      redis.pcall('HSET', sk, 'result', result_json, 'error', err, 'processed_at', at)
+    else
+      redis.pcall('HSET', sk, 'result', result_json, 'error', err, 'processed_at', at,
+        'status', status)
     end
-    redis.pcall('HSET', sk, unpack(fields))
   end
+end
+
+local function write_status(id, status, result_json, err, now)
+  record_status(id, status, result_json, err, secs(now))
 end
 
 -- the final outcome of `id`: its reply (when `reply_key` is not ''; the key expires after
