@@ -163,6 +163,9 @@ async def test_cancel_running_task_cancels_it_in_the_worker(
         waiter = asyncio.ensure_future(d.dispatch_and_wait(TaskRequest(type="hang", timeout=30)))
         started = await async_wait_until(lambda: r.lrange(LOG_KEY, 0, -1), timeout=20)
         tid = started[0].decode().split(":", 1)[1]
+        # running: the hash says pending, the lease says processing
+        assert await r.hget(QueueKeys(QUEUE).status(tid), "status") == b"pending"
+        assert (await d.get_task_status(tid))[1] is TaskStatus.PROCESSING
         assert await d.cancel_task(tid)
         final = await asyncio.wait_for(waiter, 10)
         assert final.status is TaskStatus.CANCELLED

@@ -252,7 +252,8 @@ class TaskDispatcher:
             keys, reply_to, _ = self._queue_keys(queue)
             req.id = f"{new_id()}@{queue}"
             req.created_at = now
-            req.priority = Priority.parse(req.priority)
+            if type(req.priority) is not Priority:
+                req.priority = Priority.parse(req.priority)
             body, status = encode_task(
                 req, keys, reply_to, self.name, self.codec, server_now, self.result_ttl
             )

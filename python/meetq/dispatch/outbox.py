@@ -124,7 +124,6 @@ def encode_task(
         request_json,
         deadline_ms,
         reply_to,
-        req.created_at,
         ttl_ms,
     )
     return body, status

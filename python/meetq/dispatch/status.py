@@ -8,7 +8,7 @@ The dispatcher creates the hash in the same MULTI as the publish (`create_comman
                   dispatcher's timer wheel ends the task TIMEOUT
     request       the TaskRequest as JSON (get_task_status answers from any process)
     reply_to      the owning dispatcher's reply list (same hash slot)
-    dispatched_at, processed_at   epoch seconds
+    processed_at  epoch seconds (the dispatch time is the request's created_at)
     result, error the outcome (result as JSON)
 
 PROCESSING is not written per delivery: get_task_status reports a `pending` task that a
@@ -67,7 +67,6 @@ def create_commands(
     request_json: bytes,
     deadline_ms: int,
     reply_to: str,
-    dispatched_at: float,
     ttl_ms: int,
 ) -> list[tuple[Any, ...]]:
     """The commands that create a task's status hash (sent inside the publish MULTI)."""
@@ -83,8 +82,6 @@ def create_commands(
             request_json,
             "reply_to",
             reply_to,
-            "dispatched_at",
-            repr(dispatched_at),
         ),
         ("PEXPIRE", key, ttl_ms),
     ]

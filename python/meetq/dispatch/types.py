@@ -38,6 +38,15 @@ class TaskType(StrEnum):
     WEBRTC_NEGOTIATION = "webrtc_negotiation"
 
 
+_PRIORITIES = tuple(Priority)
+
+
+def _priority(value: Any) -> Priority:
+    if type(value) is int and 0 <= value <= 3:
+        return _PRIORITIES[value]
+    return Priority(int(value))
+
+
 @dataclass(slots=True)
 class TaskRequest:
     """One task for a service. `id` is set by the dispatcher (it names the task's queue);
@@ -84,7 +93,7 @@ class TaskRequest:
             return cls(
                 type=ttype,
                 payload=payload,
-                priority=Priority(int(data.get("priority", 1))),
+                priority=_priority(data.get("priority", 1)),
                 user_id=int(data.get("user_id", 0)),
                 meeting_id=int(data.get("meeting_id", 0)),
                 session_id=str(data.get("session_id", "")),

@@ -115,22 +115,19 @@ class Outcomes:
         member's reply object is encoded here (the script only joins them)."""
         keys, ttl = self._keys, self.config.result_ttl_ms
         replies = self._replies
-        dumps, fragment = orjson.dumps, orjson.Fragment
+        dumps = orjson.dumps
         while replies:
             batch = replies[:REPLY_CHUNK]
             del replies[:REPLY_CHUNK]
-            at = time.time() + self.clock_offset
-            args: list[Any] = [ttl, len(batch), repr(at)]
+            at = repr(time.time() + self.clock_offset)
+            args: list[Any] = [ttl, len(batch), at]
+            # {"id", "status", "result", "error", "processed_at"}: the same object a
+            # failure's script writes, assembled from parts (result is JSON already)
+            ok_tail = b',"error":null,"processed_at":' + at.encode() + b"}"
             for msg, token, status, encoded, error in batch:
-                reply = dumps(
-                    {
-                        "id": msg.id,
-                        "status": status,
-                        "result": fragment(encoded),
-                        "error": error or None,
-                        "processed_at": at,
-                    }
-                )
+                head = b'{"id":' + dumps(msg.id) + b',"status":"' + status.encode()
+                tail = (b',"error":' + dumps(error) + ok_tail[13:]) if error else ok_tail
+                reply = head + b'","result":' + encoded + tail
                 args += (msg.id, token, msg.reply_to, status, encoded, error, reply)
             try:
                 res = await self._until_recorded(

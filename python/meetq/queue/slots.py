@@ -62,6 +62,8 @@ class Slots:
         self.handlers = handlers
         self.config = config
         self._is_reply = keys.is_reply
+        self._replies_ok: set[str] = set()
+        """reply_to values already validated (a process sees a few: one per dispatcher)."""
         self.runner = runner
         self.codec = codec
         self.leases = leases
@@ -141,14 +143,14 @@ class Slots:
             fail(mid, token, None, f"id is not valid UTF-8: {mid!r}", dead=True)
             return False
         try:
-            msg = self.codec.decode(reply[i + 4])
+            msg = self.codec.decode(reply[i + 4][1:])  # the stored body: digit, message
         except (MalformedMessageError, MessageTooLargeError) as exc:
             fail(mid, token, None, f"malformed message: {exc}", dead=True)
             return False
         msg.id = mid
         msg.deliveries = reply[i + 2]
         msg.retry_count = reply[i + 3]
-        if msg.reply_to and not self._is_reply(msg.reply_to):
+        if msg.reply_to and msg.reply_to not in self._replies_ok and not self._valid_reply(msg):
             # only a reply key of this queue: nothing is written elsewhere
             msg.reply_to = ""
             fail(mid, token, msg, "invalid reply_to", dead=True)
@@ -167,6 +169,14 @@ class Slots:
                 self.run_inline(spec, msg, token)
             return False
         self.buffers[3 - msg.priority].append((msg, token, spec))
+        return True
+
+    def _valid_reply(self, msg: Message) -> bool:
+        if not self._is_reply(msg.reply_to):
+            return False
+        if len(self._replies_ok) >= 1024:
+            self._replies_ok.clear()  # bounded: a stream of distinct names costs a recheck
+        self._replies_ok.add(msg.reply_to)
         return True
 
     def _claim(self, msg: Message, token: str) -> bool:

@@ -13,6 +13,7 @@
 --   4 dlq_max  5 dlq_age_ms  6 n_acks  7.. (id, token) * n_acks
 --   then, optional: result_ttl_ms (unused; kept so callers of either version agree)
 -- Returns {acked, wait_ms (-1: nothing scheduled), more, (id, token, deliveries, retries, body) *}
+-- where body is the stored body: the priority digit, then the encoded message.
 local n, lease_ms, max_del = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local dlq_max, dlq_age = tonumber(ARGV[4]), tonumber(ARGV[5])
 local n_acks = tonumber(ARGV[6])
@@ -152,7 +153,7 @@ if #ids > 0 then
       out[#out + 1] = token
       out[#out + 1] = att
       out[#out + 1] = ret
-      out[#out + 1] = string.sub(body, 2)
+      out[#out + 1] = body -- whole: the caller skips the digit (a copy here costs more)
     else
       to_dlq(id, 'missing body (ready entry without a stored message)', now)
       died = true

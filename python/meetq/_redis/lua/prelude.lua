@@ -79,12 +79,16 @@ local function record_status(id, status, result_json, err, at)
   local sk = status_key(id)
   local cur = redis.pcall('HGET', sk, 'status')
   if cur and type(cur) ~= 'table' then
-    if FINAL[cur] then
-      redis.pcall('HSET', sk, 'result', result_json, 'error', err, 'processed_at', at)
-    else
-      redis.pcall('HSET', sk, 'result', result_json, 'error', err, 'processed_at', at,
-        'status', status)
+    local f = {'result', result_json, 'processed_at', at}
+    if err ~= '' then
+      f[5] = 'error'
+      f[6] = err
     end
+    if not FINAL[cur] then
+      f[#f + 1] = 'status'
+      f[#f + 1] = status
+    end
+    redis.pcall('HSET', sk, unpack(f))
   end
 end
 
