@@ -360,3 +360,22 @@ async def test_submit_whose_write_fails_calls_on_failed_only(
             assert d.get_stats()["active_tasks"] == 0 and outcomes == []
         finally:
             redis_server.start()
+
+
+async def test_a_cancelled_caller_does_not_cancel_the_others_of_its_turn(
+    redis_url: str, route: ServiceRoute
+) -> None:
+    """Calls of one loop turn await one shared MULTI outcome: cancelling one caller must
+    not cancel it for the others (the staged tasks are all published)."""
+    async with redis_client(redis_url) as r, dispatcher(redis_url, route) as d:
+        calls = [
+            asyncio.ensure_future(d.dispatch(TaskRequest(type="record", timeout=30)))
+            for _ in range(3)
+        ]
+        await asyncio.sleep(0)  # one loop turn: each call stages its task, awaits the MULTI
+        calls[1].cancel()
+        done = await asyncio.gather(*calls, return_exceptions=True)
+        assert isinstance(done[1], asyncio.CancelledError)
+        assert all(isinstance(x, TaskResponse) for x in (done[0], done[2]))
+        assert d.get_stats()["total_dispatched"] == 3
+        assert await r.llen(QueueKeys(QUEUE).ready(1)) == 3

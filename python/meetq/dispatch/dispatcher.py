@@ -224,9 +224,9 @@ class TaskDispatcher:
         group the call touches, all sent at once)."""
         boxes = self._stage(requests, future, callback, None)
         if len(boxes) == 1:
-            await asyncio.shield(boxes[0].done)
+            await boxes[0].done  # shared by the turn's calls; it refuses cancellation
         else:
-            await asyncio.gather(*(asyncio.shield(b.done) for b in boxes))
+            await asyncio.gather(*(b.done for b in boxes))
         return [TaskResponse(r.id, TaskStatus.PENDING) for r in requests]
 
     def _stage(
@@ -267,7 +267,7 @@ class TaskDispatcher:
             _, reply_to, slot = self._queue_keys(queue)
             box = self._outboxes.get(slot)
             if box is None:
-                box = self._outboxes[slot] = Outbox(asyncio.get_running_loop().create_future())
+                box = self._outboxes[slot] = Outbox(asyncio.get_running_loop())
             if box not in boxes:
                 boxes.append(box)
             box.add(req.id, queue, int(req.priority), body, status)
