@@ -43,6 +43,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _described(cond: Callable[[], Any]) -> str:
+    """The condition's source line (which of a test's waits failed), else its repr."""
+    try:
+        line = inspect.getsourcelines(cond)[0][0].strip()
+        return f"{line} ({inspect.getsourcefile(cond)}:{cond.__code__.co_firstlineno})"
+    except (OSError, TypeError, AttributeError):
+        return repr(cond)
+
+
 def wait_until(cond: Callable[[], Any], timeout: float = 10.0, interval: float = 0.002) -> Any:
     """Polls `cond` until it returns a truthy value; fails the test at the deadline."""
     deadline = time.monotonic() + timeout
@@ -51,7 +60,7 @@ def wait_until(cond: Callable[[], Any], timeout: float = 10.0, interval: float =
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s: {cond}")
+            raise AssertionError(f"condition not met within {timeout}s: {_described(cond)}")
         time.sleep(interval)
 
 
@@ -67,7 +76,7 @@ async def async_wait_until(
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s: {cond}")
+            raise AssertionError(f"condition not met within {timeout}s: {_described(cond)}")
         await asyncio.sleep(interval)
 
 
