@@ -48,16 +48,22 @@ async def test_node_killed_and_restarted_mid_run(base_dir: Path, node_process: N
                     outcomes["timeout"] += 1
 
         runner = asyncio.ensure_future(traffic())
-        await async_wait_until(lambda: outcomes["ok"] >= 20, timeout=30)
+
+        def seen(kind: str, n: int) -> bool:
+            if runner.done():
+                runner.result()  # the traffic died of an error it must never meet: that error
+            return outcomes[kind] >= n
+
+        await async_wait_until(lambda: seen("ok", 20), timeout=30)
         node.kill()
         node.wait(timeout=30)
         # The subscription closes with the process: the client notices without a timeout.
         await async_wait_until(lambda: not client.available(work_id), timeout=30)
-        await async_wait_until(lambda: outcomes["lost"] >= 1, timeout=30)
+        await async_wait_until(lambda: seen("lost", 1), timeout=30)
         ok_before_restart = outcomes["ok"]
         node_process()  # a new process; its stale socket files are detected and replaced
         await client.wait_available(work_id, timeout=60)
-        await async_wait_until(lambda: outcomes["ok"] >= ok_before_restart + 20, timeout=30)
+        await async_wait_until(lambda: seen("ok", ok_before_restart + 20), timeout=30)
         stop.set()
         await runner
         # The caller's work_id stayed valid: it now maps to the new setup on the new node.
