@@ -278,7 +278,6 @@ class TaskDispatcher:
             entry.on_failed = on_failed
             entry.handle = self._deadlines.insert(mono + int(req.timeout * 1000), req.id)
             self._pending[req.id] = entry
-            self._reader.add_key(reply_to, slot)
         if self._idle is not None:
             self._idle.clear()
         self._deadlines.arm()
@@ -286,11 +285,12 @@ class TaskDispatcher:
 
     def _queue_keys(self, queue: str) -> tuple[QueueKeys, str, Slot]:
         """The keys of `queue`, this process's reply list there and their slot group
-        (made once per queue)."""
+        (made once per queue, when the reply reader starts reading that list)."""
         known = self._keys_of.get(queue)
         if known is None:
             keys = QueueKeys(queue)
             known = (keys, keys.reply(self.name), self._links.slot_of(queue))
+            self._reader.add_key(known[1], known[2])  # read from now on (once per queue)
             self._keys_of[queue] = known
         return known
 
@@ -378,7 +378,7 @@ class TaskDispatcher:
         except Exception:
             log.exception("dispatcher %s: callback for %s failed", self.name, response.task_id)
             return
-        if inspect.isawaitable(result):
+        if result is not None and inspect.isawaitable(result):
             task = asyncio.ensure_future(result)
             self._tasks.add(task)
             task.add_done_callback(self._callback_done)
