@@ -53,7 +53,7 @@ async def serve(args: argparse.Namespace, secret: str, stop: asyncio.Event | Non
     from meetq.dispatch import TaskDispatcher
     from meetq.dispatch.types import default_routes
     from meetq.gateway.auth import AuthError, HmacAuthenticator
-    from meetq.gateway.server import GatewayConfig, GatewayServer
+    from meetq.gateway.server import GatewayConfig, GatewayServer, collector_for_gateway
     from meetq.gateway.sessions import ClientTaskManager
     from meetq.ops.http import HttpServer
     from meetq.ops.metrics import MetricsHub
@@ -101,7 +101,8 @@ async def serve(args: argparse.Namespace, secret: str, stop: asyncio.Event | Non
                 file=sys.stderr,
                 flush=True,
             )
-            await stop.wait()
+            with collector_for_gateway():  # as `meetq gateway` without a side port
+                await stop.wait()
     finally:
         await http.stop()
         if board is not None:
