@@ -107,9 +107,9 @@ class Reader:
         recv = sock.recv_multipart if self._multipart else sock.recv
         on_message = self._on_message
         for i in range(self._batch):
-            if i == 1 and not int(sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
-                return False
             try:
+                if i == 1 and not int(sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+                    return False
                 msg = recv(zmq.NOBLOCK)
             except zmq.Again:
                 return False
@@ -123,6 +123,8 @@ class Reader:
                 on_message(msg)
             except Exception:
                 log.exception("message handler failed on %s", sock)
+            if self._closed:
+                return False  # the handler closed this reader (its node went away)
         return True
 
     def close(self) -> None:
