@@ -13,8 +13,8 @@ use std::sync::Mutex;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
-use pyo3::PyVisit;
 use pyo3::PyTraverseError;
+use pyo3::PyVisit;
 
 use super::SchedulerCore;
 
@@ -118,7 +118,11 @@ impl SchedulerCore {
         }
     }
 
-    pub(super) fn seq_get<'py>(&self, py: Python<'py>, n: u64) -> PyResult<Option<Bound<'py, PyAny>>> {
+    pub(super) fn seq_get<'py>(
+        &self,
+        py: Python<'py>,
+        n: u64,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
         let seq = self.ids.seq.try_lock().map_err(|_| busy())?;
         Ok(seq.get(&n).map(|v| v.bind(py).clone()))
     }
