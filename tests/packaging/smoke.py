@@ -98,14 +98,17 @@ def check_local() -> None:
 
     async def main() -> None:
         seen: list[object] = []
+        handled = asyncio.Event()
+
+        def on_e(ev):  # type: ignore[no-untyped-def]
+            seen.append(ev.payload)
+            handled.set()
+
         bus = LocalEventBus()
-        bus.on("e", lambda ev: seen.append(ev.payload))
+        bus.on("e", on_e)
         await bus.start()
         bus.emit("e", {"n": 1}, "smoke")
-        for _ in range(1000):
-            if seen:
-                break
-            await asyncio.sleep(0.01)
+        await asyncio.wait_for(handled.wait(), 10)
         await bus.stop()
         assert seen == [{"n": 1}], seen
         s = TaskScheduler()

@@ -11,12 +11,11 @@ import contextlib
 import shutil
 import subprocess
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from helpers import RedisServer, free_port
+from helpers import RedisServer, free_port, wait_until
 
 REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
 
@@ -49,17 +48,20 @@ def cli(port: int, *args: str, timeout: float = 10.0) -> str:
     return done.stdout
 
 
-def _poll(cond: object, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
+def _poll(cond: Callable[[], object], timeout: float, what: str) -> None:
+    """`helpers.wait_until` for a state read through redis-cli, which fails while a node
+    starts or restarts (that counts as "not yet")."""
+
+    def tolerant() -> object:
         try:
-            if cond():  # type: ignore[operator]
-                return
+            return cond()
         except (subprocess.SubprocessError, OSError):
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what} not reached within {timeout}s")
-        time.sleep(0.05)
+            return False
+
+    try:
+        wait_until(tolerant, timeout, interval=0.05)
+    except AssertionError:
+        raise RuntimeError(f"{what} not reached within {timeout}s") from None
 
 
 @dataclass
