@@ -372,10 +372,11 @@ async def test_stop_can_discard_and_reports_count() -> None:
 
 
 async def test_stop_waits_for_running_async_handlers_and_leaks_no_task() -> None:
-    finished = asyncio.Event()
+    started, release, finished = asyncio.Event(), asyncio.Event(), asyncio.Event()
 
     async def slow(e: Any) -> None:
-        await asyncio.sleep(0.05)
+        started.set()
+        await release.wait()
         finished.set()
 
     before = asyncio.all_tasks()
@@ -383,7 +384,13 @@ async def test_stop_waits_for_running_async_handlers_and_leaks_no_task() -> None
     bus.on("s", slow)
     await bus.start()
     bus.emit("s")
-    await bus.stop()
+    await asyncio.wait_for(started.wait(), 10)
+    stopping = asyncio.ensure_future(bus.stop())
+    for _ in range(20):
+        await asyncio.sleep(0)  # bare yields: stop() runs as far as it can
+    assert not stopping.done()  # it waits for the running handler
+    release.set()
+    await asyncio.wait_for(stopping, 10)
     assert finished.is_set()
     assert asyncio.all_tasks() == before
 
