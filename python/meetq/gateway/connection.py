@@ -126,16 +126,10 @@ class ClientConnection(WSListener):
             return
         gw = self.gw
         now = _monotonic()
-        tokens = self.tokens + (now - self.tokens_at) * gw.frame_rate  # _take_token, inline
-        if tokens > gw.frame_burst:
-            tokens = gw.frame_burst
-        self.tokens_at = now
-        if tokens < 1.0:
-            self.tokens = tokens
+        if not self._take_token(now):
             gw.stats["closed_flood"] += 1
             self.close(CloseCode.FLOOD, "too many frames per second")
             return
-        self.tokens = tokens - 1.0
         limit = gw.config.max_frame_size
         if frame.payload_size > limit:
             self._too_large()
