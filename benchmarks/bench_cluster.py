@@ -188,6 +188,11 @@ def cpu_per(side: dict[str, float]) -> float:
     return (side["worker_cpu"] + side["redis_cpu"]) / side["messages"]
 
 
+def times(a: float, b: float) -> str:
+    """a / b as "1.23x"; a smoke run can be too short for /proc's 10 ms CPU ticks."""
+    return f"{a / b:.2f}x" if b else "n/a (below the CPU clock's resolution)"
+
+
 def loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
@@ -397,7 +402,7 @@ def main() -> None:
         f"(CPU ceiling {ceiling(med['floor_one'], med['floor_spread'], 3 * floor_n, cores):.2f}x)",
         f"routing cost, cluster / single node, one queue: "
         f"{med['routed']['rate'] / med['single']['rate']:.2f}x in rate, "
-        f"{cpu_per(med['routed']) / cpu_per(med['single']):.2f}x in CPU per message",
+        f"{times(cpu_per(med['routed']), cpu_per(med['single']))} in CPU per message",
     ]
     text = "\n".join(lines) + "\n"
     print(text)
