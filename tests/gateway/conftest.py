@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,8 @@ from helpers import script_process
 from meetq import TaskDispatcher
 from meetq.gateway import ClientTaskManager, HmacAuthenticator, make_token
 from meetq.gateway.server import GatewayConfig, GatewayServer
+
+sys.path.insert(0, str(Path(__file__).parent))  # test_accepted.py uses test_server's helpers
 
 WORKER = Path(__file__).parent / "gateway_worker.py"
 SECRET = "test-secret-0123456789abcdef"

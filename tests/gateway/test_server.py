@@ -390,7 +390,8 @@ async def test_request_whose_dispatch_fails_gets_unavailable(redis_server: Any) 
         redis_server.stop()
         try:
             await request(ws, "r1", "ai.speech_recognition")
-            final = await final_of(ws, "r1")
+            final = await recv_json(ws)  # never published: no `accepted` before it
+            assert final["request_id"] == "r1"
             assert final["status"] == "error" and final["code"] == "unavailable"
             assert "could not dispatch" in final["error"]
             assert manager.get_session(sid).in_flight == 0

@@ -198,13 +198,15 @@ class TaskDispatcher:
         request: TaskRequest,
         callback: Callback,
         on_failed: Callable[[BaseException], None],
+        on_published: Callable[[], None] | None = None,
     ) -> str:
         """Stages the task without waiting for its write and returns its id: for callers
         that start many tasks per loop turn from protocol callbacks (the gateway), where
         a Task per call would cost more than the dispatch. `callback(response)` runs once
-        on the outcome; if the write fails, `on_failed(exc)` runs instead. Raises what
-        dispatch raises (NoRouteError, ...) at once, staging nothing."""
-        self._stage([request], None, callback, on_failed)
+        on the outcome; if the write fails, `on_failed(exc)` runs instead, and
+        `on_published()` once the task's MULTI is written (the gateway's `accepted`).
+        Raises what dispatch raises (NoRouteError, ...) at once, staging nothing."""
+        self._stage([request], None, callback, on_failed, on_published)
         return request.id
 
     async def dispatch_batch(
@@ -235,6 +237,7 @@ class TaskDispatcher:
         future: asyncio.Future[TaskResponse] | None,
         callback: Callback | None,
         on_failed: Callable[[BaseException], None] | None,
+        on_published: Callable[[], None] | None = None,
     ) -> list[Outbox]:
         """Stages the tasks into this loop turn's outbox. Every check (route, timeout,
         encoding) happens before anything is staged, so a refused call stages nothing;
@@ -271,6 +274,8 @@ class TaskDispatcher:
             if box not in boxes:
                 boxes.append(box)
             box.add(req.id, queue, int(req.priority), body, status)
+            if on_published is not None:
+                box.published.append(on_published)
             # registered before the write: a reply may be read before the EXEC reply is
             entry = PendingTask(now)
             entry.future = future
@@ -326,6 +331,11 @@ class TaskDispatcher:
         self.publishes += 1
         if not box.done.done():
             box.done.set_result(None)
+        for on_published in box.published:
+            try:
+                on_published()
+            except Exception:
+                log.exception("dispatcher %s: on_published callback failed", self.name)
 
     async def _retrying(self, call: Callable[[], Awaitable[Any]]) -> Any:
         return await retrying(call, self.retry_budget, f"dispatcher {self.name}")

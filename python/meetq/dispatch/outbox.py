@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -40,11 +41,13 @@ class SharedDone(asyncio.Future[None]):
 class Outbox:
     """Tasks staged in one loop turn, published together in one MULTI."""
 
-    __slots__ = ("done", "ids", "queues", "status")
+    __slots__ = ("done", "ids", "published", "queues", "status")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.done = SharedDone(loop=loop)
         self.ids: list[str] = []
+        self.published: list[Callable[[], None]] = []
+        """What runs once the MULTI is written (`TaskDispatcher.submit`'s on_published)."""
         self.status: list[tuple[Any, ...]] = []
         # queue -> [msg hash field/value pairs, ready ids per priority]
         self.queues: dict[str, tuple[list[Any], list[list[str]]]] = {}

@@ -22,6 +22,9 @@ class GatewayConfig:
     max_timeout: float = 300.0
     read_buffer_size: int = 1024
     reconnect_after: float = 1.0
+    accepted_hold: float = 0.005
+    """A published request's `accepted` waits this long (up to twice) for its final frame,
+    to share its write; 0: sent as soon as the task is published."""
 
 
 __all__ = ["GatewayConfig"]

@@ -7,6 +7,11 @@ own frame bucket is two fields of the connection: one object less per connection
 A whole text frame on an open connection, the request path, takes the first branch of
 `on_ws_frame` and one clock read, shared by the frame bucket and the session's last
 activity; everything else (control frames, binary, fragments) goes to `_other_frame`.
+
+A request's `accepted` is owed from its staging until it is sent: once its MULTI is
+written, the server holds it briefly (`GatewayConfig.accepted_hold`) and sends it then,
+unless the final frame comes first; then both go out in one write (one syscall per
+request instead of two).
 """
 
 from __future__ import annotations
@@ -22,9 +27,11 @@ from meetq.gateway.frames import (
     CloseCode,
     ErrorCode,
     FrameError,
+    accepted_frame,
     error_frame,
     final_frame,
     parse_request,
+    text_frames,
 )
 from meetq.gateway.sessions import ClientTaskResponse, Session
 
@@ -68,6 +75,8 @@ class ClientConnection(WSListener):
         "gw",
         "handle",
         "identity",
+        "owed",
+        "published",
         "session",
         "tokens",
         "tokens_at",
@@ -86,8 +95,12 @@ class ClientConnection(WSListener):
         self.handle = -1
         self.awaiting_pong = False
         self.closed = False
-        # made once: what the dispatcher calls when this connection's request fails
+        self.owed: dict[str, int] | None = None
+        """Request ids (with their count) whose `accepted` is not sent yet."""
+        # made once: what the dispatcher calls when this connection's request fails, and
+        # when it is published
         self.dispatch_failed: Callable[[str, BaseException], None] = self._dispatch_failed
+        self.published: Callable[[str], None] = self._published
 
     # -- picows callbacks
 
@@ -190,11 +203,45 @@ class ClientConnection(WSListener):
         transport = self.transport
         if transport is None or self.closed:
             return
-        transport.send(
-            _TEXT, final_frame(out.request_id, out.status, out.data, out.error, out.processed_at)
-        )
+        rid = out.request_id
+        final = final_frame(rid, out.status, out.data, out.error, out.processed_at)
+        if self.owed and self._take_owed(rid):
+            if not transport.is_close_frame_sent:  # both frames, one write
+                transport.underlying_transport.write(text_frames(accepted_frame(rid), final))
+            self.gw.stats["accepted_with_final"] += 1
+            return
+        transport.send(_TEXT, final)
+
+    def owe_accepted(self, request_id: str) -> None:
+        owed = self.owed
+        if owed is None:
+            self.owed = {request_id: 1}
+        else:
+            owed[request_id] = owed.get(request_id, 0) + 1
+
+    def _take_owed(self, request_id: str) -> bool:
+        owed = self.owed
+        if not owed:
+            return False
+        n = owed.get(request_id)
+        if n is None:
+            return False
+        if n == 1:
+            del owed[request_id]
+        else:
+            owed[request_id] = n - 1
+        return True
+
+    def send_accepted(self, request_id: str) -> None:
+        """The held `accepted`, unless the final frame took it along meanwhile."""
+        if self.owed and self._take_owed(request_id):
+            self.send(accepted_frame(request_id))
+
+    def _published(self, request_id: str) -> None:
+        self.gw._hold_accepted(self, request_id)
 
     def _dispatch_failed(self, request_id: str, exc: BaseException) -> None:
+        self._take_owed(request_id)  # never published: no `accepted`
         self.gw._failed(self, request_id, exc)
 
     def close(self, code: int, reason: str, abort: bool = False) -> None:

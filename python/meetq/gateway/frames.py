@@ -159,6 +159,22 @@ def accepted_frame(request_id: str) -> bytes:
     return b'{"request_id":' + orjson.dumps(request_id) + b',"status":"accepted"}'
 
 
+def text_frames(*payloads: bytes) -> bytearray:
+    """Unmasked WebSocket text frames (a server's) of `payloads`, as one buffer: for
+    frames of one connection that go out in one write."""
+    out = bytearray()
+    for payload in payloads:
+        n = len(payload)
+        if n < 126:
+            out += bytes((0x81, n))
+        elif n < 65536:
+            out += bytes((0x81, 126)) + n.to_bytes(2, "big")
+        else:
+            out += bytes((0x81, 127)) + n.to_bytes(8, "big")
+        out += payload
+    return out
+
+
 def final_frame(
     request_id: str, status: str, data: Any, error: str | None, processed_at: float
 ) -> bytes:
@@ -198,5 +214,6 @@ __all__ = [
     "final_frame",
     "parse_request",
     "reconnect_frame",
+    "text_frames",
     "welcome_frame",
 ]

@@ -11,7 +11,8 @@ A connection's life:
   per user, 503 connection limit), so a refused client costs no WebSocket state.
   `?session_id=...` resumes a detached session of the same user.
 - `welcome` frame (the session id), then any outcomes kept while it was away.
-- Requests: `accepted` at once, the final frame later (`frames.py`). Bad frames get an
+- Requests: `accepted` once the task is published (held up to 2 x `accepted_hold` for
+  the final frame, to share one write), the final frame later (`frames.py`). Bad frames get an
   error frame; binary frames and oversize frames also close (1003, 1009); a connection
   over `max_frames_per_second` is closed 4008; one whose send buffer passes
   `max_send_bytes` (it stopped reading) is closed 4009 and counted.
@@ -57,7 +58,6 @@ from meetq.gateway.frames import (
     CloseCode,
     ErrorCode,
     RequestFrame,
-    accepted_frame,
     error_frame,
     reconnect_frame,
     welcome_frame,
@@ -99,6 +99,11 @@ class GatewayServer:
         self._timer_at = math.inf
         self._accepting = False
         self._all_closed = asyncio.Event()
+        # published requests whose `accepted` is held: flat (connection, request id)
+        # pairs; `_held_due` goes out at the next tick, `_held` at the one after
+        self._held: list[Any] = []
+        self._held_due: list[Any] = []
+        self._hold_timer: asyncio.TimerHandle | None = None
         self.stats: dict[str, int] = dict.fromkeys(
             (
                 "connections_total",
@@ -111,6 +116,7 @@ class GatewayServer:
                 "closed_slow_consumer",
                 "closed_idle",
                 "requests",
+                "accepted_with_final",
                 "resumed_results",
             ),
             0,
@@ -148,6 +154,11 @@ class GatewayServer:
         self._accepting = False
         if self._server is not None:
             self._server.close()
+        self._release_held()
+        self._release_held()
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
+            self._hold_timer = None
         frame = reconnect_frame("shutdown", self.config.reconnect_after)
         for conn in list(self._conns):
             conn.send(frame)
@@ -255,7 +266,8 @@ class GatewayServer:
         """Stages a parsed request now, synchronously (type and session checks, in-flight
         count, the task in this loop turn's MULTI), so the next frame of this connection
         already sees it counted; no Task per request: the dispatcher writes the turn's
-        MULTI. `accepted` goes out once it is staged: no outcome can come before."""
+        MULTI. `accepted` is owed from now on, and held once the MULTI is written
+        (`_hold_accepted`)."""
         session = conn.session
         if session is None:
             return
@@ -274,6 +286,7 @@ class GatewayServer:
                 frame.timeout or self.config.default_timeout,
                 conn.dispatch_failed,
                 now,
+                conn.published,
             )
         except UnknownTaskTypeError as exc:
             conn.send(error_frame(ErrorCode.UNKNOWN_TYPE, str(exc), rid))
@@ -286,7 +299,32 @@ class GatewayServer:
             self._failed(conn, rid, exc)
             return
         self.stats["requests"] += 1
-        conn.send(accepted_frame(rid))
+        conn.owe_accepted(rid)
+
+    def _hold_accepted(self, conn: ClientConnection, request_id: str) -> None:
+        """The request is published: its `accepted` goes out within 1-2 x `accepted_hold`
+        (one loop timer for all of them), or with its final frame if that comes first."""
+        hold = self.config.accepted_hold
+        if hold <= 0:
+            conn.send_accepted(request_id)
+            return
+        self._held += (conn, request_id)
+        if self._hold_timer is None:
+            self._hold_timer = asyncio.get_running_loop().call_later(hold, self._on_hold_tick)
+
+    def _on_hold_tick(self) -> None:
+        self._hold_timer = None
+        self._release_held()
+        if self._held_due:
+            loop = asyncio.get_running_loop()
+            self._hold_timer = loop.call_later(self.config.accepted_hold, self._on_hold_tick)
+
+    def _release_held(self) -> None:
+        """Sends the due `accepted` frames; the newer ones are due at the next tick."""
+        due, self._held_due, self._held = self._held_due, self._held, []
+        it = iter(due)
+        for conn, rid in zip(it, it, strict=True):
+            conn.send_accepted(rid)
 
     def _failed(self, conn: ClientConnection, request_id: str, exc: BaseException | None) -> None:
         log.warning("gateway: request %s failed to dispatch: %r", request_id, exc)

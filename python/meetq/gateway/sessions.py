@@ -117,9 +117,10 @@ def _client_response(request_id: str, resp: TaskResponse) -> ClientTaskResponse:
 
 class _Outcome:
     """The way back of one submitted task: the dispatcher calls `done` with its outcome,
-    or `failed` if its write failed. One small object per task (not a closure each)."""
+    `failed` if its write failed, and `published` once it is written (when the caller
+    asked). One small object per task (not a closure each)."""
 
-    __slots__ = ("manager", "on_failed", "request_id", "session")
+    __slots__ = ("manager", "on_failed", "on_published", "request_id", "session")
 
     def __init__(
         self,
@@ -127,11 +128,17 @@ class _Outcome:
         session: Session,
         request_id: str,
         on_failed: Callable[[str, BaseException], None],
+        on_published: Callable[[str], None] | None = None,
     ) -> None:
         self.manager = manager
         self.session = session
         self.request_id = request_id
         self.on_failed = on_failed
+        self.on_published = on_published
+
+    def published(self) -> None:
+        if self.on_published is not None:
+            self.on_published(self.request_id)
 
     def done(self, resp: TaskResponse) -> None:
         manager = self.manager
@@ -366,12 +373,14 @@ class ClientTaskManager:
         timeout: float,
         on_failed: Callable[[str, BaseException], None],
         now: float | None = None,
+        on_published: Callable[[str], None] | None = None,
     ) -> str:
         """The gateway's path: a request already parsed (priority a `Priority`) for a
         session it holds, staged in the dispatcher's current MULTI with no Task of its
         own; the outcome goes to the session's sender, `on_failed(request_id, exc)` runs
-        if the write fails. `now` (time.monotonic()) is the caller's clock read, when it
-        has one. Raises UnknownTaskTypeError, SessionLimitError, NoRouteError."""
+        if the write fails, `on_published(request_id)` once it is written. `now`
+        (time.monotonic()) is the caller's clock read, when it has one. Raises
+        UnknownTaskTypeError, SessionLimitError, NoRouteError."""
         ttype = self._types.get(client_type) or self._task_type(client_type)
         if session.in_flight >= self.max_in_flight:
             raise SessionLimitError(
@@ -387,8 +396,13 @@ class ClientTaskManager:
             session.session_id,
             timeout,
         )
-        outcome = _Outcome(self, session, request_id, on_failed)
-        tid = self.dispatcher.submit(task, outcome.done, outcome.failed)
+        outcome = _Outcome(self, session, request_id, on_failed, on_published)
+        tid = self.dispatcher.submit(
+            task,
+            outcome.done,
+            outcome.failed,
+            None if on_published is None else outcome.published,
+        )
         session.in_flight += 1
         self.total_requests += 1
         return tid
