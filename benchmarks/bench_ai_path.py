@@ -3,10 +3,12 @@ Redis -> AIService -> StackFlow node (latency model, 5 ms simulated inference) -
 
 Processes (all on this machine, loopback and ipc only): a private redis-server, one
 `meetq ai-node --model latency --latency-ms 5`, one AIService worker process, one gateway
-process (dispatcher + ClientTaskManager + GatewayServer) and this load generator, which
-opens `--conns` WebSocket sessions and offers each rate for `--seconds`.
+process (dispatcher + ClientTaskManager + GatewayServer) and the load generator in a
+process of its own (`gateway_load.py`, the gateway benchmark's picows clients), which
+opens the WebSocket sessions once (`--conns`, at least one per 50/s of the highest rate)
+and offers each rate for `--seconds`, each request timed from its scheduled send.
 
-Per-hop breakdown from timestamps on one clock (same machine): `in` = client send ->
+Per-hop breakdown from timestamps on one clock (same machine): `in` = scheduled send ->
 `created_at` (WebSocket in, gateway, dispatch until the task is stamped), `pickup` =
 `created_at` -> handler start in the AI worker (publish, Redis, fetch), `zmq` = the
 StackFlow round trip including the 5 ms model, `back` = handler end -> final frame at the
@@ -24,10 +26,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import collections
 import contextlib
 import os
-import statistics
+import socket
 import subprocess
 import sys
 import time
@@ -42,7 +43,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests" / "support"))
 sys.path.insert(0, str(HERE))
 
-from bench_ai import cpu_seconds, pct, private_dir  # noqa: E402
+from bench_ai import cpu_seconds, private_dir  # noqa: E402
 from helpers import free_port, running_redis  # noqa: E402
 
 SECRET = "bench-secret-0123456789abcdef"
@@ -81,102 +82,56 @@ def wait_ready(proc: subprocess.Popen[bytes], word: bytes = b"ready") -> None:
     assert line.startswith(word), line
 
 
-async def offer(url: str, rate: int, seconds: float, conns: int) -> dict[str, Any]:
-    from websockets.asyncio.client import connect
-    from websockets.exceptions import ConnectionClosed
+class LoadGenerator:
+    """gateway_load.py in its own process (picows clients, the gateway benchmark's), so
+    what it costs is its own column and not this process's; it opens `conns`
+    sessions once and offers each rate over the first of them."""
 
-    # The gateway closes a session sending over 200 frames/s (4008); a paced sender that
-    # fell behind catches up in bursts, so each session carries at most 50/s on average.
-    conns = max(conns, -(-rate // 50))
+    def __init__(self, url: str, conns: int) -> None:
+        argv = [sys.executable, str(HERE / "gateway_load.py"), url, str(conns), SECRET]
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        assert self.proc.stdout is not None
+        words = self.proc.stdout.readline().split()
+        if not words or words[0] != b"connected":
+            self.close()
+            raise RuntimeError(f"load generator failed: {words!r}")
 
-    from meetq.gateway import make_token
+    def offer(self, rate: int, seconds: float, conns: int) -> dict[str, Any]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        data = orjson.dumps({"text": "hi"}).decode()
+        line = f"rate {rate} {seconds} ai.text_to_speech {conns} {data}\n"
+        self.proc.stdin.write(line.encode())
+        self.proc.stdin.flush()
+        result: dict[str, Any] = orjson.loads(self.proc.stdout.readline())
+        return result
 
-    sockets = []
-    for i in range(conns):
-        token = make_token(SECRET, 1000 + i, 1, ttl=600)
-        ws = await connect(f"{url}?token={token}", compression=None, open_timeout=30)
-        await ws.recv()  # welcome
-        sockets.append(ws)
-    sent_at: dict[str, float] = {}
-    rows: list[tuple[float, float, dict[str, Any] | None, str]] = []
-    total = int(rate * seconds)
-    closed = 0  # requests not sent: their session had been closed by the gateway
-    first_error: list[str] = []
-    done = asyncio.Event()
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(b"quit\n")
+            self.proc.stdin.flush()
+            self.proc.wait(30)
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
 
-    async def reader(ws: Any) -> None:
-        with contextlib.suppress(ConnectionClosed):
-            await read_all(ws)
 
-    async def read_all(ws: Any) -> None:
-        async for raw in ws:
-            now = time.time()
-            frame = orjson.loads(raw)
-            rid = frame.get("request_id")
-            if frame.get("status") == "accepted" or rid not in sent_at:
-                continue
-            data = frame.get("data") if isinstance(frame.get("data"), dict) else None
-            rows.append((sent_at.pop(rid), now, data, frame.get("status", "")))
-            if frame.get("status") != "success" and not first_error:
-                first_error.append(str(frame)[:300])
-            if len(rows) + closed >= total:
-                done.set()
+def sessions_for(rate: int, conns: int) -> int:
+    """The gateway closes a session sending over 200 frames/s (4008); a paced sender that
+    falls behind catches up in bursts, so each session carries at most 50/s on average."""
+    return max(conns, -(-rate // 50))
 
-    readers = [asyncio.ensure_future(reader(ws)) for ws in sockets]
-    start = time.perf_counter()
-    for i in range(total):  # paced: request i leaves at start + i / rate
-        due = start + i / rate
-        delay = due - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        rid = f"r{i}"
-        frame = {"request_id": rid, "type": "ai.text_to_speech", "data": {"text": "hi"}}
-        sent_at[rid] = time.time()
+
+def wait_listening(port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
         try:
-            await sockets[i % conns].send(orjson.dumps({**frame, "timeout": 30}).decode())
-        except ConnectionClosed:  # closed by the gateway: this request counts as lost
-            sent_at.pop(rid, None)
-            closed += 1
-    send_s = time.perf_counter() - start
-    if len(rows) + closed >= total:
-        done.set()
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(done.wait(), timeout=60)
-    elapsed = time.perf_counter() - start
-    for task in readers:
-        task.cancel()
-    for ws in sockets:
-        await ws.close()
-    ok = [r for r in rows if r[3] == "success"]
-    e2e = [(r[1] - r[0]) * 1000 for r in ok]
-    hops: dict[str, list[float]] = {"in": [], "pickup": [], "zmq": [], "back": []}
-    for sent, recv, data, _ in ok:
-        t = (data or {}).get("timing")
-        if not t:
-            continue
-        created = t.get("created_at")
-        hops["pickup"].append((t["picked_up"] - created) * 1000 if created else float("nan"))
-        hops["zmq"].append(t["infer_s"] * 1000)
-        hops["back"].append((recv - t["done"]) * 1000)
-        if created:
-            hops["in"].append((created - sent) * 1000)
-    return {
-        "offered": rate,
-        "sent": total,
-        "send_rate": total / send_s,
-        "completed": len(ok),
-        "errors": len(rows) - len(ok),
-        "lost": total - len(rows),
-        "not_sent": closed,
-        "first_error": first_error[0] if first_error else "",
-        "statuses": dict(collections.Counter(r[3] for r in rows if r[3] != "success")),
-        "achieved": len(ok) / elapsed,
-        "p50": statistics.median(e2e) if e2e else float("nan"),
-        "p99": pct(e2e, 0.99) if e2e else float("nan"),
-        "p999": pct(e2e, 0.999) if e2e else float("nan"),
-        "hops": {k: statistics.median(v) if v else float("nan") for k, v in hops.items()},
-        "hops_p99": {k: pct(v, 0.99) if v else float("nan") for k, v in hops.items()},
-    }
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)  # the gateway is still starting
 
 
 def main() -> None:
@@ -207,16 +162,17 @@ def main() -> None:
             spawn(node_argv) as node,
             spawn(worker_argv) as worker,
             spawn(gw_argv, {"MEETQ_GATEWAY_SECRET": SECRET}) as gateway,
+            contextlib.ExitStack() as stack,
         ):
             wait_ready(node)
             wait_ready(worker)
-            url = f"ws://127.0.0.1:{port}/"
-            for _ in range(300):  # the gateway is listening once a connect succeeds
-                try:
-                    uvloop.run(offer(url, 50, 0.2, 2))
-                    break
-                except OSError:
-                    time.sleep(0.1)
+            wait_listening(port)
+            rates = [int(r) for r in args.rates.split(",")]
+            load = LoadGenerator(
+                f"ws://127.0.0.1:{port}/", max(sessions_for(r, args.conns) for r in rates)
+            )
+            stack.callback(load.close)
+            load.offer(50, 0.2, 2)  # warm: the whole path answers
             print(
                 "| offered/s | achieved/s | done | errors | lost | p50 ms | p99 ms | p99.9 ms "
                 "| in | pickup | zmq (5 ms model) | back |"
@@ -225,29 +181,32 @@ def main() -> None:
             procs = {"node": node.pid, "ai worker": worker.pid, "gateway": gateway.pid}
             if redis.proc is not None:
                 procs["redis"] = redis.proc.pid
-            procs["load generator"] = os.getpid()
+            procs["load generator"] = load.proc.pid
             cpu_rows = []
             notes: list[str] = []
-            for rate in (int(r) for r in args.rates.split(",")):
+            for rate in rates:
                 before = {k: cpu_seconds(pid) for k, pid in procs.items()}
                 began = time.perf_counter()
-                r = uvloop.run(offer(url, rate, args.seconds, args.conns))
+                r = load.offer(rate, args.seconds, sessions_for(rate, args.conns))
                 span = time.perf_counter() - began
                 used = {k: cpu_seconds(pid) - before[k] for k, pid in procs.items()}
-                cpu_rows.append((rate, r["completed"], span, used))
+                cpu_rows.append((rate, r["done"], span, used))
                 notes.append(
                     f"{rate:,}/s: errors by status {r['statuses'] or 'none'}; "
-                    f"not sent (session closed by the gateway) {r['not_sent']}"
+                    f"not sent (session closed by the gateway) {r['not_sent']}; "
+                    f"load generator lag p99: send {r['load_send_lag_p99_ms']} ms, "
+                    f"loop {r['load_loop_lag_p99_ms']} ms"
                     + (f"; first error frame: {r['first_error']}" if r["first_error"] else "")
                 )
-                h, h99 = r["hops"], r["hops_p99"]
+                hops = r["hops_ms"]
                 cells = " | ".join(
-                    f"{h[k]:.1f} / {h99[k]:.1f}" for k in ("in", "pickup", "zmq", "back")
+                    f"{hops[k][0]:.1f} / {hops[k][1]:.1f}" if k in hops else "-"
+                    for k in ("in", "pickup", "zmq", "back")
                 )
                 print(
-                    f"| {rate:,} | {r['achieved']:,.0f} | {r['completed']} | {r['errors']} "
-                    f"| {r['lost']} | {r['p50']:.1f} | {r['p99']:.1f} | {r['p999']:.1f} "
-                    f"| {cells} |",
+                    f"| {rate:,} | {r['achieved']:,.0f} | {r['done']} | {r['errors']} "
+                    f"| {r['lost'] + r['not_sent']} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} "
+                    f"| {r['p999_ms']:.1f} | {cells} |",
                     flush=True,
                 )
             print("hop cells: p50 / p99 ms")
