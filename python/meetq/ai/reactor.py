@@ -27,11 +27,20 @@ import zmq
 log = logging.getLogger(__name__)
 
 BATCH = 256
+PEEKS = 3
+"""Messages of a drain after which an `EVENTS` read, not a failing `recv`, says "no more"."""
 
 send_frame = zmq.backend.Socket.send
 """`send_frame(sock, frame, zmq.NOBLOCK)`: libzmq's send without pyzmq's Python-level
 `Socket.send` wrapper (routing_id/group/track handling) in front of it, for the per-message
 paths."""
+
+_get_option: Callable[[zmq.Socket[Any], int], int] = zmq.backend.Socket.get  # type: ignore[assignment]
+# Plain ints: `int & IntFlag` runs enum.Flag's Python-level __rand__, a sugar getsockopt
+# wraps EVENTS in an enum; both cost more than the libzmq call itself on this path.
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
+_NOBLOCK = int(zmq.NOBLOCK)
 
 
 class Reader:
@@ -79,7 +88,7 @@ class Reader:
 
     def after_send(self) -> None:
         """Call after a send on this socket: a send can consume the readable edge."""
-        if not self._closed and int(self.sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+        if not self._closed and _get_option(self.sock, _EVENTS) & _POLLIN:
             self._schedule()
 
     def _drain(self) -> None:
@@ -99,18 +108,20 @@ class Reader:
     def _drain_batch(self) -> bool:
         """Receives up to `batch` messages; True if the batch was full (more may wait).
 
-        After the first message, one `EVENTS` read says whether a second is waiting: a
-        lone message (a sequential round trip) then ends its drain without the failed
-        `recv`, whose `zmq.Again` costs twice that read; a burst goes on with `recv`
-        until `Again`. Either way the FD's edge is re-armed."""
+        After each of the first `PEEKS` messages, one `EVENTS` read says whether another
+        is waiting: a lone message (a sequential round trip) or a short run (a streamed
+        answer's delta and `finish`) then ends its drain without the failed `recv`, whose
+        `zmq.Again` costs twice that read; a burst goes on with `recv` until `Again`.
+        Either way the FD's edge is re-armed."""
         sock = self.sock
         recv = sock.recv_multipart if self._multipart else sock.recv
+        get = _get_option
         on_message = self._on_message
         for i in range(self._batch):
             try:
-                if i == 1 and not int(sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+                if 0 < i <= PEEKS and not get(sock, _EVENTS) & _POLLIN:
                     return False
-                msg = recv(zmq.NOBLOCK)
+                msg = recv(_NOBLOCK)
             except zmq.Again:
                 return False
             except zmq.ZMQError as exc:

@@ -29,6 +29,7 @@ class RequestSender:
 
     __slots__ = (
         "_by_live",
+        "_first",
         "_flush_pending",
         "_inflight",
         "_loop",
@@ -54,10 +55,12 @@ class RequestSender:
         self.frame_parts: dict[tuple[str, str | None], tuple[bytes, bytes, bool]] = {}
         self.outbox: list[tuple[Slot, bytes, Call]] = []  # requests batched this turn
         self._flush_pending = False
+        self._first: Slot | None = None  # the slot the turn's first request went to
 
     def clear(self) -> None:
         self.outbox.clear()
         self.frame_parts.clear()
+        self._first = None
 
     def publish(
         self, call: Call, slot: Slot, data: str | Iterable[str], obj: str | None, deadline: float
@@ -96,6 +99,7 @@ class RequestSender:
         # The first request of a turn goes out at once (no latency added); the ones
         # that follow in the same turn are batched (one wake-up of libzmq's I/O thread).
         self._flush_pending = True
+        self._first = slot
         self._loop.call_soon(self._flush)
         try:
             for frame in frames:
@@ -122,17 +126,30 @@ class RequestSender:
         return parts
 
     def _flush(self) -> None:
-        """Sends the requests batched in the last loop turn; a refused one fails its call."""
+        """Sends the requests batched in the last loop turn; a refused one fails its call.
+        Then each XPUB sent on is checked for input: a send may take its readable edge,
+        and its subscription notices (the node's loss) would wait for the next one."""
         self._flush_pending = False
+        first, self._first = self._first, None
+        touched = self._send_outbox() if self.outbox else set()
+        if first is not None:
+            touched.add(first)
+        for slot in touched:
+            slot.reader.after_send()
+
+    def _send_outbox(self) -> set[Slot]:
         out, self.outbox = self.outbox, []
         calls = self._inflight.calls
         finish = self._inflight.finish
+        touched: set[Slot] = set()
         for slot, frame, call in out:
             if calls.get(call.rid) is not call:
                 continue  # already failed, timed out or abandoned
+            touched.add(slot)
             try:
                 slot.publish(frame)
             except zmq.Again:
                 finish(call, InferencePushError(f"{slot.work_id}: request queue is full"))
             except zmq.ZMQError as exc:
                 finish(call, NodeUnavailableError(f"{slot.work_id}: {exc}"))
+        return touched

@@ -19,6 +19,7 @@ import inspect
 import logging
 from collections.abc import AsyncIterable, Iterable, Mapping
 from concurrent.futures import Executor
+from types import AsyncGeneratorType, CoroutineType
 from typing import Any
 
 import orjson
@@ -228,7 +229,13 @@ class Work:
             if isinstance(out, str):
                 self._emit(url, rid, [out], final=True)
                 return
-            if inspect.isawaitable(out) or isinstance(out, AsyncIterable):
+            kind = type(out)
+            if (
+                kind is AsyncGeneratorType
+                or kind is CoroutineType
+                or inspect.isawaitable(out)
+                or isinstance(out, AsyncIterable)
+            ):
                 self._track(url, rid, asyncio.ensure_future(_drive(self, url, rid, out)))
                 return
             if isinstance(out, Iterable):
@@ -309,7 +316,7 @@ class Work:
 
 async def _drive(work: Work, url: str, rid: str, out: Any) -> None:
     """Runs an async model output to the end, streaming its chunks as they come."""
-    if inspect.isawaitable(out):
+    if type(out) is not AsyncGeneratorType and inspect.isawaitable(out):
         out = await out
     if isinstance(out, str):
         work._emit(url, rid, [out], final=True)

@@ -141,6 +141,8 @@ class Fetcher:
         self._fetch: Link | None = None
         self._block: Link | None = None
         self._block_id: int | None = None
+        self._armed = False
+        """A doorbell pair is out: a freed lease needs no wake-up (see `freed`)."""
 
     def open(self) -> None:
         # the fetch connection only runs scripts that answer in milliseconds: a few seconds
@@ -173,6 +175,12 @@ class Fetcher:
         fut = self._kick_fut
         if fut is not None and not fut.done():
             fut.set_result(None)
+
+    def freed(self) -> None:
+        """Leases were given up (outcomes recorded): wakes the fetcher only when that may
+        let it fetch, i.e. no doorbell pair is out (it was at capacity, or fetching)."""
+        if not self._armed:
+            self.kick()
 
     def stop(self) -> None:
         """Asks the fetcher to exit at its next safe point."""
@@ -229,6 +237,7 @@ class Fetcher:
                         if pair is None and room > 0:
                             pair_n = room
                             pair = self._ring_and_dequeue(block, room, wait_ms)
+                            self._armed = True
                             pair_at = time.monotonic()
                             pair.add_done_callback(self.kick)
                         timer = None
@@ -244,6 +253,7 @@ class Fetcher:
                             timer.cancel()
                         if pair is not None and pair.done():
                             finished, pair = pair, None
+                            self._armed = False
                             try:
                                 rung, reply = finished.result()
                                 if isinstance(reply, NoScriptError):
@@ -313,6 +323,7 @@ class Fetcher:
                 acks.untake(sent_acks)
             if pair is not None:
                 await self._collect_pair(pair)
+            self._armed = False
             self.state = STOPPED
 
     async def _repair_wake(self) -> None:

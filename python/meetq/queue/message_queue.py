@@ -123,7 +123,7 @@ class RedisMessageQueue(Component):
             cfg,
             self.leases,
             self.fetcher.acks,
-            self.fetcher.kick,
+            self.fetcher.freed,
             queue_name,
             lambda: self.fetcher.hot_link,
         )

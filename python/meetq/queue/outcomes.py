@@ -67,12 +67,14 @@ class Outcomes:
         self._kick = kick
         self._hot_link = hot_link
         self._what = f"queue {queue_name!r}"
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks: set[asyncio.Future[Any]] = set()
         self._replies: list[tuple[Message, str, str, bytes, str]] = []
         """Finished runs for the next `ack_reply` call: (message, token, status, result
         JSON, error): successes with a reply, and deliveries dropped unstarted."""
-        self._writer: asyncio.Task[Any] | None = None
-        """The task writing `_replies` (one at a time per process)."""
+        self._writing = False
+        """An `ack_reply` call is due or in flight (one at a time per process)."""
+        self._due: asyncio.Handle | None = None
+        """The end-of-turn callback that sends the next call."""
         self.stopping = False
         self.processed = 0
         """Runs of this process that succeeded (the shared totals are in Redis)."""
@@ -103,45 +105,87 @@ class Outcomes:
 
     def _queue_reply(self, member: tuple[Message, str, str, bytes, str]) -> None:
         self._replies.append(member)
-        writer = self._writer
-        if writer is None or writer.done():
-            # runs from the next loop turn: every run ending in this one joins its call
-            # (done() also covers a writer cancelled before it began, e.g. by stop())
-            self._writer = self._spawn(self._write_replies())
+        if not self._writing:
+            # sent at the end of this loop turn: every run ending in it joins the call
+            self._writing = True
+            self._due = asyncio.get_running_loop().call_soon(self._write_next)
 
-    async def _write_replies(self) -> None:
-        """Writes the waiting replies, up to `REPLY_CHUNK` per `ack_reply` call; runs made
-        while a call is in flight join the next one (one call at a time per process). Each
-        member's reply object is encoded here (the script only joins them)."""
-        keys, ttl = self._keys, self.config.result_ttl_ms
+    def _write_next(self) -> None:
+        """Sends the next `ack_reply` call, up to `REPLY_CHUNK` replies; runs made while it
+        is in flight join the one after it. No task: on the fetch connection the call is
+        a plain future whose callback settles it; anything but a clean reply (NOSCRIPT,
+        a lost connection, no fetch connection) goes to `_write_slow`, which retries."""
+        self._due = None
         replies = self._replies
-        dumps = orjson.dumps
-        while replies:
-            batch = replies[:REPLY_CHUNK]
-            del replies[:REPLY_CHUNK]
-            at = repr(time.time() + self.clock_offset)
-            args: list[Any] = [ttl, len(batch), at]
-            # {"id", "status", "result", "error", "processed_at"}: the same object a
-            # failure's script writes, assembled from parts (result is JSON already)
-            ok_tail = b',"error":null,"processed_at":' + at.encode() + b"}"
-            for msg, token, status, encoded, error in batch:
-                head = b'{"id":' + dumps(msg.id) + b',"status":"' + status.encode()
-                tail = (b',"error":' + dumps(error) + ok_tail[13:]) if error else ok_tail
-                reply = head + b'","result":' + encoded + tail
-                args += (msg.id, token, msg.reply_to, status, encoded, error, reply)
-            try:
-                res = await self._until_recorded(
-                    lambda: self._ack_reply(keys, args)  # noqa: B023
-                )
-            except Exception as exc:
-                log.warning(
-                    "queue %s: could not ack %d runs (%r)", self.queue_name, len(batch), exc
-                )
-                for msg, token, *_ in batch:
-                    self.leases.forget(msg.id, token)  # its lease expires, it comes back
-                continue
+        if not replies:
+            self._writing = False
+            return
+        batch = replies[:REPLY_CHUNK]
+        del replies[:REPLY_CHUNK]
+        args = self._reply_args(batch)
+        link = self._hot_link()
+        if link is None or not link.is_open:
+            self._spawn(self._write_slow(batch, args))
+            return
+        sent = link.send_many([scripts.ack_reply.command(self._keys, args)])
+        self._tasks.add(sent)
+        sent.add_done_callback(lambda done: self._written(batch, args, done))
+
+    def _written(
+        self,
+        batch: list[tuple[Message, str, str, bytes, str]],
+        args: list[Any],
+        done: asyncio.Future[list[Any]],
+    ) -> None:
+        self._tasks.discard(done)
+        if done.cancelled():
+            self._writing = False  # settle() gave up on it (stopping)
+            return
+        res = None if done.exception() is not None else done.result()[0]
+        if res is None or isinstance(res, Exception):
+            self._spawn(self._write_slow(batch, args))
+            return
+        try:
             self._settle_replies(batch, res)
+        finally:
             self._kick()
+            self._write_next()
+
+    def _reply_args(self, batch: list[tuple[Message, str, str, bytes, str]]) -> list[Any]:
+        """The `ack_reply` ARGV; each member's reply object is encoded here (the script
+        only joins them)."""
+        dumps = orjson.dumps
+        at = repr(time.time() + self.clock_offset)
+        args: list[Any] = [self.config.result_ttl_ms, len(batch), at]
+        # {"id", "status", "result", "error", "processed_at"}: the same object a
+        # failure's script writes, assembled from parts (result is JSON already)
+        ok_tail = b',"error":null,"processed_at":' + at.encode() + b"}"
+        for msg, token, status, encoded, error in batch:
+            head = b'{"id":' + dumps(msg.id) + b',"status":"' + status.encode()
+            tail = (b',"error":' + dumps(error) + ok_tail[13:]) if error else ok_tail
+            reply = head + b'","result":' + encoded + tail
+            args += (msg.id, token, msg.reply_to, status, encoded, error, reply)
+        return args
+
+    async def _write_slow(
+        self, batch: list[tuple[Message, str, str, bytes, str]], args: list[Any]
+    ) -> None:
+        """One `ack_reply` call through `Script.run` (EVAL after NOSCRIPT), retried until
+        recorded; then the next call."""
+        keys = self._keys
+        try:
+            res = await self._until_recorded(lambda: self._ack_reply(keys, args))
+        except asyncio.CancelledError:
+            self._writing = False
+            raise
+        except Exception as exc:
+            log.warning("queue %s: could not ack %d runs (%r)", self.queue_name, len(batch), exc)
+            for msg, token, *_ in batch:
+                self.leases.forget(msg.id, token)  # its lease expires, it comes back
+        else:
+            self._settle_replies(batch, res)
+        self._kick()
+        self._write_next()
 
     async def _ack_reply(self, keys: list[str], args: list[Any]) -> Any:
         link = self._hot_link()
@@ -252,16 +296,22 @@ class Outcomes:
                 )
 
     async def settle(self, timeout: float) -> None:
-        """Waits up to `timeout` for the outcome tasks, then cancels and awaits the rest."""
-        if not self._tasks:
-            return
-        _, late = await asyncio.wait(set(self._tasks), timeout=max(0.0, timeout))
+        """Waits up to `timeout` for the outcome tasks (and the reply calls that follow
+        them), then cancels and awaits the rest."""
+        if self._due is not None:  # replies of this turn: sent now, not after we return
+            self._due.cancel()
+            self._write_next()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0.0, timeout)
+        while self._tasks and loop.time() < deadline:
+            await asyncio.wait(set(self._tasks), timeout=deadline - loop.time())
+        late = set(self._tasks)
         for task in late:
             task.cancel()
         if late:
             await asyncio.wait(late)
 
-    def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
+    def _spawn(self, coro: Awaitable[Any]) -> asyncio.Future[Any]:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._done)
