@@ -40,7 +40,8 @@ _get_option: Callable[[zmq.Socket[Any], int], int] = zmq.backend.Socket.get  # t
 # wraps EVENTS in an enum; both cost more than the libzmq call itself on this path.
 _EVENTS = int(zmq.EVENTS)
 _POLLIN = int(zmq.POLLIN)
-_NOBLOCK = int(zmq.NOBLOCK)
+NOBLOCK = int(zmq.NOBLOCK)
+"""`zmq.NOBLOCK` as a plain int (an IntFlag argument costs a conversion per call)."""
 
 
 class Reader:
@@ -121,7 +122,7 @@ class Reader:
             try:
                 if 0 < i <= PEEKS and not get(sock, _EVENTS) & _POLLIN:
                     return False
-                msg = recv(_NOBLOCK)
+                msg = recv(NOBLOCK)
             except zmq.Again:
                 return False
             except zmq.ZMQError as exc:

@@ -25,7 +25,7 @@ import zmq
 from meetq.ai import protocol as p
 from meetq.ai import sockfiles
 from meetq.ai.errors import ProtocolError, StackFlowError
-from meetq.ai.reactor import Reader, configure, send_frame
+from meetq.ai.reactor import NOBLOCK, Reader, configure, send_frame
 from meetq.ai.rpc import RpcServer
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ class Slot:
 
     def publish(self, frame: bytes) -> None:
         """Queues one inference request; NODROP makes a full queue an error, not a loss."""
-        send_frame(self.reader.sock, frame, zmq.NOBLOCK)
+        send_frame(self.reader.sock, frame, NOBLOCK)
 
 
 class Registry:

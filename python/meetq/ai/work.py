@@ -28,7 +28,7 @@ import zmq
 from meetq.ai import protocol as p
 from meetq.ai import sockfiles
 from meetq.ai.models.base import ModelFn
-from meetq.ai.reactor import Reader, configure, send_frame
+from meetq.ai.reactor import NOBLOCK, Reader, configure, send_frame
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class Replier:
                 return False
             self._socks[url] = sock
         try:
-            send_frame(sock, frame, zmq.NOBLOCK)
+            send_frame(sock, frame, NOBLOCK)
         except zmq.Again:
             log.warning("reply queue to %s full (peer gone?); reply dropped", url)
             return False
@@ -236,7 +236,7 @@ class Work:
                 or inspect.isawaitable(out)
                 or isinstance(out, AsyncIterable)
             ):
-                self._track(url, rid, asyncio.ensure_future(_drive(self, url, rid, out)))
+                self._track(url, rid, self._loop.create_task(_drive(self, url, rid, out)))
                 return
             if isinstance(out, Iterable):
                 self._emit(url, rid, [str(c) for c in out], final=True)
@@ -297,7 +297,7 @@ class Work:
         self.replier.send(url, frame)
         if self.enoutput and self.listeners:
             try:
-                send_frame(self.pub, frame, zmq.NOBLOCK)
+                send_frame(self.pub, frame, NOBLOCK)
             except zmq.ZMQError as exc:
                 log.debug("output mirror of %s: %s", self.work_id, exc)
 
