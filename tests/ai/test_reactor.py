@@ -11,7 +11,7 @@ import pytest
 zmq = pytest.importorskip("zmq")
 
 from helpers import async_wait_until  # noqa: E402
-from meetq.ai.reactor import Reader  # noqa: E402
+from meetq.ai.reactor import PEEKS, Reader  # noqa: E402
 
 
 async def test_a_handler_that_closes_its_reader_ends_the_drain_cleanly(tmp_path: Path) -> None:
@@ -50,3 +50,35 @@ async def test_a_handler_that_closes_its_reader_ends_the_drain_cleanly(tmp_path:
         push.close()
         if not pull.closed:
             pull.close(linger=0)
+
+
+async def test_runs_around_the_peeks_are_all_delivered_and_the_edge_rearmed(
+    tmp_path: Path,
+) -> None:
+    """After each of the first PEEKS messages an EVENTS read, not a failing recv, may end
+    a drain; the FD's edge must be re-armed either way, so runs of every length around
+    PEEKS, sent after the reader went idle, are all delivered, in order."""
+    ctx = zmq.Context.instance()
+    url = f"ipc://{tmp_path}/runs.sock"
+    pull, push = ctx.socket(zmq.PULL), ctx.socket(zmq.PUSH)
+    push.setsockopt(zmq.LINGER, 0)
+    pull.bind(url)
+    push.connect(url)
+    seen: list[bytes] = []
+    drains: list[int] = []
+    reader = Reader(pull, seen.append, on_drained=lambda: drains.append(len(seen)))
+    try:
+        expected: list[bytes] = []
+        for n in (1, 2, PEEKS, PEEKS + 1, PEEKS + 2, 40):
+            idle = len(expected)  # the last drain saw everything sent so far
+            await async_wait_until(lambda i=idle: bool(drains) and drains[-1] == i, timeout=10)
+            run = [b"%d-%d" % (n, i) for i in range(n)]
+            for msg in run:
+                push.send(msg)
+            expected += run
+            total = len(expected)
+            await async_wait_until(lambda t=total: len(seen) == t, timeout=10)
+        assert seen == expected
+    finally:
+        reader.close()
+        push.close()

@@ -801,6 +801,39 @@ async def test_script_flush_is_survived_without_delay(redis_url: str) -> None:
             assert await asyncio.wait_for(started.get(), 5) - t0 < 1.0
 
 
+async def test_replies_are_written_after_a_script_flush(redis_url: str) -> None:
+    """The reply call rides the fetch connection as a plain future; a NOSCRIPT answer
+    hands it to the retrying path (EVAL), so the replies and acks still land, once."""
+    q = RedisMessageQueue(redis_url, "flushreply", workers=4, result_ttl=30)
+    gate = asyncio.Event()
+    running: list[str] = []
+
+    async def handler(msg: Message) -> dict[str, Any]:
+        running.append(msg.id)
+        await gate.wait()
+        return {"v": msg.payload["v"]}
+
+    q.register_handler("r", handler)
+    async with redis_client(redis_url) as r, q:
+        key = "meetq:{flushreply}:reply:a"
+        ids = [await q.publish(Message(type="r", payload={"v": i}, reply_to=key)) for i in range(3)]
+        await async_wait_until(lambda: len(running) == 3)
+        await r.script_flush()
+        gate.set()
+        replies: list[dict[str, Any]] = []
+        while len(replies) < 3:
+            _, raw = await r.blpop([key], timeout=5)  # type: ignore[misc]
+            replies += reply_objects(raw)
+        assert sorted(x["id"] for x in replies) == sorted(ids)
+        assert sorted(x["result"]["v"] for x in replies) == [0, 1, 2]
+        assert all(x["status"] == "completed" for x in replies)
+        await async_wait_until(_stats_when(q, "total_processed", 3))
+        await async_wait_until(lambda: not q.leases.held)
+        assert await r.llen(key) == 0
+        snap = await snapshot(r, "flushreply")
+        check_exactly_one_place(snap)
+
+
 async def test_async_callable_object_is_awaited(redis_url: str) -> None:
     seen: list[str] = []
 
