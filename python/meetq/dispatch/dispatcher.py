@@ -36,7 +36,7 @@ from meetq._redis.keys import QueueKeys
 from meetq._redis.links import Endpoint, Link
 from meetq._redis.retry import retrying
 from meetq.dispatch.deadlines import Deadlines, now_ms, time_out
-from meetq.dispatch.outbox import Outbox, encode_task, publish
+from meetq.dispatch.outbox import Outbox, PublishKeys, encode_task, publish
 from meetq.dispatch.outstanding import (
     Callback,
     PendingTask,
@@ -53,6 +53,9 @@ from meetq.priority import Priority
 from meetq.queue.message import DEFAULT_MAX_SIZE, Codec, new_id
 
 log = logging.getLogger("meetq.dispatch")
+
+_QueueKnown = tuple[QueueKeys, str, PublishKeys, Slot]
+"""A queue's keys, this process's reply list there, its publish keys, its slot group."""
 
 
 class TaskDispatcher:
@@ -91,7 +94,7 @@ class TaskDispatcher:
         self._links = ShardLinks(self.endpoint, 5.0)
         self._reader = ShardReaders(self._links, self._on_replies, block_timeout)
         self._pending: dict[str, PendingTask] = {}
-        self._keys_of: dict[str, tuple[QueueKeys, str, Slot]] = {}
+        self._keys_of: dict[str, _QueueKnown] = {}
         self._outboxes: dict[Slot, Outbox] = {}
         self.publishes = 0
         """MULTIs sent (a benchmark reads it)."""
@@ -244,58 +247,95 @@ class TaskDispatcher:
         calls made in one loop turn share one MULTI (one round trip)."""
         if not self._started:
             raise DispatcherStoppedError("dispatcher is not started")
-        routes = [self.routes.route_for(r.type) for r in requests]
         now = time.time()
         server_now = now + self._clock_offset
-        staged: list[tuple[TaskRequest, str, bytes, list[tuple[Any, ...]]]] = []
-        for req, route in zip(requests, routes, strict=True):
-            if req.timeout <= 0:
-                raise ValueError("TaskRequest.timeout must be positive")
-            queue = route.queue_name
-            keys, reply_to, _ = self._queue_keys(queue)
-            req.id = f"{new_id()}@{queue}"
-            req.created_at = now
-            if type(req.priority) is not Priority:
-                req.priority = Priority.parse(req.priority)
-            body, status = encode_task(
-                req, keys, reply_to, self.name, self.codec, server_now, self.result_ttl
-            )
-            staged.append((req, queue, body, status))
-        # one outbox (one MULTI) per slot group: a single one on a single server
-        if not self._outboxes:
-            asyncio.get_running_loop().call_soon(self._flush)
+        if len(requests) == 1:  # one call, one task (the gateway's): no lists of them
+            req = requests[0]
+            staged = self._encode(req, self._queue_of(req), now, server_now)
+            box = self._box(staged[0])
+            self._register(box, req, staged, now, future, callback, on_failed, on_published)
+            self._deadlines.arm()
+            return [box]
+        queues = [self._queue_of(r) for r in requests]
+        encoded = [
+            self._encode(req, queue, now, server_now)
+            for req, queue in zip(requests, queues, strict=True)
+        ]
         boxes: list[Outbox] = []
-        mono = now_ms()
-        for req, queue, body, status in staged:
-            _, reply_to, slot = self._queue_keys(queue)
-            box = self._outboxes.get(slot)
-            if box is None:
-                box = self._outboxes[slot] = Outbox(asyncio.get_running_loop())
+        for req, staged in zip(requests, encoded, strict=True):
+            box = self._box(staged[0])
             if box not in boxes:
                 boxes.append(box)
-            box.add(req.id, queue, int(req.priority), body, status)
-            if on_published is not None:
-                box.published.append(on_published)
-            # registered before the write: a reply may be read before the EXEC reply is
-            entry = PendingTask(now)
-            entry.future = future
-            entry.callback = callback
-            entry.on_failed = on_failed
-            entry.handle = self._deadlines.insert(mono + int(req.timeout * 1000), req.id)
-            self._pending[req.id] = entry
-        if self._idle is not None:
-            self._idle.clear()
+            self._register(box, req, staged, now, future, callback, on_failed, on_published)
         self._deadlines.arm()
         return boxes
 
-    def _queue_keys(self, queue: str) -> tuple[QueueKeys, str, Slot]:
-        """The keys of `queue`, this process's reply list there and their slot group
-        (made once per queue, when the reply reader starts reading that list)."""
+    def _queue_of(self, req: TaskRequest) -> _QueueKnown:
+        """The request's route checked (NoRouteError) and its queue's keys."""
+        return self._queue_keys(self.routes.route_for(req.type).queue_name)
+
+    def _encode(
+        self, req: TaskRequest, queue: _QueueKnown, now: float, server_now: float
+    ) -> tuple[_QueueKnown, bytes, list[tuple[Any, ...]]]:
+        """Names and stamps the request and encodes it; raises on a bad one (nothing
+        staged yet)."""
+        if req.timeout <= 0:
+            raise ValueError("TaskRequest.timeout must be positive")
+        req.id = f"{new_id()}@{queue[0].queue}"
+        req.created_at = now
+        if type(req.priority) is not Priority:
+            req.priority = Priority.parse(req.priority)
+        body, status = encode_task(
+            req, queue[0], queue[1], self.name, self.codec, server_now, self.result_ttl
+        )
+        return queue, body, status
+
+    def _box(self, queue: _QueueKnown) -> Outbox:
+        """This loop turn's outbox of the queue's slot group (one MULTI per group: a
+        single one on a single server); the first of a turn schedules the flush."""
+        box = self._outboxes.get(queue[3])
+        if box is None:
+            loop = asyncio.get_running_loop()
+            if not self._outboxes:
+                loop.call_soon(self._flush)
+            box = self._outboxes[queue[3]] = Outbox(loop)
+        return box
+
+    def _register(
+        self,
+        box: Outbox,
+        req: TaskRequest,
+        staged: tuple[_QueueKnown, bytes, list[tuple[Any, ...]]],
+        now: float,
+        future: asyncio.Future[TaskResponse] | None,
+        callback: Callback | None,
+        on_failed: Callable[[BaseException], None] | None,
+        on_published: Callable[[], None] | None,
+    ) -> None:
+        queue, body, status = staged
+        box.add(req.id, queue[2], int(req.priority), body, status)
+        if on_published is not None:
+            box.published.append(on_published)
+        # registered before the write: a reply may be read before the EXEC reply is
+        entry = PendingTask(now)
+        entry.future = future
+        entry.callback = callback
+        entry.on_failed = on_failed
+        entry.handle = self._deadlines.insert(now_ms() + int(req.timeout * 1000), req.id)
+        self._pending[req.id] = entry
+        if self._idle is not None:
+            self._idle.clear()
+
+    def _queue_keys(self, queue: str) -> _QueueKnown:
+        """The keys of `queue`, this process's reply list there, the keys its publish
+        writes and their slot group (made once per queue, when the reply reader starts
+        reading that list)."""
         known = self._keys_of.get(queue)
         if known is None:
             keys = QueueKeys(queue)
-            known = (keys, keys.reply(self.name), self._links.slot_of(queue))
-            self._reader.add_key(known[1], known[2])  # read from now on (once per queue)
+            reply = keys.reply(self.name)
+            known = (keys, reply, PublishKeys(keys), self._links.slot_of(queue))
+            self._reader.add_key(reply, known[3])  # read from now on (once per queue)
             self._keys_of[queue] = known
         return known
 

@@ -21,7 +21,7 @@ from meetq._redis.retry import TRANSIENT
 from meetq.dispatch.status import create_commands
 from meetq.dispatch.types import TaskRequest, queue_of
 from meetq.errors import MeetqConnectionError
-from meetq.queue.message import Codec, Message
+from meetq.queue.message import Codec
 
 PRIORITY_DIGITS = (b"0", b"1", b"2", b"3")
 """A stored body's first byte: its priority (the queue's dequeue reads it)."""
@@ -49,15 +49,19 @@ class Outbox:
         self.published: list[Callable[[], None]] = []
         """What runs once the MULTI is written (`TaskDispatcher.submit`'s on_published)."""
         self.status: list[tuple[Any, ...]] = []
-        # queue -> [msg hash field/value pairs, ready ids per priority]
-        self.queues: dict[str, tuple[list[Any], list[list[str]]]] = {}
+        # queue -> [its keys, msg hash field/value pairs, ready ids per priority]
+        self.queues: dict[str, tuple[PublishKeys, list[Any], list[list[str]]]] = {}
 
-    def add(self, tid: str, queue: str, priority: int, body: bytes, status: list[Any]) -> None:
+    def add(
+        self, tid: str, keys: PublishKeys, priority: int, body: bytes, status: list[Any]
+    ) -> None:
         self.ids.append(tid)
         self.status += status
-        bodies, ready = self.queues.setdefault(queue, ([], [[], [], [], []]))
-        bodies += (tid, body)
-        ready[priority].append(tid)
+        queued = self.queues.get(keys.queue)
+        if queued is None:
+            queued = self.queues[keys.queue] = (keys, [], [[], [], [], []])
+        queued[1].extend((tid, body))
+        queued[2][priority].append(tid)
 
     def probe(self) -> str:
         """A key the MULTI creates: after a lost reply, it tells whether EXEC ran."""
@@ -67,30 +71,41 @@ class Outbox:
         """The status hashes, then per queue the queue's plain-command publish transition
         for fresh ids (bodies, ready lists by priority, published counter, doorbell)."""
         out = list(self.status)
-        for queue, (bodies, ready) in self.queues.items():
-            keys = QueueKeys(queue)
-            out.append(("HSET", keys.named("msg"), *bodies))
+        for keys, bodies, ready in self.queues.values():
+            out.append(("HSET", keys.msg, *bodies))
             for p, group in enumerate(ready):
                 if group:
-                    out.append(("RPUSH", keys.ready(p), *group))
-            wake = keys.named("wake")
+                    out.append(("RPUSH", keys.ready[p], *group))
             out += [
-                ("HINCRBY", keys.named("stats"), "published", len(bodies) // 2),
-                ("RPUSH", wake, 1),
-                ("LTRIM", wake, 0, 0),
+                ("HINCRBY", keys.stats, "published", len(bodies) // 2),
+                ("RPUSH", keys.wake, 1),
+                ("LTRIM", keys.wake, 0, 0),
             ]
         return out
+
+
+class PublishKeys:
+    """The key names a publish MULTI writes for one queue, made once per queue."""
+
+    __slots__ = ("msg", "queue", "ready", "stats", "wake")
+
+    def __init__(self, keys: QueueKeys) -> None:
+        self.queue = keys.queue
+        self.msg = keys.named("msg")
+        self.ready = tuple(keys.ready(p) for p in range(4))
+        self.stats = keys.named("stats")
+        self.wake = keys.named("wake")
 
 
 async def publish(cmd: Link, box: Outbox, retry_budget: float) -> None:
     """Sends the outbox's MULTI; after a lost connection, the first task's status hash
     tells whether the all-or-nothing transaction was applied before it is sent again."""
-    commands, probe = box.commands(), box.probe()
+    commands = box.commands()
     deadline = time.monotonic() + retry_budget
     attempt = 0
     while True:
         try:
-            if attempt and await cmd.execute("EXISTS", probe):
+            if attempt and await cmd.execute("EXISTS", box.probe()):
                 return
             await cmd.transaction(commands)
             return
@@ -117,21 +132,23 @@ def encode_task(
     once: the body embeds the status hash's JSON as a fragment."""
     request_json = codec.dump(req.to_dict(), f"task {req.id}")
     deadline_ms = int((server_now + req.timeout) * 1000)
-    msg = Message(
-        type=str(req.type),
-        payload={},
-        priority=req.priority,
-        id=req.id,
-        timestamp=req.created_at,
-        max_retries=req.max_retries,
-        timeout=req.timeout,
-        source=source,
-        reply_to=reply_to,
-        expires_at=deadline_ms / 1000,
-    )
-    fields = msg.to_dict()
-    fields["payload"] = orjson.Fragment(request_json)
-    body = PRIORITY_DIGITS[int(msg.priority)] + codec.dump(fields, f"message {req.id}")
+    priority = int(req.priority)
+    fields = {  # Message.to_dict() of the stored message, without making the Message
+        "id": req.id,
+        "type": str(req.type),
+        "priority": priority,
+        "payload": orjson.Fragment(request_json),
+        "timestamp": req.created_at,
+        "retry_count": 0,
+        "max_retries": req.max_retries,
+        "timeout": req.timeout,
+        "source": source,
+        "destination": "",
+        "deliver_at": 0.0,
+        "reply_to": reply_to,
+        "expires_at": deadline_ms / 1000,
+    }
+    body = PRIORITY_DIGITS[priority] + codec.dump(fields, f"message {req.id}")
     ttl_ms = int((req.timeout + result_ttl) * 1000)
     status = create_commands(
         keys.status(req.id),
@@ -143,4 +160,4 @@ def encode_task(
     return body, status
 
 
-__all__ = ["PRIORITY_DIGITS", "Outbox", "SharedDone", "encode_task", "publish"]
+__all__ = ["PRIORITY_DIGITS", "Outbox", "PublishKeys", "SharedDone", "encode_task", "publish"]
