@@ -104,6 +104,7 @@ class GatewayServer:
         self._held: list[Any] = []
         self._held_due: list[Any] = []
         self._hold_timer: asyncio.TimerHandle | None = None
+        self._next_hold_tick = 0.0
         self.stats: dict[str, int] = dict.fromkeys(
             (
                 "connections_total",
@@ -302,22 +303,31 @@ class GatewayServer:
         conn.owe_accepted(rid)
 
     def _hold_accepted(self, conn: ClientConnection, request_id: str) -> None:
-        """The request is published: its `accepted` goes out within 1-2 x `accepted_hold`
-        (one loop timer for all of them), or with its final frame if that comes first."""
+        """The request is published: its `accepted` goes out within 1-2 x `accepted_hold`,
+        or with its final frame if that comes first. The hold ticks on a loop timer, or,
+        while publishes keep coming, here (the timer is pushed back): ticks cost no
+        wake-up of their own under load."""
         hold = self.config.accepted_hold
         if hold <= 0:
             conn.send_accepted(request_id)
             return
         self._held += (conn, request_id)
+        now = time.monotonic()
         if self._hold_timer is None:
-            self._hold_timer = asyncio.get_running_loop().call_later(hold, self._on_hold_tick)
+            self._arm_hold(now, hold)
+        elif now >= self._next_hold_tick:
+            self._hold_timer.cancel()
+            self._on_hold_tick()
+
+    def _arm_hold(self, now: float, hold: float) -> None:
+        self._next_hold_tick = now + hold
+        self._hold_timer = asyncio.get_running_loop().call_later(hold, self._on_hold_tick)
 
     def _on_hold_tick(self) -> None:
         self._hold_timer = None
         self._release_held()
         if self._held_due:
-            loop = asyncio.get_running_loop()
-            self._hold_timer = loop.call_later(self.config.accepted_hold, self._on_hold_tick)
+            self._arm_hold(time.monotonic(), self.config.accepted_hold)
 
     def _release_held(self) -> None:
         """Sends the due `accepted` frames; the newer ones are due at the next tick."""
