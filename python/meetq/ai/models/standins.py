@@ -19,7 +19,9 @@ ECHO = fixed(echo)
 
 def split(text: str, chunks: int) -> list[str]:
     """`text` cut into `chunks` nearly equal pieces (fewer when it is shorter)."""
-    chunks = max(1, min(chunks, len(text) or 1))
+    if chunks <= 1:
+        return [text]
+    chunks = min(chunks, len(text) or 1)
     size, rest = divmod(len(text), chunks)
     out, start = [], 0
     for i in range(chunks):
