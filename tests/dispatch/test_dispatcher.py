@@ -24,9 +24,16 @@ from meetq import (
     TaskStatus,
 )
 from meetq._redis.keys import QueueKeys
+from meetq.dispatch.status import decode_body, done_key
 
 QUEUE = "test_tasks"
 LOG_KEY = "test:log"
+
+
+async def recorded(r: Any, tid: str) -> dict[str, Any] | None:
+    """The outcome Redis recorded for `tid` (its reply object in its done hash), if any."""
+    raw = await r.hget(done_key(tid), tid)
+    return None if raw is None else dict(orjson.loads(raw))
 
 
 def dispatcher(url: str, route: ServiceRoute, **kw: Any) -> TaskDispatcher:
@@ -132,8 +139,7 @@ async def test_timeout_when_no_worker(redis_url: str, route: ServiceRoute) -> No
     async with redis_client(redis_url) as r, dispatcher(redis_url, route) as d:
         final = await d.dispatch_and_wait(TaskRequest(type="echo", timeout=0.3))
         assert final.status is TaskStatus.TIMEOUT
-        status = await r.hget(QueueKeys(QUEUE).status(final.task_id), "status")
-        assert status == b"timeout"
+        assert (await recorded(r, final.task_id) or {}).get("status") == "timeout"
         assert (await d.get_task_status(final.task_id))[1] is TaskStatus.TIMEOUT
         assert d.get_stats()["total_timeout"] == 1
 
@@ -163,8 +169,8 @@ async def test_cancel_running_task_cancels_it_in_the_worker(
         waiter = asyncio.ensure_future(d.dispatch_and_wait(TaskRequest(type="hang", timeout=30)))
         started = await async_wait_until(lambda: r.lrange(LOG_KEY, 0, -1), timeout=20)
         tid = started[0].decode().split(":", 1)[1]
-        # running: the hash says pending, the lease says processing
-        assert await r.hget(QueueKeys(QUEUE).status(tid), "status") == b"pending"
+        # running: nothing is recorded yet, the lease says processing
+        assert await recorded(r, tid) is None
         assert (await d.get_task_status(tid))[1] is TaskStatus.PROCESSING
         assert await d.cancel_task(tid)
         final = await asyncio.wait_for(waiter, 10)
@@ -199,8 +205,11 @@ async def test_unknown_task_and_cancel_of_unknown(redis_url: str, route: Service
         with pytest.raises(TaskNotFoundError):
             await d.get_task_status("nope@" + QUEUE)
         with pytest.raises(TaskNotFoundError):
+            await d.get_task_status("nope.1700000000@" + QUEUE)  # well formed, never sent
+        with pytest.raises(TaskNotFoundError):
             await d.get_task_status("no-queue-here")
         assert not await d.cancel_task("nope@" + QUEUE)
+        assert not await d.cancel_task("nope.1700000000@" + QUEUE)
 
 
 async def test_stopping_dispatcher_fails_its_waiters_tasks_go_on(
@@ -241,18 +250,39 @@ async def test_redis_restart_ends_every_waiter(redis_server: Any, route: Service
         final = await d.dispatch_and_wait(TaskRequest(type="echo", timeout=0.5))
         assert final.status is TaskStatus.TIMEOUT
         async with redis_client(url) as r:
-            assert await r.hget(QueueKeys(QUEUE).status(final.task_id), "status") == b"timeout"
+            assert (await recorded(r, final.task_id) or {}).get("status") == "timeout"
 
 
-async def test_status_hash_holds_the_request(redis_url: str, route: ServiceRoute) -> None:
+async def test_a_pending_task_is_its_stored_body_and_no_key_of_its_own(
+    redis_url: str, route: ServiceRoute, task_worker: Callable[..., Any]
+) -> None:
     async with redis_client(redis_url) as r, dispatcher(redis_url, route) as d:
+        keys = QueueKeys(QUEUE)
         resp = await d.dispatch(TaskRequest(type="echo", payload={"k": "v"}, timeout=60))
-        key = QueueKeys(QUEUE).status(resp.task_id)
-        fields = await r.hgetall(key)
-        assert fields[b"status"] == b"pending"
-        assert orjson.loads(fields[b"request"])["payload"] == {"k": "v"}
-        assert fields[b"reply_to"] == QueueKeys(QUEUE).reply(d.name).encode()
-        assert 0 < await r.pttl(key) <= (60 + 3600) * 1000
+        msg = decode_body(await r.hget(keys.named("msg"), resp.task_id))
+        assert msg.payload["payload"] == {"k": "v"} and msg.payload["id"] == resp.task_id
+        assert msg.reply_to == keys.reply(d.name)
+        server_now = float((await r.time())[0])
+        assert server_now + 55 < msg.expires_at <= server_now + 61
+        assert resp.task_id.endswith(f".{int(msg.expires_at)}@{QUEUE}")
+        # the queue's own keys and nothing per task
+        fixed = {keys.named(n).encode() for n in ("msg", "stats", "wake")} | {
+            keys.ready(p).encode() for p in range(4)
+        }
+        assert set(await r.keys("*")) <= fixed
+        # finished: recorded in the done hash of its deadline's second, with the request
+        task_worker(redis_url)
+        await async_wait_until(lambda: recorded(r, resp.task_id), timeout=30)
+        record = await recorded(r, resp.task_id)
+        assert record is not None and record["status"] == "completed"
+        kept = decode_body(await r.hget(done_key(resp.task_id), resp.task_id + "\0r"))
+        assert kept.payload["payload"] == {"k": "v"}
+        assert await r.hget(keys.named("msg"), resp.task_id) is None
+        ttl_ms = await r.pttl(done_key(resp.task_id))
+        left_s = int(msg.expires_at) + 1 + 3600 - server_now
+        assert (left_s - 70) * 1000 < ttl_ms <= left_s * 1000
+        req, status = await d.get_task_status(resp.task_id)
+        assert status is TaskStatus.COMPLETED and req.payload == {"k": "v"}
 
 
 async def test_cancelled_pending_task_never_runs(

@@ -13,10 +13,9 @@ from meetq.queue.message import Codec
 
 def test_the_stored_body_is_the_message_the_queue_reads() -> None:
     req = TaskRequest(TaskType.SPEECH_RECOGNITION, {"a": [1, "x"]}, Priority.HIGH, 1, 2, "s", 30.0)
-    req.id, req.created_at, req.max_retries = "abc@ai_tasks", 1000.5, 2
-    keys = QueueKeys("ai_tasks")
-    reply_to = keys.reply("d1")
-    body, status = encode_task(req, keys, reply_to, "d1", Codec("json"), 2000.25, 60.0)
+    req.id, req.created_at, req.max_retries = "abc.2030@ai_tasks", 1000.5, 2
+    reply_to = QueueKeys("ai_tasks").reply("d1")
+    body = encode_task(req, reply_to, "d1", Codec("json"), 2030250)
     expected = Message(
         type="speech_recognition",
         payload=req.to_dict(),
@@ -32,4 +31,3 @@ def test_the_stored_body_is_the_message_the_queue_reads() -> None:
     assert body[:1] == PRIORITY_DIGITS[int(Priority.HIGH)]
     assert body[1:] == orjson.dumps(expected.to_dict())
     assert Message.from_dict(orjson.loads(body[1:])) == expected
-    assert status[0][:2] == ("HSET", keys.status(req.id))

@@ -44,16 +44,16 @@ async def test_one_call_acks_many_and_a_bad_member_changes_nothing_of_its_own(
     q = RedisMessageQueue(redis_url, queue)
     async with redis_client(redis_url) as r:
         await r.set(blocked, "not a list")  # WRONGTYPE for its RPUSH
-        await q.publish_batch([Message(type="t", id=f"m{i}") for i in range(5)])
-        for i in range(5):
-            await r.hset(keys.status(f"m{i}"), mapping={"status": "processing"})
+        second = int((await r.time())[0]) + 60  # ids as a dispatcher makes them
+        ids = [f"m{i}.{second}@{queue}" for i in range(5)]
+        await q.publish_batch([Message(type="t", id=mid) for mid in ids])
         tokens = await lease_all(r, queue, 5)
         members = [
-            ("m0", tokens["m0"], good, b'{"n":0}'),
-            ("m1", tokens["m1"], blocked, b'{"n":1}'),
-            ("m2", "1:1:0", good, b'{"n":2}'),  # a stale token: another delivery holds it
-            ("m3", tokens["m3"], "meetq:{other}:reply:x", b'{"n":3}'),  # not this queue's
-            ("m4", tokens["m4"], good, b'{"n":4}'),
+            (ids[0], tokens[ids[0]], good, b'{"n":0}'),
+            (ids[1], tokens[ids[1]], blocked, b'{"n":1}'),
+            (ids[2], "1:1:0", good, b'{"n":2}'),  # a stale token: another delivery holds it
+            (ids[3], tokens[ids[3]], "meetq:{other}:reply:x", b'{"n":3}'),  # not this queue's
+            (ids[4], tokens[ids[4]], good, b'{"n":4}'),
         ]
         args: list[Any] = [60000, len(members), "1700000000.5"]
         for mid, token, key, result in members:
@@ -67,17 +67,25 @@ async def test_one_call_acks_many_and_a_bad_member_changes_nothing_of_its_own(
         assert await r.llen(good) == 1  # one element for the whole call
         replies = replies_in(await r.lrange(good, 0, -1))
         assert [(x["id"], x["status"], x["result"]) for x in replies] == [
-            ("m0", "completed", {"n": 0}),
-            ("m4", "completed", {"n": 4}),
+            (ids[0], "completed", {"n": 0}),
+            (ids[4], "completed", {"n": 4}),
         ]
         assert 0 < await r.pttl(good) <= 60000
-        # acked members are gone; the others are still leased, their status untouched
+        # acked members are gone, their outcomes recorded; the others are still leased,
+        # with nothing recorded
         inflight = {x.decode() for x in await r.zrange(keys.named("inflight"), 0, -1)}
-        assert inflight == {"m1", "m2", "m3"}
-        assert await r.hget(keys.status("m0"), "status") == b"completed"
-        assert await r.hget(keys.status("m0"), "processed_at") == b"1700000000.5"
-        assert await r.hget(keys.status("m1"), "status") == b"processing"
-        assert await r.hget(keys.status("m3"), "status") == b"processing"
+        assert inflight == set(ids[1:4])
+        done = keys.done(second)
+        recorded = await r.hmget(done, ids)
+        assert [orjson.loads(x)["result"] if x else None for x in recorded] == [
+            {"n": 0},
+            None,
+            None,
+            None,
+            {"n": 4},
+        ]
+        assert await r.hget(done, ids[0] + "\0r") is not None  # the request, kept
+        assert await r.hget(keys.named("msg"), ids[0]) is None
         assert await r.get(blocked) == b"not a list"
         assert int(await r.hget(keys.named("stats"), "processed")) == 2
 

@@ -566,9 +566,14 @@ async def _wake_garbage(r: redis.asyncio.Redis, k: QueueKeys) -> None:
     await r.hset(k.named("wake"), "not", "a list")
 
 
-async def _status_garbage(r: redis.asyncio.Redis, k: QueueKeys) -> None:
-    await r.set(f"{k.prefix}status:st-1", "a string where a hash belongs")
-    await r.hset(f"{k.prefix}status:st-2", mapping={"status": "\xff", "deadline_ms": "soon"})
+# far ahead, so their done hashes are live whenever the test runs
+_DONE_SECONDS = (4102444800, 4102444801)
+
+
+async def _done_garbage(r: redis.asyncio.Redis, k: QueueKeys) -> None:
+    await r.set(k.done(_DONE_SECONDS[0]), "a string where a hash belongs")
+    st2 = f"st-2.{_DONE_SECONDS[1]}@x"
+    await r.hset(k.done(_DONE_SECONDS[1]), mapping={st2: "\xff{not json", st2 + "\0r": "?"})
 
 
 GARBAGE = {
@@ -588,11 +593,17 @@ async def test_garbage_in_a_key(redis_url: str, matrix: Record, case: str) -> No
     await run_input_case(matrix, redis_url, case, spoil, expect_dead=dead)
 
 
-async def test_garbage_in_status_hashes(redis_url: str, matrix: Record) -> None:
-    reply = "meetq:{in-garbage: status hashes}:reply:w"
-    bad = [Message(type="ok", id=mid, reply_to=reply) for mid in ("st-1", "st-2")]
-    # the two still run and are acked: garbage in a status hash is no status at all
-    await run_input_case(matrix, redis_url, "garbage: status hashes", _status_garbage, bad, 0)
+async def test_garbage_in_done_hashes(redis_url: str, matrix: Record) -> None:
+    reply = "meetq:{in-garbage: done hashes}:reply:w"
+    ids = [f"st-{i}.{second}@x" for i, second in enumerate(_DONE_SECONDS, 1)]
+    bad = [Message(type="ok", id=mid, reply_to=reply) for mid in ids]
+    # the two still run and are acked, their outcomes recorded over the garbage
+    await run_input_case(matrix, redis_url, "garbage: done hashes", _done_garbage, bad, 0)
+    async with redis_client(redis_url) as r:
+        k = QueueKeys("in-garbage: done hashes")
+        for mid, second in zip(ids, _DONE_SECONDS, strict=True):
+            record = await r.hget(k.done(second), mid)
+            assert record is not None and orjson.loads(record)["status"] == "completed"
 
 
 HANDLERS = {

@@ -18,7 +18,7 @@ from helpers import async_wait_until, redis_client, reply_objects
 from meetq import MeetqError, Message, RedisMessageQueue
 from meetq._redis import scripts as _scripts
 from meetq._redis.keys import QueueKeys
-from meetq.dispatch.status import task_cancel
+from meetq.dispatch.status import done_key, task_cancel
 
 
 def reply_key(queue: str, name: str) -> str:
@@ -26,8 +26,17 @@ def reply_key(queue: str, name: str) -> str:
     return f"meetq:{{{queue}}}:reply:{name}"
 
 
-def status_key(queue: str, mid: str) -> str:
-    return f"meetq:{{{queue}}}:status:{mid}"
+async def dispatched_ids(r: Any, queue: str, *names: str) -> dict[str, str]:
+    """Ids as a dispatcher makes them (`<unique>.<deadline second>@<queue>`, a minute
+    ahead): their outcomes are recorded in the queue's done hash of that second."""
+    second = int((await r.time())[0]) + 60
+    return {n: f"{n}.{second}@{queue}" for n in names}
+
+
+async def recorded(r: Any, mid: str) -> dict[str, Any] | None:
+    """The outcome recorded for `mid` (its reply object), if any."""
+    raw = await r.hget(done_key(mid), mid)
+    return None if raw is None else dict(orjson.loads(raw))
 
 
 async def settled(q: RedisMessageQueue, n: int) -> bool:
@@ -98,19 +107,17 @@ async def test_reply_to_a_key_meetq_did_not_create_is_refused_and_writes_nothing
 
 
 async def test_reply_and_status_are_written_with_the_ack(redis_url: str) -> None:
-    """CONTRACTS.md §4: the final outcome writes the reply list (with its TTL) and, when the
-    dispatcher made one, the status hash, in the script that acks; while the handler runs
-    the hash still says `pending` and the message is leased (in `inflight`): that is what
-    get_task_status reports as PROCESSING, with no status write per delivery."""
+    """CONTRACTS.md §4: the final outcome writes the reply list (with its TTL) and, for a
+    dispatcher's task, its recorded outcome (with the request), in the script that acks;
+    while the handler runs nothing is recorded and the message is leased (in `inflight`):
+    that is what get_task_status reports as PROCESSING, with no status write per delivery."""
     name = "replyok"
     q = RedisMessageQueue(redis_url, name, workers=2, result_ttl=30)
     seen: dict[str, Any] = {}
     sync = redis.Redis.from_url(redis_url)
 
     def handler(msg: Message) -> dict[str, Any]:
-        seen.update(
-            {k.decode(): v.decode() for k, v in sync.hgetall(status_key(name, msg.id)).items()}
-        )
+        seen["recorded"] = sync.hget(done_key(msg.id), msg.id)
         seen["leased"] = sync.zscore(QueueKeys(name).named("inflight"), msg.id) is not None
         if msg.payload.get("fail"):
             raise RuntimeError("nope")
@@ -120,33 +127,28 @@ async def test_reply_and_status_are_written_with_the_ack(redis_url: str) -> None
     rk = reply_key(name, "disp-1")
     try:
         async with redis_client(redis_url) as r:
-            await r.hset(status_key(name, "t1"), mapping={"status": "pending", "request": "{}"})
-            await r.hset(status_key(name, "t2"), mapping={"status": "pending"})
+            ids = await dispatched_ids(r, name, "t1", "t2")
             async with q:
-                await q.publish(Message(type="r", id="t1", payload={"v": 7}, reply_to=rk))
+                await q.publish(Message(type="r", id=ids["t1"], payload={"v": 7}, reply_to=rk))
                 await async_wait_until(lambda: settled(q, 1), timeout=10)
-                assert seen["status"] == "pending" and seen["leased"]
-                await q.publish(Message(type="r", id="t2", payload={"fail": 1}, reply_to=rk))
+                assert seen["recorded"] is None and seen["leased"]
+                await q.publish(Message(type="r", id=ids["t2"], payload={"fail": 1}, reply_to=rk))
                 await async_wait_until(lambda: settled(q, 2), timeout=10)
             assert 0 < await r.ttl(rk) <= 30
             _, raw = await r.blpop([rk], timeout=10)  # type: ignore[misc]
             [first] = reply_objects(raw)
             _, raw = await r.blpop([rk], timeout=10)  # type: ignore[misc]
             second = orjson.loads(raw)
-            assert first["id"] == "t1" and first["status"] == "completed"
+            assert first["id"] == ids["t1"] and first["status"] == "completed"
             assert first["result"] == {"echo": 7} and first["error"] is None
             assert first["processed_at"] > 0
-            assert second["id"] == "t2" and second["status"] == "failed"
+            assert second["id"] == ids["t2"] and second["status"] == "failed"
             assert second["error"] == "RuntimeError: nope" and second["result"] is None
-            s1 = {
-                k.decode(): v.decode() for k, v in (await r.hgetall(status_key(name, "t1"))).items()
-            }
-            assert s1["status"] == "completed" and orjson.loads(s1["result"]) == {"echo": 7}
-            assert s1["request"] == "{}" and float(s1["processed_at"]) > 0
-            s2 = {
-                k.decode(): v.decode() for k, v in (await r.hgetall(status_key(name, "t2"))).items()
-            }
-            assert s2["status"] == "failed" and s2["error"] == "RuntimeError: nope"
+            assert await recorded(r, ids["t1"]) == first
+            assert await recorded(r, ids["t2"]) == second
+            kept = await r.hget(done_key(ids["t1"]), ids["t1"] + "\0r")
+            assert orjson.loads(kept[1:])["payload"] == {"v": 7}  # the stored body, kept
+            assert 0 < await r.ttl(done_key(ids["t1"])) <= 61 + 30
             stats = await q.get_stats()
             assert stats["total_processed"] == 1 and stats["dead_letter_count"] == 1
     finally:
@@ -157,17 +159,19 @@ async def test_cancelled_or_expired_messages_are_finished_unstarted(redis_url: s
     """A message whose body task_cancel.lua marked is dropped at dequeue (its status and
     reply are the cancel's); one past its `expires_at` (server time) is dropped unstarted by
     the worker, with a `timeout` reply and status; a final status set while one runs is not
-    overwritten. No status hash is read at dequeue."""
+    overwritten (a late result is recorded under it). Nothing per task is read at dequeue."""
     name = "status"
     q = RedisMessageQueue(redis_url, name, workers=1, result_ttl=30)
     runs: list[str] = []
+    ids: dict[str, str] = {}
     sync = redis.Redis.from_url(redis_url)
     keys = QueueKeys(name)
 
     def handler(msg: Message) -> str:
         runs.append(msg.id)
-        if msg.id == "late-cancel":
-            sync.hset(status_key(name, msg.id), "status", "cancelled")
+        if msg.id == ids["late-cancel"]:  # cancelled while it runs
+            keys_ = [done_key(msg.id), keys.named("msg")]
+            sync.eval(task_cancel.source, 2, *keys_, msg.id, 30000, keys.cancel_channel)
         return "done"
 
     q.register_handler("r", handler)
@@ -175,14 +179,15 @@ async def test_cancelled_or_expired_messages_are_finished_unstarted(redis_url: s
     try:
         async with redis_client(redis_url) as r:
             sec, _ = await r.time()
-            for mid in ("cancelled", "expired", "in-time", "late-cancel"):
-                await r.hset(status_key(name, mid), mapping={"status": "pending", "reply_to": rk})
-            await q.publish(Message(type="r", id="cancelled", reply_to=rk))
-            await q.publish(Message(type="r", id="expired", reply_to=rk, expires_at=sec - 10))
-            await q.publish(Message(type="r", id="in-time", reply_to=rk, expires_at=sec + 600))
-            await q.publish(Message(type="r", id="late-cancel", reply_to=rk))
-            script_keys = [status_key(name, "cancelled"), keys.named("msg"), rk]
-            args = ["cancelled", 30000, keys.cancel_channel]
+            ids.update(
+                await dispatched_ids(r, name, "cancelled", "expired", "in-time", "late-cancel")
+            )
+            await q.publish(Message(type="r", id=ids["cancelled"], reply_to=rk))
+            await q.publish(Message(type="r", id=ids["expired"], reply_to=rk, expires_at=sec - 10))
+            await q.publish(Message(type="r", id=ids["in-time"], reply_to=rk, expires_at=sec + 600))
+            await q.publish(Message(type="r", id=ids["late-cancel"], reply_to=rk))
+            script_keys = [done_key(ids["cancelled"]), keys.named("msg"), rk]
+            args = [ids["cancelled"], 30000, keys.cancel_channel]
             assert await task_cancel.run(r.execute_command, script_keys, args) == 1
             replies: dict[str, Any] = {}
             async with q:
@@ -190,21 +195,22 @@ async def test_cancelled_or_expired_messages_are_finished_unstarted(redis_url: s
                     _, raw = await r.blpop([rk], timeout=10)  # type: ignore[misc]
                     replies.update((x["id"], x) for x in reply_objects(raw))
                 await async_wait_until(lambda: settled(q, 2), timeout=10)
-            assert sorted(runs) == ["in-time", "late-cancel"]
-            assert replies["cancelled"]["status"] == "cancelled"
-            assert replies["expired"]["status"] == "timeout"
-            assert replies["expired"]["error"] == "deadline passed before it started"
-            assert replies["in-time"]["status"] == "completed"
-            assert replies["in-time"]["result"] == "done"
+            assert sorted(runs) == sorted([ids["in-time"], ids["late-cancel"]])
+            assert replies[ids["cancelled"]]["status"] == "cancelled"
+            assert replies[ids["expired"]]["status"] == "timeout"
+            assert replies[ids["expired"]]["error"] == "deadline passed before it started"
+            assert replies[ids["in-time"]]["status"] == "completed"
+            assert replies[ids["in-time"]]["result"] == "done"
 
             async def status(mid: str) -> str:
-                return (await r.hget(status_key(name, mid), "status")).decode()
+                return str((await recorded(r, ids[mid]) or {}).get("status"))
 
             assert await status("cancelled") == "cancelled"
             assert await status("expired") == "timeout"
             assert await status("in-time") == "completed"
             assert await status("late-cancel") == "cancelled"  # final: not overwritten
-            assert orjson.loads(await r.hget(status_key(name, "late-cancel"), "result")) == "done"
+            late = await recorded(r, ids["late-cancel"]) or {}
+            assert late["result"] == "done" and late["error"] == "cancelled"  # recorded under it
             stats = await q.get_stats()
             assert stats["queue_length"]["total"] == stats["processing_count"] == 0
             assert stats["dead_letter_count"] == 0

@@ -65,8 +65,8 @@ class FollowingConnection:
         Not a MULTI/EXEC batch: its outcome is unknown once the connection is lost (EXEC
         may have run, its reply lost), and its plain commands are not idempotent (RPUSH
         of a task id twice runs it twice). It raises instead, so the caller decides
-        by what it can check: the dispatcher probes its first status hash, the queue's
-        publisher retries through its deduplicating script. (The lost connection is
+        by what it can check: the dispatcher probes its first task's body or outcome, the
+        queue's publisher retries through its deduplicating script. (The lost connection is
         closed, so the next call finds the server anew.)"""
         conn = await self._connection()
         try:

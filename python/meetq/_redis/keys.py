@@ -16,8 +16,10 @@ same code runs on Redis Cluster (queues spread across shards).
     meetq:{Q}:wake                 list   doorbell: idle fetchers BLPOP it
     meetq:{Q}:reply:<name>         list   replies to one dispatcher process (name: REPLY_NAME);
                                           the only keys a message's reply_to may name
-    meetq:{Q}:status:<id>          hash   a dispatched task's status, deadline_ms, request,
-                                          reply_to, result, error, times (with a TTL)
+    meetq:{Q}:done:<second>        hash   the recorded outcomes of dispatched tasks whose
+                                          deadline falls in that second (the task id names
+                                          it): id -> reply object (JSON), id\0r -> the
+                                          stored body; expires result_ttl after the second
     meetq:{Q}:cancel               pubsub channel: task ids just cancelled (a poke only)
 
 A live message id is in exactly one of ready/delayed/inflight/dlq; its body stays in `msg`
@@ -84,9 +86,9 @@ class QueueKeys:
             raise InvalidArgumentError(f"invalid reply name {name!r}")
         return f"{self.prefix}reply:{name}"
 
-    def status(self, mid: str) -> str:
-        """The status hash of the task (message) `mid`."""
-        return f"{self.prefix}status:{mid}"
+    def done(self, second: int) -> str:
+        """The hash of the recorded outcomes of tasks whose deadline is in `second`."""
+        return f"{self.prefix}done:{second}"
 
     @property
     def cancel_channel(self) -> str:

@@ -19,7 +19,7 @@ from redis.exceptions import NoScriptError
 from meetq._native import TimerWheel
 from meetq._redis.keys import QueueKeys
 from meetq._redis.links import Link
-from meetq.dispatch.status import task_timeout
+from meetq.dispatch.status import done_key, task_timeout
 from meetq.dispatch.types import queue_of
 
 
@@ -77,11 +77,15 @@ class Deadlines:
         self.arm()
 
 
-async def time_out(cmd: Link, tids: list[str]) -> list[Any]:
+async def time_out(cmd: Link, tids: list[str], result_ttl_ms: int) -> list[Any]:
     """Runs task_timeout.lua for each of `tids` (one pipelined write) and returns each
     script's answer, or the exception when Redis could not be reached."""
     commands = [
-        task_timeout.command([QueueKeys(queue_of(t) or "").status(t)], ["timed out"]) for t in tids
+        task_timeout.command(
+            [done_key(t), QueueKeys(queue_of(t) or "").named("msg")],
+            [t, "timed out", result_ttl_ms],
+        )
+        for t in tids
     ]
     try:
         replies: list[Any] = await cmd.execute_many(commands)

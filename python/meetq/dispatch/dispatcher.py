@@ -1,7 +1,8 @@
 """`TaskDispatcher`: routes tasks to service queues, tracks them, and brings results back.
 
-- `dispatch` publishes the task to its route's queue and creates its status hash in ONE
-  MULTI (the queue's plain-command publish transition, plus the hash); `dispatch_batch`
+- `dispatch` publishes the task to its route's queue in ONE MULTI (the queue's
+  plain-command publish transition; the stored body is the task's status until an
+  outcome is recorded, `status.py`); `dispatch_batch`
   sends any number of tasks in that one MULTI, one round trip (on Redis Cluster: one
   MULTI per queue slot, sent at once).
 - Results come back over one reply list per queue for this process, read by one blocking
@@ -17,8 +18,8 @@
 Its parts: `outbox` (a loop turn's tasks encoded and published in one MULTI),
 `outstanding` (a pending task, and the replies and timeout answers that end it),
 `replies` (the reply reader), `deadlines` (the timer wheel and the timeout script),
-`queries` (status reads and cancels by task id), `status` (the status hash and its
-scripts), `shards` (the links and readers per Cluster slot).
+`queries` (status reads and cancels by task id), `status` (where a task's status lives,
+and its scripts), `shards` (the links and readers per Cluster slot).
 """
 
 from __future__ import annotations
@@ -47,7 +48,13 @@ from meetq.dispatch.outstanding import (
 from meetq.dispatch.queries import cancel_in_redis, read_task_status
 from meetq.dispatch.routes import RouteTable
 from meetq.dispatch.shards import ShardLinks, ShardReaders, Slot
-from meetq.dispatch.types import ServiceRoute, TaskRequest, TaskResponse, TaskStatus
+from meetq.dispatch.types import (
+    ServiceRoute,
+    TaskRequest,
+    TaskResponse,
+    TaskStatus,
+    make_task_id,
+)
 from meetq.errors import DispatcherStoppedError
 from meetq.priority import Priority
 from meetq.queue.message import DEFAULT_MAX_SIZE, Codec, new_id
@@ -62,7 +69,7 @@ class TaskDispatcher:
     """Dispatches `TaskRequest`s to service queues; see the module docstring.
 
     Knobs: `routes` (default: the seed's), `name` (this process's reply-list name, random
-    by default), `result_ttl` (reply lists and finished status hashes), `block_timeout`,
+    by default), `result_ttl` (reply lists and recorded outcomes), `block_timeout`,
     `retry_budget` (seconds a dispatch retries a lost connection), `stop_grace` (stop()
     waits that long for outstanding tasks before failing their waiters).
     """
@@ -276,19 +283,17 @@ class TaskDispatcher:
 
     def _encode(
         self, req: TaskRequest, queue: _QueueKnown, now: float, server_now: float
-    ) -> tuple[_QueueKnown, bytes, list[tuple[Any, ...]]]:
+    ) -> tuple[_QueueKnown, bytes]:
         """Names and stamps the request and encodes it; raises on a bad one (nothing
         staged yet)."""
         if req.timeout <= 0:
             raise ValueError("TaskRequest.timeout must be positive")
-        req.id = f"{new_id()}@{queue[0].queue}"
+        deadline_ms = int((server_now + req.timeout) * 1000)
+        req.id = make_task_id(new_id(), deadline_ms, queue[0].queue)
         req.created_at = now
         if type(req.priority) is not Priority:
             req.priority = Priority.parse(req.priority)
-        body, status = encode_task(
-            req, queue[0], queue[1], self.name, self.codec, server_now, self.result_ttl
-        )
-        return queue, body, status
+        return queue, encode_task(req, queue[1], self.name, self.codec, deadline_ms)
 
     def _box(self, queue: _QueueKnown) -> Outbox:
         """This loop turn's outbox of the queue's slot group (one MULTI per group: a
@@ -305,15 +310,15 @@ class TaskDispatcher:
         self,
         box: Outbox,
         req: TaskRequest,
-        staged: tuple[_QueueKnown, bytes, list[tuple[Any, ...]]],
+        staged: tuple[_QueueKnown, bytes],
         now: float,
         future: asyncio.Future[TaskResponse] | None,
         callback: Callback | None,
         on_failed: Callable[[BaseException], None] | None,
         on_published: Callable[[], None] | None,
     ) -> None:
-        queue, body, status = staged
-        box.add(req.id, queue[2], int(req.priority), body, status)
+        queue, body = staged
+        box.add(req.id, queue[2], int(req.priority), body)
         if on_published is not None:
             box.published.append(on_published)
         # registered before the write: a reply may be read before the EXEC reply is
@@ -462,7 +467,7 @@ class TaskDispatcher:
     async def _time_out(self, cmd: Link, tids: list[str]) -> None:
         """The expired tasks (of one slot group) resolve as task_timeout.lua decided; if
         Redis cannot be reached they still end TIMEOUT here, so no waiter hangs."""
-        replies = await time_out(cmd, tids)
+        replies = await time_out(cmd, tids, int(self.result_ttl * 1000))
         for tid, reply in zip(tids, replies, strict=True):
             if tid in self._pending:
                 self._resolve(tid, response_of_timeout(tid, reply))
@@ -478,6 +483,7 @@ class TaskDispatcher:
             self._retrying,
             task_id,
             lambda: (time.time() + self._clock_offset) * 1000,
+            self.result_ttl,
         )
 
     async def cancel_task(self, task_id: str) -> bool:

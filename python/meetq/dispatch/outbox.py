@@ -1,8 +1,9 @@
 """`Outbox`: the tasks a dispatcher stages in one loop turn, published in one MULTI.
 
-Every dispatch call of a loop turn adds its tasks here; the MULTI holds their status
-hashes and, per queue, the queue's plain-command publish transition for fresh ids
-(bodies, ready lists by priority, the published counter, the doorbell).
+Every dispatch call of a loop turn adds its tasks here; the MULTI holds, per queue, the
+queue's plain-command publish transition for fresh ids (bodies, ready lists by priority,
+the published counter, the doorbell). The body is all a task's status needs until its
+outcome is recorded (`status.py`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from meetq._core.backoff import backoff
 from meetq._redis.keys import QueueKeys
 from meetq._redis.links import Link
 from meetq._redis.retry import TRANSIENT
-from meetq.dispatch.status import create_commands
+from meetq.dispatch.status import done_key
 from meetq.dispatch.types import TaskRequest, queue_of
 from meetq.errors import MeetqConnectionError
 from meetq.queue.message import Codec
@@ -41,36 +42,34 @@ class SharedDone(asyncio.Future[None]):
 class Outbox:
     """Tasks staged in one loop turn, published together in one MULTI."""
 
-    __slots__ = ("done", "ids", "published", "queues", "status")
+    __slots__ = ("done", "ids", "published", "queues")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.done = SharedDone(loop=loop)
         self.ids: list[str] = []
         self.published: list[Callable[[], None]] = []
         """What runs once the MULTI is written (`TaskDispatcher.submit`'s on_published)."""
-        self.status: list[tuple[Any, ...]] = []
         # queue -> [its keys, msg hash field/value pairs, ready ids per priority]
         self.queues: dict[str, tuple[PublishKeys, list[Any], list[list[str]]]] = {}
 
-    def add(
-        self, tid: str, keys: PublishKeys, priority: int, body: bytes, status: list[Any]
-    ) -> None:
+    def add(self, tid: str, keys: PublishKeys, priority: int, body: bytes) -> None:
         self.ids.append(tid)
-        self.status += status
         queued = self.queues.get(keys.queue)
         if queued is None:
             queued = self.queues[keys.queue] = (keys, [], [[], [], [], []])
         queued[1].extend((tid, body))
         queued[2][priority].append(tid)
 
-    def probe(self) -> str:
-        """A key the MULTI creates: after a lost reply, it tells whether EXEC ran."""
-        return QueueKeys(queue_of(self.ids[0]) or "").status(self.ids[0])
+    def probe(self) -> tuple[str, str, str]:
+        """What tells, after a lost reply, whether EXEC ran: the first task's id, its body's
+        hash and its done hash (an outcome is recorded as the body is deleted)."""
+        tid = self.ids[0]
+        return tid, QueueKeys(queue_of(tid) or "").named("msg"), done_key(tid)
 
     def commands(self) -> list[tuple[Any, ...]]:
-        """The status hashes, then per queue the queue's plain-command publish transition
-        for fresh ids (bodies, ready lists by priority, published counter, doorbell)."""
-        out = list(self.status)
+        """Per queue, the queue's plain-command publish transition for fresh ids (bodies,
+        ready lists by priority, published counter, doorbell)."""
+        out: list[tuple[Any, ...]] = []
         for keys, bodies, ready in self.queues.values():
             out.append(("HSET", keys.msg, *bodies))
             for p, group in enumerate(ready):
@@ -98,14 +97,14 @@ class PublishKeys:
 
 
 async def publish(cmd: Link, box: Outbox, retry_budget: float) -> None:
-    """Sends the outbox's MULTI; after a lost connection, the first task's status hash
+    """Sends the outbox's MULTI; after a lost connection, the first task's body or outcome
     tells whether the all-or-nothing transaction was applied before it is sent again."""
     commands = box.commands()
     deadline = time.monotonic() + retry_budget
     attempt = 0
     while True:
         try:
-            if attempt and await cmd.execute("EXISTS", box.probe()):
+            if attempt and await _applied(cmd, *box.probe()):
                 return
             await cmd.transaction(commands)
             return
@@ -117,21 +116,17 @@ async def publish(cmd: Link, box: Outbox, retry_budget: float) -> None:
             await asyncio.sleep(pause)
 
 
+async def _applied(cmd: Link, tid: str, msg: str, done: str) -> bool:
+    return bool(await cmd.execute("HEXISTS", msg, tid) or await cmd.execute("HEXISTS", done, tid))
+
+
 def encode_task(
-    req: TaskRequest,
-    keys: QueueKeys,
-    reply_to: str,
-    source: str,
-    codec: Codec,
-    server_now: float,
-    result_ttl: float,
-) -> tuple[bytes, list[tuple[Any, ...]]]:
-    """A request (id, created_at and priority set) as the queue's stored body and the
-    commands that create its status hash; its deadline in Redis server time, in both (the
-    worker drops a delivery past the message's `expires_at`). The request is encoded
-    once: the body embeds the status hash's JSON as a fragment."""
+    req: TaskRequest, reply_to: str, source: str, codec: Codec, deadline_ms: int
+) -> bytes:
+    """A request (id, created_at and priority set) as the queue's stored body, its deadline
+    in Redis server time (the worker drops a delivery past the message's `expires_at`).
+    The request is encoded once, as a JSON fragment of the body."""
     request_json = codec.dump(req.to_dict(), f"task {req.id}")
-    deadline_ms = int((server_now + req.timeout) * 1000)
     priority = int(req.priority)
     fields = {  # Message.to_dict() of the stored message, without making the Message
         "id": req.id,
@@ -148,16 +143,7 @@ def encode_task(
         "reply_to": reply_to,
         "expires_at": deadline_ms / 1000,
     }
-    body = PRIORITY_DIGITS[priority] + codec.dump(fields, f"message {req.id}")
-    ttl_ms = int((req.timeout + result_ttl) * 1000)
-    status = create_commands(
-        keys.status(req.id),
-        request_json,
-        deadline_ms,
-        reply_to,
-        ttl_ms,
-    )
-    return body, status
+    return PRIORITY_DIGITS[priority] + codec.dump(fields, f"message {req.id}")
 
 
 __all__ = ["PRIORITY_DIGITS", "Outbox", "PublishKeys", "SharedDone", "encode_task", "publish"]

@@ -16,7 +16,6 @@ from typing import Any
 
 import orjson
 
-from meetq.dispatch.status import decode_result, parse_status
 from meetq.dispatch.types import TaskResponse, TaskStatus
 
 Callback = Callable[[TaskResponse], Any]
@@ -81,14 +80,13 @@ def response_of_reply(tid: str, reply: dict[str, Any]) -> TaskResponse:
 def response_of_timeout(tid: str, reply: Any) -> TaskResponse:
     """The TaskResponse of a task_timeout.lua answer: the final outcome that came first,
     else TIMEOUT (with the error that kept Redis from recording it, if any)."""
-    if isinstance(reply, list) and reply and reply[0] not in (b"timeout", b"missing"):
-        return TaskResponse(
-            tid,
-            parse_status(reply[0]),
-            decode_result(reply[1]),
-            reply[2].decode() if reply[2] else None,
-            float(reply[3] or 0.0),
-        )
+    if isinstance(reply, list) and len(reply) == 2 and reply[0] == b"final":
+        try:
+            recorded = orjson.loads(reply[1])
+        except orjson.JSONDecodeError:
+            recorded = None
+        if isinstance(recorded, dict):
+            return response_of_reply(tid, recorded)
     error = "timed out"
     if isinstance(reply, Exception):
         error = f"timed out (status not recorded: {reply})"

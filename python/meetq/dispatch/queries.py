@@ -1,7 +1,7 @@
 """A task's status read and its cancellation, by task id, from any process.
 
-Both work from Redis alone (the status hash `meetq:{Q}:status:<id>`, the queue named in
-the id), so any process can ask about or cancel a task another dispatcher sent.
+Both work from Redis alone (the queue and the done hash the id names, `status.py`), so
+any process can ask about or cancel a task another dispatcher sent.
 """
 
 from __future__ import annotations
@@ -13,20 +13,18 @@ import redis.asyncio
 
 from meetq._redis.keys import QueueKeys
 from meetq._redis.links import Link
-from meetq.dispatch.status import decode_state, parse_status, task_cancel, task_timeout
+from meetq.dispatch.status import (
+    decode_body,
+    decode_state,
+    done_key,
+    task_cancel,
+    task_timeout,
+)
 from meetq.dispatch.types import TaskRequest, TaskStatus, queue_of
-from meetq.errors import TaskNotFoundError
+from meetq.errors import MalformedMessageError, TaskNotFoundError
 
 Retrying = Callable[[Callable[[], Awaitable[Any]]], Awaitable[Any]]
 """Runs a call again after a lost connection (the dispatcher's retry budget)."""
-
-
-def status_key(task_id: str) -> str:
-    """The status hash of `task_id`; TaskNotFoundError when it is not a task id."""
-    queue = queue_of(task_id)
-    if queue is None:
-        raise TaskNotFoundError(f"{task_id!r} is not a task id of a dispatcher")
-    return QueueKeys(queue).status(task_id)
 
 
 async def read_task_status(
@@ -35,28 +33,34 @@ async def read_task_status(
     retrying: Retrying,
     task_id: str,
     server_ms: Callable[[], float],
+    result_ttl: float,
 ) -> tuple[TaskRequest, TaskStatus]:
     """The request and status of `task_id`. A task past its deadline that nothing ended
     is ended TIMEOUT now (atomically, by task_timeout.lua)."""
-    key = status_key(task_id)
-    inflight = QueueKeys(queue_of(task_id) or "").named("inflight")
+    done = done_key(task_id)
+    keys = QueueKeys(queue_of(task_id) or "")
+    msg = keys.named("msg")
 
     async def read() -> list[Any]:
-        # one round trip, one slot: the hash, and whether a worker holds the task now
+        # one round trip, one slot: the outcome, the body, whether a worker holds it now
         pipe = client.pipeline(transaction=False)
-        pipe.hgetall(key)
-        pipe.zscore(inflight, task_id)
+        pipe.hmget(done, [task_id, task_id + "\0r"])
+        pipe.hget(msg, task_id)
+        pipe.zscore(keys.named("inflight"), task_id)
         got: list[Any] = await pipe.execute()
         return got
 
-    fields, leased = await retrying(read)
-    if not fields:
+    (record, kept_body), body, leased = await retrying(read)
+    if record is None and body is None:
         raise TaskNotFoundError(f"no task {task_id!r}")
-    state = decode_state(fields)
+    state = decode_state(record, kept_body or body)
     if not state.final and state.deadline_ms and server_ms() > state.deadline_ms:
-        reply = await task_timeout.run(cmd.execute, [key], ["timed out"])
-        if reply and reply[0] != b"missing":
-            state.status = parse_status(reply[0])
+        ttl_ms = int(result_ttl * 1000)
+        reply = await task_timeout.run(cmd.execute, [done, msg], [task_id, "timed out", ttl_ms])
+        if reply and reply[0] == b"final":
+            state = decode_state(reply[1], kept_body or body)
+        elif reply and reply[0] == b"timeout":
+            state.status = TaskStatus.TIMEOUT
     elif state.status is TaskStatus.PENDING and leased is not None:
         # PROCESSING is not written per task: a pending task a worker has leased is it
         state.status = TaskStatus.PROCESSING
@@ -73,22 +77,29 @@ async def cancel_in_redis(
     """Runs task_cancel.lua: True when this call cancelled the task, False when it had
     already ended or is unknown."""
     queue = queue_of(task_id)
-    if queue is None:
+    try:
+        done = done_key(task_id)
+    except TaskNotFoundError:
         return False
-    keys = QueueKeys(queue)
-    key = keys.status(task_id)
+    keys = QueueKeys(queue or "")
+    msg = keys.named("msg")
 
     async def read() -> bytes | None:
-        value: bytes | None = await client.hget(key, "reply_to")  # type: ignore[misc]
+        value: bytes | None = await client.hget(msg, task_id)  # type: ignore[misc]
         return value
 
-    reply_to = await retrying(read)
-    script_keys = [key, keys.named("msg")]
-    if reply_to is not None:
-        script_keys.append(reply_to.decode())
+    body = await retrying(read)
+    script_keys = [done, msg]
+    if body is not None:
+        try:
+            reply_to = decode_body(body).reply_to
+        except MalformedMessageError:
+            reply_to = ""
+        if reply_to:
+            script_keys.append(reply_to)
     args = [task_id, int(result_ttl * 1000), keys.cancel_channel]
     outcome = await retrying(lambda: task_cancel.run(cmd.execute, script_keys, args))
     return bool(outcome == 1)
 
 
-__all__ = ["Retrying", "cancel_in_redis", "read_task_status", "status_key"]
+__all__ = ["Retrying", "cancel_in_redis", "read_task_status"]

@@ -1,7 +1,7 @@
 """A dispatcher's connections per hash slot, so the same dispatcher runs on Redis Cluster.
 
 Every key of one service queue carries the queue's hash tag (`meetq:{Q}:...`): the
-queue's publish transition, the status hashes of its tasks and this process's reply list
+queue's publish transition, the done hashes its tasks' outcomes go to and this process's reply list
 there all live in ONE slot, which is why the worker's final script can write the result,
 the status, the reply and the ack atomically. A dispatcher, though, talks to several
 queues, i.e. several slots, and on a Cluster commands of different slots can share
@@ -72,7 +72,7 @@ class ShardLinks:
         return self.for_slot(self.slot_of(queue))
 
     def for_task(self, task_id: str) -> Link:
-        """The link of the slot that holds `task_id`'s status hash."""
+        """The link of the slot that holds `task_id` (its queue's keys)."""
         return self.for_slot(self.slot_of_task(task_id))
 
     @property

@@ -1,21 +1,20 @@
-"""A dispatched task's durable status: the hash `meetq:{Q}:status:<id>` and its scripts.
+"""A dispatched task's durable status, and the scripts that end it from the dispatcher.
 
-The dispatcher creates the hash in the same MULTI as the publish (`create_commands`):
+While the queue holds the task, its stored body in the queue's `msg` hash is its state:
+the request, the owning dispatcher's reply list, the absolute deadline (`expires_at`,
+Redis server time; a worker drops a delivery past it unstarted, the owning dispatcher's
+timer wheel ends the task TIMEOUT). A `pending` task that a worker has leased (its id in
+`inflight`) is PROCESSING. Its final outcome is recorded where the id says: the hash
+`meetq:{Q}:done:<second>` of its deadline's second (the id is `<unique>.<second>@<Q>`),
+field id -> the reply object, id\0r -> the body, for result_ttl after that second.
 
-    status        pending -> completed | failed | timeout | cancelled
-    deadline_ms   absolute deadline, Redis server time (ms); the message carries it too
-                  (`expires_at`): a worker drops a delivery past it unstarted, the owning
-                  dispatcher's timer wheel ends the task TIMEOUT
-    request       the TaskRequest as JSON (get_task_status answers from any process)
-    reply_to      the owning dispatcher's reply list (same hash slot)
-    processed_at  epoch seconds (the dispatch time is the request's created_at)
-    result, error the outcome (result as JSON)
-
-PROCESSING is not written per delivery: get_task_status reports a `pending` task that a
-worker has leased (its id in the queue's `inflight` zset) as PROCESSING. The queue's
-worker side writes the outcome in its final script; the two transitions owned here are
-`task_timeout.lua` and `task_cancel.lua`, both "only if not final", so the first final
-outcome wins (the cancel also marks the queued body, so the dequeue drops it).
+Nothing is written per task at dispatch beyond the body, and a batch of outcomes is one
+HMGET + HSET + PEXPIREAT per second of deadlines (no key, no TTL per task): a status
+hash per task cost a third of redis-server's time per dispatched task (BENCHMARKS.md).
+The queue's worker side records the outcome in its final script; the two transitions
+owned here are `task_timeout.lua` and `task_cancel.lua`, both "only if nothing is
+recorded", so the first final outcome wins (a later result is recorded under it; the
+cancel also marks the queued body, so the dequeue drops it).
 """
 
 from __future__ import annotations
@@ -29,8 +28,16 @@ from typing import Any
 import orjson
 from redis.exceptions import NoScriptError
 
-from meetq.dispatch.types import FINAL_STATUSES, TaskRequest, TaskStatus
-from meetq.errors import MalformedMessageError
+from meetq._redis.keys import QueueKeys
+from meetq.dispatch.types import (
+    FINAL_STATUSES,
+    TaskRequest,
+    TaskStatus,
+    deadline_second_of,
+    queue_of,
+)
+from meetq.errors import MalformedMessageError, TaskNotFoundError
+from meetq.queue.message import Codec, Message
 
 _STATUSES = {s.value: s for s in TaskStatus}
 
@@ -62,34 +69,9 @@ task_timeout = LuaScript("task_timeout.lua")
 task_cancel = LuaScript("task_cancel.lua")
 
 
-def create_commands(
-    key: str,
-    request_json: bytes,
-    deadline_ms: int,
-    reply_to: str,
-    ttl_ms: int,
-) -> list[tuple[Any, ...]]:
-    """The commands that create a task's status hash (sent inside the publish MULTI)."""
-    return [
-        (
-            "HSET",
-            key,
-            "status",
-            "pending",
-            "deadline_ms",
-            deadline_ms,
-            "request",
-            request_json,
-            "reply_to",
-            reply_to,
-        ),
-        ("PEXPIRE", key, ttl_ms),
-    ]
-
-
 @dataclass(slots=True)
 class TaskState:
-    """A decoded status hash."""
+    """A task's status as Redis holds it (`decode_state`)."""
 
     request: TaskRequest
     status: TaskStatus
@@ -97,7 +79,6 @@ class TaskState:
     result: Any
     error: str | None
     processed_at: float
-    started_at: float
 
     @property
     def final(self) -> bool:
@@ -128,33 +109,59 @@ def parse_status(value: Any) -> TaskStatus:
         raise MalformedMessageError(f"unknown task status {text!r}") from None
 
 
-def decode_state(fields: dict[bytes, bytes]) -> TaskState:
-    """HGETALL of a status hash -> TaskState; raises MalformedMessageError on bad bytes."""
-    get = fields.get
-    raw_request = get(b"request")
-    if raw_request is None:
-        raise MalformedMessageError("status hash without a request")
+_BODIES = Codec("json")
+"""A dispatcher's stored bodies: JSON (the dispatcher's codec), after the priority digit."""
+
+
+def decode_body(body: bytes) -> Message:
+    """A dispatched task's stored body (priority digit, then the message) -> the message;
+    raises MalformedMessageError on bad bytes."""
+    return _BODIES.decode(body[1:])
+
+
+def done_key(task_id: str) -> str:
+    """The done hash a dispatcher-made task id names; TaskNotFoundError for any other."""
+    queue, second = queue_of(task_id), deadline_second_of(task_id)
+    if queue is None or second is None:
+        raise TaskNotFoundError(f"{task_id!r} is not a task id of a dispatcher")
+    return QueueKeys(queue).done(second)
+
+
+def decode_state(record: bytes | None, body: bytes | None) -> TaskState:
+    """A task's recorded outcome (its reply object; None while it has none) and its stored
+    body -> TaskState; raises MalformedMessageError on bad bytes."""
+    if body is None:
+        raise MalformedMessageError("task without a stored body")
+    msg = decode_body(body)
     try:
-        request = TaskRequest.from_dict(orjson.loads(raw_request))
+        request = TaskRequest.from_dict(msg.payload)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise MalformedMessageError(f"undecodable request: {exc!r}") from exc
+    deadline_ms = int(msg.expires_at * 1000)
+    if record is None:
+        status = TaskStatus.CANCELLED if body[:1] == b"c" else TaskStatus.PENDING
+        return TaskState(request, status, deadline_ms, None, None, 0.0)
+    try:
+        reply = orjson.loads(record)
     except orjson.JSONDecodeError as exc:
-        raise MalformedMessageError(f"undecodable request: {exc}") from exc
+        raise MalformedMessageError(f"undecodable outcome: {exc}") from exc
     return TaskState(
         request=request,
-        status=parse_status(get(b"status")),
-        deadline_ms=int(get(b"deadline_ms") or 0),
-        result=decode_result(get(b"result")),
-        error=_text(get(b"error")) or None,
-        processed_at=float(get(b"processed_at") or 0.0),
-        started_at=float(get(b"started_at") or 0.0),
+        status=parse_status(reply.get("status")),
+        deadline_ms=deadline_ms,
+        result=reply.get("result"),
+        error=_text(reply.get("error")) or None,
+        processed_at=float(reply.get("processed_at") or 0.0),
     )
 
 
 __all__ = [
     "LuaScript",
     "TaskState",
-    "create_commands",
+    "decode_body",
     "decode_result",
     "decode_state",
+    "done_key",
     "parse_status",
     "task_cancel",
     "task_timeout",

@@ -164,10 +164,23 @@ def default_routes() -> list[ServiceRoute]:
     ]
 
 
+def make_task_id(unique: str, deadline_ms: int, queue: str) -> str:
+    """A dispatcher's task id, `<unique>.<deadline second>@<queue>`: any process can tell
+    from it where the task's status lives (the queue's `done:<second>` hash)."""
+    return f"{unique}.{deadline_ms // 1000}@{queue}"
+
+
 def queue_of(task_id: str) -> str | None:
-    """The queue a dispatcher-made task id names (`<unique>@<queue>`), or None."""
+    """The queue a dispatcher-made task id names, or None."""
     _, sep, queue = task_id.partition("@")
     return queue if sep and queue else None
+
+
+def deadline_second_of(task_id: str) -> int | None:
+    """The deadline second a dispatcher-made task id names, or None."""
+    head, sep, _ = task_id.partition("@")
+    _, dot, second = head.rpartition(".")
+    return int(second) if sep and dot and second.isdigit() else None
 
 
 __all__ = [
@@ -177,6 +190,8 @@ __all__ = [
     "TaskResponse",
     "TaskStatus",
     "TaskType",
+    "deadline_second_of",
     "default_routes",
+    "make_task_id",
     "queue_of",
 ]

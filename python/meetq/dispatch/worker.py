@@ -6,7 +6,7 @@ leases, replies and the final status are the queue's (the final
 outcome, the status and the reply to the dispatcher are written in one script with the
 ack; a cancelled or expired task is dropped at dequeue and never runs).
 
-Cancelling a running task: the state is durable in the status hash (`task_cancel.lua`);
+Cancelling a running task: the state is durable in Redis (`task_cancel.lua` marks the body);
 the script's PUBLISH on the queue's cancel channel only pokes. On a poke, and every
 `cancel_check_interval` seconds for whatever is still running (a poke lost while the
 subscription reconnected), the worker reads the statuses of its running async handlers
@@ -143,17 +143,15 @@ class ServiceWorker:
     # ------------------------------------------------------------------ cancellation
 
     async def _cancel_if_cancelled(self, ids: list[str]) -> None:
-        """Reads the durable statuses of running tasks; cancels those marked cancelled."""
+        """Reads the stored bodies of running tasks; cancels those task_cancel.lua marked
+        (first byte "c")."""
         ids = [i for i in ids if i in self._running]
         if not ids:
             return
-        pipe = self._client.pipeline(transaction=False)
-        for tid in ids:
-            pipe.hget(self.keys.status(tid), "status")
-        statuses = await pipe.execute()
-        for tid, status in zip(ids, statuses, strict=True):
+        bodies = await self._client.hmget(self.keys.named("msg"), ids)  # type: ignore[misc]
+        for tid, body in zip(ids, bodies, strict=True):
             task = self._running.get(tid)
-            if status == b"cancelled" and task is not None and not task.done():
+            if body is not None and body[:1] == b"c" and task is not None and not task.done():
                 self._cancelling.add(tid)
                 self.cancelled_running += 1
                 task.cancel()

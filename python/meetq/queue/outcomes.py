@@ -7,7 +7,7 @@ finished message stays in the lease table (its lease renewed) until its ack goes
 
 Replies go only to a reply key of the message's own queue (checked when it
 is delivered). The final outcome of a message with a reply is one script: `ack_reply`
-(success: the reply, its expiry, the dispatcher's status hash and the ack; the successes
+(success: the reply, its expiry, the recorded outcome and the ack; the successes
 that end while one call is in flight share the next, one RPUSH per reply list) or `fail` (the
 move to the DLQ writes the failed/timeout reply and status the same way). A reply that
 cannot be written is a failure like any other (retry, then the DLQ), never a silent ack.

@@ -1,5 +1,5 @@
--- ack_reply.lua: Finished runs, any number in one call: for each, its reply, the
--- dispatcher's status hash and the ack, in one transition. A member is a run that
+-- ack_reply.lua: Finished runs, any number in one call: for each, its reply, its recorded
+-- outcome (record_outcomes: the dispatcher's task status) and the ack, in one transition. A member is a run that
 -- succeeded (status "completed") or a delivery dropped unstarted because its deadline had
 -- passed ("timeout"). The worker encodes each member's reply object; the members for one
 -- reply list go out as ONE list element, the JSON array of their replies, so a batch
@@ -10,7 +10,7 @@
 --   1..4 ready:3 .. ready:0   5 msg   6 inflight   7 delayed   8 dlq   9 dlqinfo
 --   10 stats   11 wake
 -- ARGV:
---   1 result_ttl_ms  2 n  3 processed_at (epoch seconds, text: the status hashes' field)
+--   1 result_ttl_ms  2 n  3 processed_at (epoch seconds, text: the recorded outcomes' field)
 --   then (id, token, reply_key ('' = none), status, result (JSON), error ('' = none),
 --   reply (the JSON object pushed to reply_key)) * n
 -- Returns one entry per member, in order: 1 acked, -1 stale token (nothing changed), or
@@ -19,8 +19,12 @@
 local ttl, n, at = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 local out = {}
 local fields = {}
-for i = 1, n do fields[i] = fl(ARGV[7 * i - 3]) end
-local cur = {}
+for i = 1, n do
+  local id = ARGV[7 * i - 3]
+  fields[2 * i - 1] = fl(id)
+  fields[2 * i] = id
+end
+local cur = {}  -- lease token, body of each member
 if n > 0 then cur = redis.call('HMGET', K_MSG, unpack(fields)) end
 -- the members whose lease is current, grouped by reply list (one element per list)
 local lists, order, valid = {}, {}, {['']=true}
@@ -32,7 +36,7 @@ for i = 1, n do
     ok = valid_reply(reply_key)
     valid[reply_key] = ok
   end
-  if cur[i] ~= ARGV[j + 1] then
+  if cur[2 * i - 1] ~= ARGV[j + 1] then
     out[i] = -1
   elseif not ok then
     out[i] = 'invalid reply_to'
@@ -46,7 +50,7 @@ for i = 1, n do
     group[#group + 1] = i
   end
 end
-local done, counts = {}, {}
+local done, counts, outcomes = {}, {}, {}
 for _, reply_key in ipairs(order) do
   local group = lists[reply_key]
   local err = nil
@@ -66,7 +70,10 @@ for _, reply_key in ipairs(order) do
     else
       local j = 7 * i - 3
       local status = ARGV[j + 3]
-      record_status(ARGV[j], status, ARGV[j + 4], ARGV[j + 5], at)
+      local body = cur[2 * i]
+      if body then
+        outcomes[#outcomes + 1] = {ARGV[j], status, ARGV[j + 4], ARGV[j + 5], ARGV[j + 6], body}
+      end
       out[i] = 1
       done[#done + 1] = ARGV[j]
       counts[status] = (counts[status] or 0) + 1
@@ -74,6 +81,7 @@ for _, reply_key in ipairs(order) do
   end
 end
 if #done > 0 then
+  record_outcomes(outcomes, ttl, tonumber(at) * 1000, at)
   chunked('ZREM', K_INF, done)
   forget(done)
   for status, c in pairs(counts) do

@@ -2,7 +2,7 @@
 -- handlers, promoting due delayed messages and expired leases (back to the front of their
 -- lists in the order they were first handed out). An id whose body task_cancel.lua
 -- marked cancelled (first byte "c" instead of the priority digit) is finished here instead
--- of delivered; it costs nothing per task otherwise: no status hash is read here (a
+-- of delivered; it costs nothing per task otherwise: no task status is read here (a
 -- deadline travels in the message, and the worker drops a delivery past it unstarted).
 --
 -- KEYS (every queue script gets all eleven, one hash tag, so it is Cluster-safe):

@@ -47,11 +47,15 @@ local function bump(field, n)
   return v
 end
 
--- replies and task status: keys of this queue's hash slot
+local function chunked(cmd, key, list)
+  for i = 1, #list, 1000 do
+    redis.call(cmd, key, unpack(list, i, math.min(i + 999, #list)))
+  end
+end
+
+-- replies and task outcomes: keys of this queue's hash slot
 local PREFIX = string.sub(K_MSG, 1, #K_MSG - 3)
 local FINAL = {completed = true, failed = true, timeout = true, cancelled = true}
-
-local function status_key(id) return PREFIX .. 'status:' .. id end
 
 -- reply_to may only name a reply key of this queue: PREFIX .. 'reply:' .. [A-Za-z0-9._-]{1,100}
 local function valid_reply(key)
@@ -64,48 +68,72 @@ end
 
 local function secs(ms) return string.format('%.3f', ms / 1000) end
 
--- the reply body of `id`'s final outcome (err '' = none)
-local function reply_body(id, status, result_json, err, now)
+-- the reply body of `id`'s final outcome (err '' = none); `at`: processed_at as text
+local function reply_body(id, status, result_json, err, at)
   local e = cjson.null
   if err ~= '' then e = err end
   return '{"id":' .. cjson.encode(id) .. ',"status":"' .. status .. '","result":'
-    .. result_json .. ',"error":' .. cjson.encode(e) .. ',"processed_at":' .. secs(now) .. '}'
+    .. result_json .. ',"error":' .. cjson.encode(e) .. ',"processed_at":' .. at .. '}'
 end
 
--- the outcome in `id`'s status hash, when a dispatcher made one (a final status is kept);
--- one HGET tells both (no hash: false; a hash always holds `status`; not a hash: error).
--- `at`: processed_at as text (epoch seconds)
-local function record_status(id, status, result_json, err, at)
-  local sk = status_key(id)
-  local cur = redis.pcall('HGET', sk, 'status')
-  if cur and type(cur) ~= 'table' then
-    local f = {'result', result_json, 'processed_at', at}
-    if err ~= '' then
-      f[5] = 'error'
-      f[6] = err
+-- A dispatched task's final outcome is recorded in the `done:<second>` hash of its
+-- deadline's second, which its id names (<unique>.<second>@<queue>): field id -> its
+-- reply object, field id\0r -> the stored body (the request). No key per task: a batch
+-- of outcomes is one HMGET, one HSET and one PEXPIREAT per second of deadlines. The hash
+-- expires result_ttl after that second (a task's outcome outlives its deadline by at
+-- least result_ttl). An id that names no second (not a dispatcher's) records nothing.
+local function done_key(id)
+  local sec = string.match(id, '^[^@]*%.(%d+)@')
+  if sec then return PREFIX .. 'done:' .. sec, tonumber(sec) * 1000 end
+  return nil, nil
+end
+
+-- the record of a late outcome where one is already recorded: the first final status
+-- stays (a result after a timeout or cancel is recorded under it), the rest is the new one
+local function kept(old, id, result_json, err, at)
+  local ok, o = pcall(cjson.decode, old)
+  if not ok or type(o) ~= 'table' or not FINAL[o.status] then return nil end
+  if err == '' and type(o.error) == 'string' then err = o.error end
+  return reply_body(id, o.status, result_json, err, at)
+end
+
+-- records outcomes {id, status, result_json, err, reply (or nil), body} (one HMGET, HSET
+-- and PEXPIREAT per done hash), each unless its hash has expired; `at` processed_at (text)
+local function record_outcomes(outcomes, ttl_ms, now, at)
+  local groups, order = {}, {}
+  for _, o in ipairs(outcomes) do
+    local key, base = done_key(o[1])
+    if key and base + 1000 + ttl_ms > now then
+      local g = groups[key]
+      if not g then
+        g = {expires = base + 1000 + ttl_ms}
+        groups[key] = g
+        order[#order + 1] = key
+      end
+      g[#g + 1] = o
     end
-    if not FINAL[cur] then
-      f[#f + 1] = 'status'
-      f[#f + 1] = status
+  end
+  for _, key in ipairs(order) do
+    local g = groups[key]
+    local ids = {}
+    for i, o in ipairs(g) do ids[i] = o[1] end
+    local have = redis.pcall('HMGET', key, unpack(ids))
+    if have.err then
+      redis.call('DEL', key) -- not ours (a foreign value): replaced
+      have = {}
     end
-    redis.pcall('HSET', sk, unpack(f))
+    local f = {}
+    for i, o in ipairs(g) do
+      local rec = have[i] and kept(have[i], o[1], o[3], o[4], at)
+      if not rec then rec = o[5] or reply_body(o[1], o[2], o[3], o[4], at) end
+      f[#f + 1] = o[1]
+      f[#f + 1] = rec
+      f[#f + 1] = o[1] .. '\0r'
+      f[#f + 1] = o[6]
+    end
+    chunked('HSET', key, f)
+    redis.call('PEXPIREAT', key, g.expires)
   end
-end
-
-local function write_status(id, status, result_json, err, now)
-  record_status(id, status, result_json, err, secs(now))
-end
-
--- the final outcome of `id`: its reply (when `reply_key` is not ''; the key expires after
--- ttl_ms) and its status hash. -> nil, or the error that kept the reply from being written
-local function write_outcome(id, reply_key, status, result_json, err, now, ttl_ms)
-  if reply_key ~= '' then
-    local pushed = redis.pcall('RPUSH', reply_key, reply_body(id, status, result_json, err, now))
-    if type(pushed) == 'table' then return pushed.err or 'reply not written' end
-    redis.call('PEXPIRE', reply_key, ttl_ms)
-  end
-  write_status(id, status, result_json, err, now)
-  return nil
 end
 
 -- the stored message as a table (json or msgpack), or nil
@@ -115,12 +143,6 @@ local function decoded(body)
   if not ok then ok, m = pcall(cmsgpack.unpack, raw) end
   if ok and type(m) == 'table' then return m end
   return nil
-end
-
-local function chunked(cmd, key, list)
-  for i = 1, #list, 1000 do
-    redis.call(cmd, key, unpack(list, i, math.min(i + 999, #list)))
-  end
 end
 
 -- deletes the bodies and counters of ids

@@ -2,21 +2,28 @@
 --
 -- Run by the dispatcher that owns the task when its deadline passes on the timer wheel
 -- (and by get_task_status for a task past its deadline). Atomic against the worker's
--- final outcome script: whichever runs first decides the status.
+-- final outcome script: whichever runs first records the outcome the task keeps.
 -- KEYS:
---   1 the task's status hash (meetq:{Q}:status:<id>)
+--   1 the task's done hash (meetq:{Q}:done:<second>, the second its id names)
+--   2 the queue's msg hash (meetq:{Q}:msg)
 -- ARGV:
---   1 error text for the timeout
--- Returns {'timeout'} when this call ended the task, {'missing'} when there is no such
--- hash, else {status, result, error, processed_at} of the outcome that came first.
-local s = redis.call('HGET', KEYS[1], 'status')
-if not s then return {'missing'} end
-if s == 'completed' or s == 'failed' or s == 'timeout' or s == 'cancelled' then
-  local f = redis.call('HMGET', KEYS[1], 'result', 'error', 'processed_at')
-  return {s, f[1] or false, f[2] or false, f[3] or false}
-end
+--   1 the task id  2 error text for the timeout  3 result_ttl_ms
+-- Returns {'timeout'} when this call ended the task, {'missing'} when the task is neither
+-- queued nor recorded, else {'final', the recorded reply object (JSON)}.
+local id = ARGV[1]
+local rec = redis.pcall('HGET', KEYS[1], id)
+if type(rec) == 'string' then return {'final', rec} end
+local body = redis.call('HGET', KEYS[2], id)
+if not body then return {'missing'} end
 local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-redis.call('HSET', KEYS[1], 'status', 'timeout', 'error', ARGV[1],
-  'processed_at', string.format('%.6f', now))
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local sec = tonumber(string.match(id, '^[^@]*%.(%d+)@'))
+if not sec then return redis.error_reply('ERR task_timeout: not a dispatched task id') end
+local expires = sec * 1000 + 1000 + tonumber(ARGV[3])
+if expires <= now then return {'timeout'} end -- past its record's lifetime: nothing to keep
+if type(rec) == 'table' then redis.call('DEL', KEYS[1]) end -- not a hash: not ours
+redis.call('HSET', KEYS[1], id, '{"id":' .. cjson.encode(id)
+  .. ',"status":"timeout","result":null,"error":' .. cjson.encode(ARGV[2])
+  .. ',"processed_at":' .. string.format('%.6f', now / 1000) .. '}', id .. '\0r', body)
+redis.call('PEXPIREAT', KEYS[1], expires)
 return {'timeout'}
