@@ -122,14 +122,25 @@ class Outcomes:
             return
         batch = replies[:REPLY_CHUNK]
         del replies[:REPLY_CHUNK]
-        args = self._reply_args(batch)
-        link = self._hot_link()
-        if link is None or not link.is_open:
-            self._spawn(self._write_slow(batch, args))
+        try:
+            args = self._reply_args(batch)
+        except Exception:  # a bug of ours: the batch comes back when its leases expire
+            log.exception("queue %s: cannot encode %d replies", self.queue_name, len(batch))
+            for msg, token, *_ in batch:
+                self.leases.forget(msg.id, token)
+            self._due = asyncio.get_running_loop().call_soon(self._write_next)
             return
-        sent = link.send_many([scripts.ack_reply.command(self._keys, args)])
-        self._tasks.add(sent)
-        sent.add_done_callback(lambda done: self._written(batch, args, done))
+        link = self._hot_link()
+        if link is not None and link.is_open:
+            try:
+                sent = link.send_many([scripts.ack_reply.command(self._keys, args)])
+            except Exception:
+                log.debug("queue %s: reply call not sent on the fetch connection", exc_info=True)
+            else:
+                self._tasks.add(sent)
+                sent.add_done_callback(lambda done: self._written(batch, args, done))
+                return
+        self._spawn(self._write_slow(batch, args))
 
     def _written(
         self,
