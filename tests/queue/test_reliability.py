@@ -18,7 +18,7 @@ from helpers import async_wait_until, redis_client, reply_objects
 from meetq import MeetqError, Message, RedisMessageQueue
 from meetq._redis import scripts as _scripts
 from meetq._redis.keys import QueueKeys
-from meetq.dispatch.status import done_key, task_cancel
+from meetq.dispatch.status import done_key, task_cancel, task_timeout
 
 
 def reply_key(queue: str, name: str) -> str:
@@ -180,15 +180,22 @@ async def test_cancelled_or_expired_messages_are_finished_unstarted(redis_url: s
         async with redis_client(redis_url) as r:
             sec, _ = await r.time()
             ids.update(
-                await dispatched_ids(r, name, "cancelled", "expired", "in-time", "late-cancel")
+                await dispatched_ids(
+                    r, name, "cancelled", "expired", "in-time", "late-cancel", "timed-out"
+                )
             )
             await q.publish(Message(type="r", id=ids["cancelled"], reply_to=rk))
             await q.publish(Message(type="r", id=ids["expired"], reply_to=rk, expires_at=sec - 10))
             await q.publish(Message(type="r", id=ids["in-time"], reply_to=rk, expires_at=sec + 600))
             await q.publish(Message(type="r", id=ids["late-cancel"], reply_to=rk))
+            await q.publish(Message(type="r", id=ids["timed-out"], reply_to=rk))
             script_keys = [done_key(ids["cancelled"]), keys.named("msg"), rk]
             args = [ids["cancelled"], 30000, keys.cancel_channel]
             assert await task_cancel.run(r.execute_command, script_keys, args) == 1
+            # its dispatcher's deadline passed while it waited: recorded, dropped unstarted
+            script_keys = [done_key(ids["timed-out"]), keys.named("msg")]
+            args = [ids["timed-out"], "timed out", 30000]
+            assert await task_timeout.run(r.execute_command, script_keys, args) == [b"timeout"]
             replies: dict[str, Any] = {}
             async with q:
                 while len(replies) < 4:
@@ -209,6 +216,8 @@ async def test_cancelled_or_expired_messages_are_finished_unstarted(redis_url: s
             assert await status("expired") == "timeout"
             assert await status("in-time") == "completed"
             assert await status("late-cancel") == "cancelled"  # final: not overwritten
+            assert await status("timed-out") == "timeout"
+            assert ids["timed-out"] not in replies  # its own dispatcher resolved it
             late = await recorded(r, ids["late-cancel"]) or {}
             assert late["result"] == "done" and late["error"] == "cancelled"  # recorded under it
             stats = await q.get_stats()
@@ -216,6 +225,7 @@ async def test_cancelled_or_expired_messages_are_finished_unstarted(redis_url: s
             assert stats["dead_letter_count"] == 0
             assert stats["total_processed"] == 2
             assert await r.hlen(keys.named("msg")) == 0
+            assert int(await r.hget(keys.named("stats"), "timeout")) == 2  # expired, timed-out
     finally:
         sync.close()
 

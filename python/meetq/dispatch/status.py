@@ -113,6 +113,10 @@ _BODIES = Codec("json")
 """A dispatcher's stored bodies: JSON (the dispatcher's codec), after the priority digit."""
 
 
+_MARKED = {b"c": TaskStatus.CANCELLED, b"t": TaskStatus.TIMEOUT}
+"""A stored body's first byte once task_cancel.lua / task_timeout.lua recorded an outcome."""
+
+
 def decode_body(body: bytes) -> Message:
     """A dispatched task's stored body (priority digit, then the message) -> the message;
     raises MalformedMessageError on bad bytes."""
@@ -139,7 +143,7 @@ def decode_state(record: bytes | None, body: bytes | None) -> TaskState:
         raise MalformedMessageError(f"undecodable request: {exc!r}") from exc
     deadline_ms = int(msg.expires_at * 1000)
     if record is None:
-        status = TaskStatus.CANCELLED if body[:1] == b"c" else TaskStatus.PENDING
+        status = _MARKED.get(body[:1], TaskStatus.PENDING)
         return TaskState(request, status, deadline_ms, None, None, 0.0)
     try:
         reply = orjson.loads(record)

@@ -1,9 +1,10 @@
 -- dequeue.lua: Leases up to n ready ids in strict priority after applying the acks of finished
 -- handlers, promoting due delayed messages and expired leases (back to the front of their
--- lists in the order they were first handed out). An id whose body task_cancel.lua
--- marked cancelled (first byte "c" instead of the priority digit) is finished here instead
--- of delivered; it costs nothing per task otherwise: no task status is read here (a
--- deadline travels in the message, and the worker drops a delivery past it unstarted).
+-- lists in the order they were first handed out). An id whose body task_cancel.lua or
+-- task_timeout.lua marked (first byte "c" or "t" instead of the priority digit) is
+-- finished here instead of delivered; it costs nothing per task otherwise: no task status
+-- is read here (a deadline travels in the message, and the worker drops a delivery past it
+-- unstarted).
 --
 -- KEYS (every queue script gets all eleven, one hash tag, so it is Cluster-safe):
 --   1..4 ready:3 .. ready:0   5 msg   6 inflight   7 delayed   8 dlq   9 dlqinfo
@@ -135,12 +136,14 @@ if #ids > 0 then
   local got = redis.call('HMGET', K_MSG, unpack(fields))
   local seq = bump('seq', #ids) - #ids
   local deadline = string.format('%d', now + lease_ms)
-  local zargs, hargs, cancelled = {}, {}, {}
+  local zargs, hargs, cancelled, expired = {}, {}, {}, {}
   for i, id in ipairs(ids) do
     local body = got[2 * i - 1]
-    if body and string.byte(body, 1) == 99 then
-      -- "c": cancelled before it started (the status and the reply are task_cancel's)
-      cancelled[#cancelled + 1] = id
+    if body and marked(body) then
+      -- "c": cancelled, "t": timed out before it started (the outcome is recorded, the
+      -- reply sent by task_cancel / the timeout's own dispatcher)
+      local kind = string.byte(body, 1) == 99 and cancelled or expired
+      kind[#kind + 1] = id
     elseif body then
       local att, ret = counters(got[2 * i])
       att = att + 1
@@ -166,6 +169,10 @@ if #ids > 0 then
   if #cancelled > 0 then
     forget(cancelled)
     bump('cancelled', #cancelled)
+  end
+  if #expired > 0 then
+    forget(expired)
+    bump('timeout', #expired)
   end
 end
 if died then trim_dlq(now, dlq_max, dlq_age) end

@@ -79,13 +79,22 @@ end
 -- A dispatched task's final outcome is recorded in the `done:<second>` hash of its
 -- deadline's second, which its id names (<unique>.<second>@<queue>): field id -> its
 -- reply object, field id\0r -> the stored body (the request). No key per task: a batch
--- of outcomes is one HMGET, one HSET and one PEXPIREAT per second of deadlines. The hash
--- expires result_ttl after that second (a task's outcome outlives its deadline by at
--- least result_ttl). An id that names no second (not a dispatcher's) records nothing.
+-- of outcomes is one HSET and one PEXPIREAT per second of deadlines. The hash expires
+-- result_ttl after that second (a task's outcome outlives its deadline by at least
+-- result_ttl). An id that names no second (not a dispatcher's) records nothing.
+-- Whoever records an outcome while the body is stored marks the body (its first byte,
+-- the priority digit, becomes "c" for a cancel, "t" for a timeout), so the final script
+-- reads a record only for a marked body: a digit means none exists.
 local function done_key(id)
   local sec = string.match(id, '^[^@]*%.(%d+)@')
   if sec then return PREFIX .. 'done:' .. sec, tonumber(sec) * 1000 end
   return nil, nil
+end
+
+-- whether a stored body is marked: an outcome (cancel, timeout) is recorded already
+local function marked(body)
+  local b = string.byte(body, 1)
+  return b == 99 or b == 116
 end
 
 -- the record of a late outcome where one is already recorded: the first final status
@@ -97,8 +106,8 @@ local function kept(old, id, result_json, err, at)
   return reply_body(id, o.status, result_json, err, at)
 end
 
--- records outcomes {id, status, result_json, err, reply (or nil), body} (one HMGET, HSET
--- and PEXPIREAT per done hash), each unless its hash has expired; `at` processed_at (text)
+-- records outcomes {id, status, result_json, err, reply (or nil), body} (one HSET and
+-- PEXPIREAT per done hash), each unless its hash has expired; `at` processed_at (text)
 local function record_outcomes(outcomes, ttl_ms, now, at)
   local groups, order = {}, {}
   for _, o in ipairs(outcomes) do
@@ -115,21 +124,20 @@ local function record_outcomes(outcomes, ttl_ms, now, at)
   end
   for _, key in ipairs(order) do
     local g = groups[key]
-    local ids = {}
-    for i, o in ipairs(g) do ids[i] = o[1] end
-    local have = redis.pcall('HMGET', key, unpack(ids))
-    if have.err then
-      redis.call('DEL', key) -- not ours (a foreign value): replaced
-      have = {}
-    end
     local f = {}
-    for i, o in ipairs(g) do
-      local rec = have[i] and kept(have[i], o[1], o[3], o[4], at)
-      if not rec then rec = o[5] or reply_body(o[1], o[2], o[3], o[4], at) end
+    for _, o in ipairs(g) do
+      local rec = nil
+      if marked(o[6]) then
+        local old = redis.pcall('HGET', key, o[1])
+        if type(old) == 'string' then rec = kept(old, o[1], o[3], o[4], at) end
+      end
       f[#f + 1] = o[1]
-      f[#f + 1] = rec
+      f[#f + 1] = rec or o[5] or reply_body(o[1], o[2], o[3], o[4], at)
       f[#f + 1] = o[1] .. '\0r'
       f[#f + 1] = o[6]
+    end
+    if type(redis.pcall('HLEN', key)) == 'table' then
+      redis.call('DEL', key) -- not a hash (a foreign value): replaced
     end
     chunked('HSET', key, f)
     redis.call('PEXPIREAT', key, g.expires)
