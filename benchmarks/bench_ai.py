@@ -4,7 +4,9 @@ floor on the same socket pattern, in the same run; (c) real-model latency per re
 (a) The node runs in its own process (`meetq ai-node --model echo`), as in production.
 The floor is the same pattern with nothing but pyzmq in both processes: an XPUB bound by
 the client, a SUB in the "node" that echoes each frame to a PUSH, a PULL at the client,
-all on ipc:// in one private directory. Sequential round trips give p50/p99; the
+all on ipc:// in one private directory. `--format stream` (the default) sets the echo up
+streamed, so each answer is the protocol's two frames (the delta, then `finish`);
+`--format plain` answers with one frame, as the floor does. Sequential round trips give p50/p99; the
 multiplexed run keeps `window` requests in flight on one node pair (a sliding window on
 both paths: each reply lets the next request go) and reports requests/s.
 
@@ -185,14 +187,20 @@ async def pipelined(client: StackFlowClient, work_id: str, total: int, window: i
     await finished
 
 
-async def ours(n: int, burst: int, window: int) -> tuple[list[float], float, float, float]:
+FORMATS = {"stream": "llm.utf-8.stream", "plain": "llm.utf-8"}
+"""--format: the echo's response_format (and input): streamed (two frames) or one frame."""
+
+
+async def ours(
+    n: int, burst: int, window: int, fmt: str
+) -> tuple[list[float], float, float, float]:
     with private_dir() as d:
         code = "import sys; from meetq.ai.node import run_node_from_args as r; sys.exit(r())"
         argv = [sys.executable, "-c", code, "--model", "echo", "--base-dir", str(d)]
         argv += ["--log-level", "WARNING"]
         async with StackFlowClient(d, call_timeout=60, setup_timeout=60) as client:
             with process(argv) as proc:
-                work_id = await client.setup("llm", "echo")
+                work_id = await client.setup("llm", "echo", response_format=fmt, input=fmt)
                 for _ in range(200):
                     await client.infer(work_id, "hi")
                 lat = []
@@ -277,8 +285,10 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=40000, help="multiplexed requests")
     parser.add_argument("--window", type=int, default=1000, help="requests in flight")
     parser.add_argument("--model-n", type=int, default=20, help="ASR requests")
+    parser.add_argument("--format", choices=tuple(FORMATS), default="stream")
     args = parser.parse_args()
     print(f"# bench_ai  load average {os.getloadavg()}  cores {os.cpu_count()}")
+    print(f"# (a) the echo's response_format: {FORMATS[args.format]}")
     if args.only in (None, "a"):
         # The floor's frame is the size of our inference request.
         frame = (
@@ -287,7 +297,9 @@ def main() -> None:
             b'"data":{"delta":"hi","index":0,"finish":true}}'
         )
         raw_lat, raw_rate, raw_cpu, raw_node = raw_floor(args.n, args.burst, args.window, frame)
-        our_lat, our_rate, our_cpu, our_node = uvloop.run(ours(args.n, args.burst, args.window))
+        our_lat, our_rate, our_cpu, our_node = uvloop.run(
+            ours(args.n, args.burst, args.window, FORMATS[args.format])
+        )
         raw, mine = summary("raw pyzmq floor", raw_lat), summary("meetq client+node", our_lat)
         print(
             "| path | round trips | p50 ms | p99 ms | p99.9 ms | multiplexed req/s "
