@@ -1,10 +1,11 @@
 -- ack_reply.lua: Finished runs, any number in one call: for each, its reply, its recorded
--- outcome (record_outcomes: the dispatcher's task status) and the ack, in one transition. A member is a run that
--- succeeded (status "completed") or a delivery dropped unstarted because its deadline had
--- passed ("timeout"). The worker encodes each member's reply object; the members for one
--- reply list go out as ONE list element, the JSON array of their replies, so a batch
--- costs one RPUSH element and no JSON work in Lua. Members are independent: one that
--- cannot be written changes nothing of its own and the others still complete.
+-- outcome (record_outcomes: the dispatcher's task status) and the ack, in one transition.
+-- A member is a run that succeeded (status "completed") or a delivery dropped unstarted
+-- because its deadline had passed ("timeout"). The worker encodes each member's reply
+-- object; the members for one reply list go out as ONE list element, the JSON array of
+-- their replies, so a batch costs one RPUSH element and no JSON work in Lua. Members are
+-- independent: one that cannot be written changes nothing of its own and the others still
+-- complete.
 --
 -- KEYS (every queue script gets all eleven, one hash tag, so it is Cluster-safe):
 --   1..4 ready:3 .. ready:0   5 msg   6 inflight   7 delayed   8 dlq   9 dlqinfo
