@@ -25,7 +25,6 @@ and its scripts), `shards` (the links and readers per Cluster slot).
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -41,6 +40,7 @@ from meetq.dispatch.outbox import Outbox, PublishKeys, encode_task, publish
 from meetq.dispatch.outstanding import (
     Callback,
     PendingTask,
+    call_back,
     decode_replies,
     response_of_reply,
     response_of_timeout,
@@ -424,24 +424,8 @@ class TaskDispatcher:
         if fut is not None and not fut.done():
             fut.set_result(response)
         if entry.callback is not None:
-            self._call(entry.callback, response)
+            call_back(entry.callback, response, self._tasks, self.name)
         self._check_idle()
-
-    def _call(self, callback: Callback, response: TaskResponse) -> None:
-        try:
-            result = callback(response)
-        except Exception:
-            log.exception("dispatcher %s: callback for %s failed", self.name, response.task_id)
-            return
-        if result is not None and inspect.isawaitable(result):
-            task = asyncio.ensure_future(result)
-            self._tasks.add(task)
-            task.add_done_callback(self._callback_done)
-
-    def _callback_done(self, task: asyncio.Future[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("dispatcher %s: async callback failed", self.name, exc_info=task.exception())
 
     def _check_idle(self) -> None:
         if not self._pending and self._idle is not None:

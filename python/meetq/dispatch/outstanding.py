@@ -10,6 +10,8 @@ Redis decided, or TIMEOUT when Redis could not be asked).
 from __future__ import annotations
 
 import asyncio
+import inspect
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +21,8 @@ import orjson
 from meetq.dispatch.types import TaskResponse, TaskStatus
 
 Callback = Callable[[TaskResponse], Any]
+
+log = logging.getLogger("meetq.dispatch")
 
 _REPLY_STATUS = {
     "completed": TaskStatus.COMPLETED,
@@ -49,6 +53,29 @@ class PendingTask:
         self.on_failed: Callable[[BaseException], None] | None = None
         self.timing_out = False
         self.late: dict[str, Any] | None = None
+
+
+def call_back(
+    callback: Callback, response: TaskResponse, tasks: set[asyncio.Future[Any]], owner: str
+) -> None:
+    """Calls a dispatch_async callback; an awaitable it returns runs as a task kept in
+    `tasks` (the dispatcher's, awaited at stop). A failing callback is logged, never
+    raised into the reply reader."""
+    try:
+        result = callback(response)
+    except Exception:
+        log.exception("dispatcher %s: callback for %s failed", owner, response.task_id)
+        return
+    if result is not None and inspect.isawaitable(result):
+        task = asyncio.ensure_future(result)
+        tasks.add(task)
+
+        def done(task: asyncio.Future[Any]) -> None:
+            tasks.discard(task)
+            if not task.cancelled() and task.exception() is not None:
+                log.error("dispatcher %s: async callback failed", owner, exc_info=task.exception())
+
+        task.add_done_callback(done)
 
 
 def decode_replies(raw: bytes) -> list[tuple[str, dict[str, Any]]] | None:
@@ -96,6 +123,7 @@ def response_of_timeout(tid: str, reply: Any) -> TaskResponse:
 __all__ = [
     "Callback",
     "PendingTask",
+    "call_back",
     "decode_replies",
     "response_of_reply",
     "response_of_timeout",
