@@ -18,7 +18,7 @@ from helpers import async_wait_until, redis_client, reply_objects
 from meetq import MeetqError, Message, RedisMessageQueue
 from meetq._redis import scripts as _scripts
 from meetq._redis.keys import QueueKeys
-from meetq.dispatch.status import done_key, task_cancel, task_timeout
+from meetq.dispatch.status import done_key
 
 
 def reply_key(queue: str, name: str) -> str:
@@ -170,8 +170,8 @@ async def test_cancelled_or_expired_messages_are_finished_unstarted(redis_url: s
     def handler(msg: Message) -> str:
         runs.append(msg.id)
         if msg.id == ids["late-cancel"]:  # cancelled while it runs
-            keys_ = [done_key(msg.id), keys.named("msg")]
-            sync.eval(task_cancel.source, 2, *keys_, msg.id, 30000, keys.cancel_channel)
+            args = (msg.id, 30000, keys.cancel_channel)
+            _scripts.task_cancel.call_sync(sync, keys.all, args)
         return "done"
 
     q.register_handler("r", handler)
@@ -189,13 +189,11 @@ async def test_cancelled_or_expired_messages_are_finished_unstarted(redis_url: s
             await q.publish(Message(type="r", id=ids["in-time"], reply_to=rk, expires_at=sec + 600))
             await q.publish(Message(type="r", id=ids["late-cancel"], reply_to=rk))
             await q.publish(Message(type="r", id=ids["timed-out"], reply_to=rk))
-            script_keys = [done_key(ids["cancelled"]), keys.named("msg"), rk]
             args = [ids["cancelled"], 30000, keys.cancel_channel]
-            assert await task_cancel.run(r.execute_command, script_keys, args) == 1
+            assert await _scripts.task_cancel(r, [*keys.all, rk], args) == 1
             # its dispatcher's deadline passed while it waited: recorded, dropped unstarted
-            script_keys = [done_key(ids["timed-out"]), keys.named("msg")]
             args = [ids["timed-out"], "timed out", 30000]
-            assert await task_timeout.run(r.execute_command, script_keys, args) == [b"timeout"]
+            assert await _scripts.task_timeout(r, keys.all, args) == [b"timeout"]
             replies: dict[str, Any] = {}
             async with q:
                 while len(replies) < 4:

@@ -17,9 +17,9 @@ from typing import Any
 from redis.exceptions import NoScriptError
 
 from meetq._native import TimerWheel
+from meetq._redis import scripts
 from meetq._redis.keys import QueueKeys
 from meetq._redis.links import Link
-from meetq.dispatch.status import done_key, task_timeout
 from meetq.dispatch.types import queue_of
 
 
@@ -80,17 +80,15 @@ class Deadlines:
 async def time_out(cmd: Link, tids: list[str], result_ttl_ms: int) -> list[Any]:
     """Runs task_timeout.lua for each of `tids` (one pipelined write) and returns each
     script's answer, or the exception when Redis could not be reached."""
+    script = scripts.task_timeout
     commands = [
-        task_timeout.command(
-            [done_key(t), QueueKeys(queue_of(t) or "").named("msg")],
-            [t, "timed out", result_ttl_ms],
-        )
+        script.command(QueueKeys(queue_of(t) or "").all, [t, "timed out", result_ttl_ms])
         for t in tids
     ]
     try:
         replies: list[Any] = await cmd.execute_many(commands)
         if any(isinstance(r, NoScriptError) for r in replies):
-            await cmd.execute("SCRIPT", "LOAD", task_timeout.source)
+            await cmd.execute("SCRIPT", "LOAD", script.source)
             replies = await cmd.execute_many(commands)
     except Exception as exc:
         replies = [exc] * len(tids)

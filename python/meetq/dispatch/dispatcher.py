@@ -400,8 +400,7 @@ class TaskDispatcher:
                     self.late_replies += 1
                     continue
                 if entry.timing_out:
-                    entry.late = reply  # the timeout script's answer decides
-                    continue
+                    continue  # its timeout script is in flight: its answer decides
                 self._resolve(tid, response_of_reply(tid, reply))
 
     def _resolve(self, tid: str, response: TaskResponse) -> None:

@@ -40,7 +40,6 @@ class PendingTask:
         "dispatched_at",
         "future",
         "handle",
-        "late",
         "on_failed",
         "timing_out",
     )
@@ -52,7 +51,6 @@ class PendingTask:
         self.callback: Callback | None = None
         self.on_failed: Callable[[BaseException], None] | None = None
         self.timing_out = False
-        self.late: dict[str, Any] | None = None
 
 
 def call_back(

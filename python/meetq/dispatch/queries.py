@@ -11,15 +11,10 @@ from typing import Any
 
 import redis.asyncio
 
+from meetq._redis import scripts
 from meetq._redis.keys import QueueKeys
 from meetq._redis.links import Link
-from meetq.dispatch.status import (
-    decode_body,
-    decode_state,
-    done_key,
-    task_cancel,
-    task_timeout,
-)
+from meetq.dispatch.status import decode_body, decode_state, done_key
 from meetq.dispatch.types import TaskRequest, TaskStatus, queue_of
 from meetq.errors import MalformedMessageError, TaskNotFoundError
 
@@ -56,7 +51,8 @@ async def read_task_status(
     state = decode_state(record, kept_body or body)
     if not state.final and state.deadline_ms and server_ms() > state.deadline_ms:
         ttl_ms = int(result_ttl * 1000)
-        reply = await task_timeout.run(cmd.execute, [done, msg], [task_id, "timed out", ttl_ms])
+        args = [task_id, "timed out", ttl_ms]
+        reply = await scripts.task_timeout.run(cmd.execute, keys.all, args)
         if reply and reply[0] == b"final":
             state = decode_state(reply[1], kept_body or body)
         elif reply and reply[0] == b"timeout":
@@ -75,13 +71,11 @@ async def cancel_in_redis(
     result_ttl: float,
 ) -> bool:
     """Runs task_cancel.lua: True when this call cancelled the task, False when it had
-    already ended or is unknown."""
+    already ended or is unknown (an id that names no deadline second is no task)."""
     queue = queue_of(task_id)
-    try:
-        done = done_key(task_id)
-    except TaskNotFoundError:
+    if queue is None:
         return False
-    keys = QueueKeys(queue or "")
+    keys = QueueKeys(queue)
     msg = keys.named("msg")
 
     async def read() -> bytes | None:
@@ -89,7 +83,7 @@ async def cancel_in_redis(
         return value
 
     body = await retrying(read)
-    script_keys = [done, msg]
+    script_keys = keys.all
     if body is not None:
         try:
             reply_to = decode_body(body).reply_to
@@ -98,7 +92,7 @@ async def cancel_in_redis(
         if reply_to:
             script_keys.append(reply_to)
     args = [task_id, int(result_ttl * 1000), keys.cancel_channel]
-    outcome = await retrying(lambda: task_cancel.run(cmd.execute, script_keys, args))
+    outcome = await retrying(lambda: scripts.task_cancel.run(cmd.execute, script_keys, args))
     return bool(outcome == 1)
 
 

@@ -1,4 +1,4 @@
-"""A dispatched task's durable status, and the scripts that end it from the dispatcher.
+"""Where a dispatched task's durable status lives, and how it is read.
 
 While the queue holds the task, its stored body in the queue's `msg` hash is its state:
 the request, the owning dispatcher's reply list, the absolute deadline (`expires_at`,
@@ -9,25 +9,22 @@ timer wheel ends the task TIMEOUT). A `pending` task that a worker has leased (i
 field id -> the reply object, id\0r -> the body, for result_ttl after that second.
 
 Nothing is written per task at dispatch beyond the body, and a batch of outcomes is one
-HSET + PEXPIREAT per second of deadlines: no key and no TTL per task (at 10,000 tasks/s
-and a 1 h result_ttl, per-task status hashes were 36 M keys expiring one by one). The
-queue's worker side records the outcome in its final script; the two transitions owned
-here are `task_timeout.lua` and `task_cancel.lua`, both "only if nothing is recorded",
-so the first final outcome wins. Both mark the stored body (first byte "t" / "c"): the
+HLEN (a type check), HSET and PEXPIREAT per second of deadlines: no key and no TTL per
+task (at 10,000 tasks/s and a 1 h result_ttl, per-task status hashes were 36 M keys
+expiring one by one). Every outcome goes through the queue scripts' `record_outcomes`
+(prelude.lua): the worker's final scripts, and the dispatcher's two transitions
+`task_timeout.lua` and `task_cancel.lua` (`meetq._redis.scripts`), both "only if nothing is
+recorded", so the first final outcome wins. Both mark the stored body (first byte "t" / "c"): the
 dequeue drops it unstarted, and the final script reads the record only for a marked
 body (a later result is recorded under the first status).
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
 import orjson
-from redis.exceptions import NoScriptError
 
 from meetq._redis.keys import QueueKeys
 from meetq.dispatch.types import (
@@ -41,33 +38,6 @@ from meetq.errors import MalformedMessageError, TaskNotFoundError
 from meetq.queue.message import Codec, Message
 
 _STATUSES = {s.value: s for s in TaskStatus}
-
-
-class LuaScript:
-    """One Lua file of `meetq._redis.lua`, called by EVALSHA (reloaded after NOSCRIPT)."""
-
-    __slots__ = ("name", "sha", "source")
-
-    def __init__(self, filename: str) -> None:
-        self.name = filename
-        self.source = resources.files("meetq._redis").joinpath("lua", filename).read_text()
-        self.sha = hashlib.sha1(self.source.encode()).hexdigest()
-
-    def command(self, keys: Sequence[str], args: Sequence[Any]) -> tuple[Any, ...]:
-        return ("EVALSHA", self.sha, len(keys), *keys, *args)
-
-    async def run(
-        self, execute: Callable[..., Awaitable[Any]], keys: Sequence[str], args: Sequence[Any]
-    ) -> Any:
-        try:
-            return await execute(*self.command(keys, args))
-        except NoScriptError:
-            await execute("SCRIPT", "LOAD", self.source)
-            return await execute(*self.command(keys, args))
-
-
-task_timeout = LuaScript("task_timeout.lua")
-task_cancel = LuaScript("task_cancel.lua")
 
 
 @dataclass(slots=True)
@@ -161,13 +131,10 @@ def decode_state(record: bytes | None, body: bytes | None) -> TaskState:
 
 
 __all__ = [
-    "LuaScript",
     "TaskState",
     "decode_body",
     "decode_result",
     "decode_state",
     "done_key",
     "parse_status",
-    "task_cancel",
-    "task_timeout",
 ]

@@ -79,7 +79,7 @@ end
 -- A dispatched task's final outcome is recorded in the `done:<second>` hash of its
 -- deadline's second, which its id names (<unique>.<second>@<queue>): field id -> its
 -- reply object, field id\0r -> the stored body (the request). No key per task: a batch
--- of outcomes is one HSET and one PEXPIREAT per second of deadlines. The hash expires
+-- of outcomes is one HLEN, HSET and PEXPIREAT per second of deadlines. The hash expires
 -- result_ttl after that second (a task's outcome outlives its deadline by at least
 -- result_ttl). An id that names no second (not a dispatcher's) records nothing.
 -- Whoever records an outcome while the body is stored marks the body (its first byte,
