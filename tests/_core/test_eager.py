@@ -64,7 +64,7 @@ async def test_cancelling_the_outer_task_reaches_the_handler() -> None:
     async def handler() -> None:
         entered.set()
         try:
-            await asyncio.sleep(60)
+            await asyncio.Event().wait()  # until cancelled
         finally:
             seen.append("cleanup")
 

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
-from helpers import async_never
+from helpers import async_never, next_turns
 from meetq._core.runner import (
     ASYNC,
     COMPLETED,
@@ -162,7 +162,7 @@ async def test_no_timeout_when_zero_or_none() -> None:
     runner = HandlerRunner()
 
     async def naps(x: Any) -> str:
-        await asyncio.sleep(0.03)
+        await next_turns(3)  # suspended: a timeout of 0 (or any) would cut it here
         return "done"
 
     for timeout in (0, None, -1.0):

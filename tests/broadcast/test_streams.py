@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from helpers import async_never, async_wait_until, redis_client
+from helpers import async_never, async_wait_until, next_turns, redis_client
 from meetq import RedisStreamEventBus, StreamEvent, events
 from meetq._redis.keys import StreamKeys
 
@@ -67,7 +67,7 @@ async def test_one_process_per_service_gets_each_event(redis_url: str) -> None:
     b = RedisStreamEventBus(redis_url, "svc", consumer="b", batch=5, **FAST)  # type: ignore[arg-type]
 
     async def slow_a(e: StreamEvent) -> None:
-        await asyncio.sleep(0.001)
+        await next_turns()  # suspended, so b's handler gets the loop meanwhile
         seen.append(("a", e.payload["n"]))
 
     a.subscribe("t", slow_a)

@@ -117,6 +117,16 @@ async def async_never(cond: Callable[[], Any], seconds: float, interval: float =
         await asyncio.sleep(interval)
 
 
+async def next_turns(n: int = 1) -> None:
+    """Suspends for `n` loop turns, on no timer: for a handler that must be suspended (so
+    what runs beside it gets the loop) where a sleep's duration would stand for nothing."""
+    loop = asyncio.get_running_loop()
+    for _ in range(n):
+        turn = loop.create_future()
+        loop.call_soon(turn.set_result, None)
+        await turn
+
+
 async def outlive_first_lease(r: Any, name: str, mid: str) -> None:
     """Returns once the lease of `mid` has been renewed past its first grant: Redis time is
     beyond the deadline it had when first read, the deadline has moved later, and the token

@@ -3,7 +3,7 @@
 usage: queue_worker.py URL QUEUE DONE_KEY VISIBILITY_TIMEOUT
 
 Handlers: "ok" RPUSHes the message id to DONE_KEY (after `payload["sleep"]` seconds),
-"boom" raises, "hang" sleeps past its timeout. Prints "ready" once started; stops
+"boom" raises, "hang" waits past its timeout. Prints "ready" once started; stops
 gracefully on SIGTERM.
 """
 
@@ -34,7 +34,7 @@ async def main(url: str, queue: str, done_key: str, visibility: float) -> None:
         raise RuntimeError("handler exploded")
 
     async def hang(msg: Message) -> None:
-        await asyncio.sleep(3600)
+        await asyncio.Event().wait()  # never set: runs until its timeout cancels it
 
     q.register_handler("ok", ok)
     q.register_handler("boom", boom)
