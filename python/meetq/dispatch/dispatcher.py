@@ -18,8 +18,8 @@
 Its parts: `outbox` (a loop turn's tasks encoded and published in one MULTI),
 `outstanding` (a pending task, and the replies and timeout answers that end it),
 `replies` (the reply reader), `deadlines` (the timer wheel and the timeout script),
-`queries` (status reads and cancels by task id), `status` (where a task's status lives,
-and its scripts), `shards` (the links and readers per Cluster slot).
+`queries` (status reads and cancels by task id), `status` (where a task's status lives
+and how it is read), `shards` (the links and readers per Cluster slot).
 """
 
 from __future__ import annotations
